@@ -1,0 +1,148 @@
+//! The command API: validates engagement events, deduplicates them and
+//! appends them to JetStream. It never reads ClickHouse.
+//!
+//! Entry points: [`run`] binds the configured address; [`serve`] takes a
+//! listener (tests bind `127.0.0.1:0`).
+
+mod ingest;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use tally_shared::auth::Authenticator;
+use tally_shared::config::Config;
+use tally_shared::event::Limits;
+use tally_shared::http as api;
+use tally_shared::nats;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use ingest::Publisher;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Nats(#[from] nats::NatsError),
+    #[error("serving HTTP: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Shared by every request.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    auth: Authenticator,
+    publisher: Publisher,
+    limits: Limits,
+    /// The event stream exists (applied at start-up).
+    stream_ready: AtomicBool,
+    nats: async_nats::Client,
+}
+
+impl AppState {
+    pub fn new(config: &Config, nats: async_nats::Client) -> AppState {
+        let js = nats::jetstream(nats.clone(), &config.nats);
+        AppState {
+            inner: Arc::new(Inner {
+                auth: Authenticator::new(&config.auth),
+                publisher: Publisher::new(
+                    js,
+                    Duration::from_millis(config.nats.publish_timeout_ms),
+                ),
+                limits: Limits {
+                    max_future_skew: time::Duration::seconds(
+                        config.command.max_future_skew_secs as i64,
+                    ),
+                    max_age: time::Duration::days(config.command.max_event_age_days as i64),
+                },
+                stream_ready: AtomicBool::new(false),
+                nats,
+            }),
+        }
+    }
+}
+
+/// The HTTP routes.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/events", post(ingest::post_event))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(readyz))
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// `/readyz`: NATS connected and the event stream applied.
+async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    let connected = state.inner.nats.connection_state() == async_nats::connection::State::Connected;
+    if connected && state.inner.stream_ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+/// Binds the configured address and serves until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    let addr = config.command.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })?;
+    serve(config, listener, shutdown).await
+}
+
+/// Serves on `listener` until `shutdown`; in-flight requests finish first.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let client = nats::connect(&config.nats, "tally-command").await?;
+    let state = AppState::new(&config, client);
+    tokio::spawn(apply_stream(
+        state.clone(),
+        config.clone(),
+        shutdown.clone(),
+    ));
+    let app = router(state, config.command.max_body_bytes);
+    tracing::info!(addr = %listener.local_addr().map_err(Error::Serve)?, "command API listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(Error::Serve)
+}
+
+/// Applies the stream definition, retrying until NATS answers.
+async fn apply_stream(state: AppState, config: Config, shutdown: CancellationToken) {
+    let js = nats::jetstream(state.inner.nats.clone(), &config.nats);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match nats::ensure_events_stream(&js, &config.nats).await {
+            Ok(_) => {
+                state.inner.stream_ready.store(true, Ordering::Release);
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "event stream not applied yet; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,90 @@
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tally_shared::auth::{mint_token, Scope};
+use tally_shared::{shutdown, telemetry, Config};
+
+/// Tally's command API (ingest), and a development-token minter.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the command API (the default).
+    Serve,
+    /// Print a development JWT signed with the configured HS256 secret.
+    Token {
+        /// The tenant the token acts for.
+        #[arg(long, default_value = "demo")]
+        tenant: String,
+        /// Scopes: events:write, reports:read, admin (repeat or comma-separate).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "events:write,reports:read"
+        )]
+        scope: Vec<String>,
+        /// The token's subject.
+        #[arg(long, default_value = "developer")]
+        subject: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 7 * 24 * 3600)]
+        ttl: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            telemetry::init_tracing(&config.log, "tally-command");
+            match tally_command::run(config, shutdown::on_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "command API failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Token {
+            tenant,
+            scope,
+            subject,
+            ttl,
+        } => {
+            let scopes: Result<Vec<Scope>, String> = scope
+                .iter()
+                .map(|s| Scope::parse(s.trim()).ok_or_else(|| format!("unknown scope {s:?}")))
+                .collect();
+            match scopes {
+                Ok(scopes) if tally_shared::event::is_valid_tenant(&tenant) => {
+                    println!(
+                        "{}",
+                        mint_token(&config.auth, &subject, &tenant, &scopes, ttl)
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(_) => {
+                    eprintln!("invalid tenant {tenant:?}: use 1-64 of A-Z, a-z, 0-9, '_', '-'");
+                    ExitCode::from(2)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}

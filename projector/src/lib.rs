@@ -1,0 +1,139 @@
+//! The projector: folds the event stream into the ClickHouse read models.
+//!
+//! Several workers (processes) share one durable pull consumer; adding one
+//! needs no configuration change. A worker acknowledges a message only after
+//! its rows are committed in ClickHouse. The projector never publishes events.
+//!
+//! Entry points: [`run`] binds the configured health address; [`serve`] takes
+//! a listener (tests bind `127.0.0.1:0`).
+
+pub mod fold;
+mod worker;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tally_shared::config::Config;
+use tally_shared::http as api;
+use tally_shared::{nats, store};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use worker::Progress;
+use worker::Worker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Nats(#[from] nats::NatsError),
+    #[error("serving HTTP: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Binds the configured health address and projects until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    let addr = config.projector.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })?;
+    serve(config, listener, shutdown).await
+}
+
+/// Serves health endpoints on `listener` and runs one worker until
+/// `shutdown`; the worker finishes or abandons its batch before returning.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let progress = Arc::new(Progress::default());
+    let health = Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(readyz))
+        .fallback(api::not_found)
+        .with_state(progress.clone());
+    tracing::info!(addr = %listener.local_addr().map_err(Error::Serve)?, "projector health listening");
+    let http =
+        axum::serve(listener, health).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let http = tokio::spawn(async move { http.await });
+
+    let client = nats::connect(&config.nats, "tally-projector").await?;
+    if let Some(worker) = start(&config, client, progress, &shutdown).await {
+        worker.run(shutdown.clone()).await;
+    }
+    shutdown.cancel();
+    match http.await {
+        Ok(result) => result.map_err(Error::Serve),
+        Err(e) => Err(Error::Serve(std::io::Error::other(e))),
+    }
+}
+
+/// Migrates ClickHouse and binds the consumer, retrying until both answer.
+/// `None` if shutdown came first.
+async fn start(
+    config: &Config,
+    client: async_nats::Client,
+    progress: Arc<Progress>,
+    shutdown: &CancellationToken,
+) -> Option<Worker> {
+    let js = nats::jetstream(client, &config.nats);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let attempt = async {
+            store::migrate(&config.clickhouse)
+                .await
+                .map_err(|e| e.to_string())?;
+            let stream = nats::ensure_events_stream(&js, &config.nats)
+                .await
+                .map_err(|e| e.to_string())?;
+            nats::ensure_projector_consumer(&stream, &config.projector.consumer)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match attempt.await {
+            Ok(consumer) => {
+                progress.ready.store(true, Ordering::Release);
+                tracing::info!(consumer = %config.projector.consumer, "projector ready");
+                return Some(Worker::new(
+                    consumer,
+                    &config.clickhouse,
+                    &config.projector,
+                    progress,
+                ));
+            }
+            Err(e) => tracing::warn!(error = %e, "projector not ready yet; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// `/readyz`: schema migrated and consumer bound; reports progress.
+async fn readyz(State(progress): State<Arc<Progress>>) -> (StatusCode, Json<serde_json::Value>) {
+    let ready = progress.ready.load(Ordering::Acquire);
+    let body = json!({
+        "ready": ready,
+        "last_seq": progress.last_seq.load(Ordering::Relaxed),
+        "projected": progress.projected.load(Ordering::Relaxed),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}

@@ -1,0 +1,23 @@
+use std::process::ExitCode;
+
+use tally_shared::{shutdown, telemetry, Config};
+
+/// Tally's projector worker: run as many as the load needs.
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init_tracing(&config.log, "tally-projector");
+    match tally_projector::run(config, shutdown::on_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "projector failed");
+            ExitCode::FAILURE
+        }
+    }
+}

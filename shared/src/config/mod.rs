@@ -1,0 +1,176 @@
+//! Configuration: built-in defaults, then an optional TOML file, then
+//! environment variables. The order and every field are documented once, in
+//! `defaults.toml`, which is embedded in each binary.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// The embedded defaults, also the reference for every setting.
+pub const DEFAULTS: &str = include_str!("defaults.toml");
+
+/// Environment variable naming the optional configuration file.
+pub const FILE_VAR: &str = "TALLY_CONFIG";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub nats: NatsConfig,
+    pub clickhouse: ClickHouseConfig,
+    pub auth: AuthConfig,
+    pub command: CommandConfig,
+    pub query: QueryConfig,
+    pub projector: ProjectorConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    pub url: String,
+    pub stream_replicas: usize,
+    pub publish_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: SecretString,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub hs256_secret: SecretString,
+    pub issuer: String,
+    pub audience: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub max_future_skew_secs: u64,
+    pub max_event_age_days: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectorConfig {
+    pub listen: SocketAddr,
+    pub consumer: String,
+    pub batch_size: usize,
+    pub fetch_wait_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(#[from] Box<figment::Error>);
+
+impl Config {
+    /// Loads the configuration from the defaults, the file named by
+    /// `TALLY_CONFIG` (if set) and `TALLY_*` environment variables.
+    pub fn load() -> Result<Config, ConfigError> {
+        let file = std::env::var_os(FILE_VAR).map(PathBuf::from);
+        Self::figment(file.as_deref())
+            .extract()
+            .map_err(|e| ConfigError(Box::new(e)))
+    }
+
+    /// The built-in defaults alone: what tests start from.
+    pub fn defaults() -> Config {
+        Figment::from(Toml::string(DEFAULTS))
+            .extract()
+            .expect("the embedded defaults are a valid configuration")
+    }
+
+    fn figment(file: Option<&Path>) -> Figment {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment.merge(Env::prefixed("TALLY_").split("__").ignore(&["CONFIG"]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn defaults_are_complete() {
+        let config = Config::defaults();
+        assert_eq!(config.nats.url, "nats://127.0.0.1:4222");
+        assert_eq!(config.command.max_body_bytes, 1 << 20);
+        assert_eq!(config.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn file_then_environment_override_the_defaults() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "tally.toml",
+                "[nats]\nurl = \"nats://file:1\"\nstream_replicas = 3\n[query]\nlisten = \"0.0.0.0:9\"\n",
+            )?;
+            jail.set_env("TALLY_CONFIG", "tally.toml");
+            jail.set_env("TALLY_NATS__URL", "nats://env:2");
+            let config = Config::load().map_err(|e| e.to_string())?;
+            assert_eq!(config.nats.url, "nats://env:2");
+            assert_eq!(config.nats.stream_replicas, 3);
+            assert_eq!(config.query.listen.port(), 9);
+            assert_eq!(config.projector.consumer, "projector");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_settings_are_rejected() {
+        Jail::expect_with(|jail| {
+            jail.set_env("TALLY_NATS__URLS", "nats://typo:1");
+            let err = Config::load().unwrap_err().to_string();
+            assert!(err.contains("urls"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let config = Config::defaults();
+        let printed = format!("{config:?}");
+        assert!(
+            !printed.contains(config.auth.hs256_secret.expose_secret()),
+            "{printed}"
+        );
+    }
+}

@@ -1,0 +1,320 @@
+//! The event envelope: the one wire format every ingest source speaks, and the
+//! form in which accepted events are recorded on the JetStream stream.
+//!
+//! Two types matter:
+//! - [`validate`] turns untrusted JSON into an [`Event`] or a list of
+//!   [`FieldError`]s that name every offending field;
+//! - [`StoredEvent`] is an accepted event as it lives on the stream: the client's
+//!   envelope plus the tenant (taken from the token, never from the body), the
+//!   time it was received and its schema version.
+
+mod validate;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+pub use validate::{validate, FieldError, Limits};
+
+/// The schema version new events are recorded with.
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// Longest id (`event_id`, `post_id`, …) accepted.
+pub const MAX_ID_LEN: usize = 128;
+
+/// What happened. Serialised with the product's type names (`like`, `view`…);
+/// the Rust names are past tense because an event is a fact that already
+/// happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventKind {
+    #[serde(rename = "like")]
+    Liked,
+    #[serde(rename = "unlike")]
+    Unliked,
+    #[serde(rename = "share")]
+    Shared,
+    #[serde(rename = "comment")]
+    Commented,
+    #[serde(rename = "view")]
+    Viewed,
+    #[serde(rename = "click")]
+    Clicked,
+}
+
+impl EventKind {
+    /// Every kind this version accepts, in documentation order.
+    pub const ALL: [EventKind; 6] = [
+        EventKind::Liked,
+        EventKind::Unliked,
+        EventKind::Shared,
+        EventKind::Commented,
+        EventKind::Viewed,
+        EventKind::Clicked,
+    ];
+
+    /// The product's name for the kind, as on the wire and in subjects.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Liked => "like",
+            EventKind::Unliked => "unlike",
+            EventKind::Shared => "share",
+            EventKind::Commented => "comment",
+            EventKind::Viewed => "view",
+            EventKind::Clicked => "click",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<EventKind> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+}
+
+/// The platform an event came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Platform {
+    Instagram,
+    Tiktok,
+    Youtube,
+    Twitter,
+    Facebook,
+    Other,
+}
+
+impl Platform {
+    pub const ALL: [Platform; 6] = [
+        Platform::Instagram,
+        Platform::Tiktok,
+        Platform::Youtube,
+        Platform::Twitter,
+        Platform::Facebook,
+        Platform::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Instagram => "instagram",
+            Platform::Tiktok => "tiktok",
+            Platform::Youtube => "youtube",
+            Platform::Twitter => "twitter",
+            Platform::Facebook => "facebook",
+            Platform::Other => "other",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Platform> {
+        Self::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+}
+
+/// A validated event as the client sent it (payload defaults filled in).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub kind: EventKind,
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub influencer_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub payload: Map<String, Value>,
+}
+
+/// An accepted event as recorded on the stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// Absent in the earliest records: those are version 1.
+    #[serde(default = "first_version")]
+    pub schema_version: u16,
+    pub tenant: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+fn first_version() -> u16 {
+    1
+}
+
+/// Why bytes read from the stream are not a readable event.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not a JSON event: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("schema_version {0} is newer than this build understands ({SCHEMA_VERSION})")]
+    FromTheFuture(u16),
+}
+
+impl StoredEvent {
+    pub fn new(tenant: &str, event: Event, received_at: OffsetDateTime) -> Self {
+        StoredEvent {
+            schema_version: SCHEMA_VERSION,
+            tenant: tenant.to_owned(),
+            received_at,
+            event,
+        }
+    }
+
+    /// Reads an event recorded by this or any earlier version.
+    ///
+    /// Older versions are upcast here, on read; history is never rewritten.
+    pub fn decode(bytes: &[u8]) -> Result<StoredEvent, DecodeError> {
+        #[derive(Deserialize)]
+        struct Version {
+            #[serde(default = "first_version")]
+            schema_version: u16,
+        }
+        let version: Version = serde_json::from_slice(bytes)?;
+        match version.schema_version {
+            SCHEMA_VERSION => Ok(serde_json::from_slice(bytes)?),
+            newer => Err(DecodeError::FromTheFuture(newer)),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a StoredEvent always serialises")
+    }
+
+    /// The subject the event is recorded under: `tally.events.<tenant>.<type>`,
+    /// so consumers and replays can select by tenant and kind.
+    pub fn subject(&self) -> String {
+        subject(&self.tenant, self.event.kind)
+    }
+
+    /// The JetStream `Nats-Msg-Id`: deduplication is per tenant.
+    pub fn msg_id(&self) -> String {
+        msg_id(&self.tenant, &self.event.event_id)
+    }
+
+    /// `payload.count` of a `view` (1 when absent).
+    pub fn view_count(&self) -> u64 {
+        match self.event.kind {
+            EventKind::Viewed => self
+                .event
+                .payload
+                .get("count")
+                .and_then(Value::as_u64)
+                .unwrap_or(1),
+            _ => 0,
+        }
+    }
+}
+
+/// Prefix of every event subject.
+pub const SUBJECT_PREFIX: &str = "tally.events";
+
+pub fn subject(tenant: &str, kind: EventKind) -> String {
+    format!("{SUBJECT_PREFIX}.{tenant}.{}", kind.as_str())
+}
+
+pub fn msg_id(tenant: &str, event_id: &str) -> String {
+    format!("{tenant}:{event_id}")
+}
+
+/// Whether `id` may be used as an event, post, user, influencer or campaign id:
+/// 1–128 characters of `[A-Za-z0-9_:-]` (a UUID qualifies).
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':' || b == b'-')
+}
+
+/// Whether `tenant` is usable as one token of a NATS subject and a ClickHouse
+/// key: 1–64 characters of `[A-Za-z0-9_-]`.
+pub fn is_valid_tenant(tenant: &str) -> bool {
+    !tenant.is_empty()
+        && tenant.len() <= 64
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn stored() -> StoredEvent {
+        StoredEvent::new(
+            "acme",
+            Event {
+                event_id: "e-1".into(),
+                kind: EventKind::Viewed,
+                occurred_at: datetime!(2026-11-01 12:00:00 UTC),
+                platform: Some(Platform::Tiktok),
+                influencer_id: None,
+                post_id: Some("p1".into()),
+                campaign_id: None,
+                user_id: None,
+                payload: serde_json::json!({"count": 7}).as_object().unwrap().clone(),
+            },
+            datetime!(2026-11-01 12:00:01 UTC),
+        )
+    }
+
+    #[test]
+    fn stored_events_round_trip() {
+        let event = stored();
+        assert_eq!(StoredEvent::decode(&event.encode()).unwrap(), event);
+        assert_eq!(event.subject(), "tally.events.acme.view");
+        assert_eq!(event.msg_id(), "acme:e-1");
+        assert_eq!(event.view_count(), 7);
+    }
+
+    #[test]
+    fn events_without_a_version_are_read_as_version_one() {
+        let mut json: Value = serde_json::from_slice(&stored().encode()).unwrap();
+        json.as_object_mut().unwrap().remove("schema_version");
+        let decoded = StoredEvent::decode(json.to_string().as_bytes()).unwrap();
+        assert_eq!(decoded.schema_version, 1);
+    }
+
+    #[test]
+    fn events_from_a_later_version_are_refused() {
+        let mut json: Value = serde_json::from_slice(&stored().encode()).unwrap();
+        json["schema_version"] = 99.into();
+        let err = StoredEvent::decode(json.to_string().as_bytes()).unwrap_err();
+        assert!(matches!(err, DecodeError::FromTheFuture(99)), "{err}");
+    }
+
+    #[test]
+    fn kinds_and_platforms_round_trip_through_their_names() {
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                Value::from(kind.as_str())
+            );
+        }
+        for platform in Platform::ALL {
+            assert_eq!(Platform::parse(platform.as_str()), Some(platform));
+        }
+    }
+
+    #[test]
+    fn ids_and_tenants() {
+        for ok in ["a", "A-b_c:9", "0b6f8a1e-7a5e-4c3b-9d2f-1f1f1f1f1f1f"] {
+            assert!(is_valid_id(ok), "{ok}");
+        }
+        let long = "x".repeat(129);
+        for bad in ["", "a.b", "a*", "a>", "a b", "é", long.as_str()] {
+            assert!(!is_valid_id(bad), "{bad}");
+        }
+        assert!(is_valid_tenant("acme_2"));
+        for bad in ["", "a:b", "a.b", "a*"] {
+            assert!(!is_valid_tenant(bad), "{bad}");
+        }
+    }
+}

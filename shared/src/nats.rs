@@ -1,0 +1,170 @@
+//! NATS plumbing: connecting, and applying the stream and consumer
+//! definitions kept as files under `nats/` (embedded at build time, so the
+//! files in the repository are the only definition).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+
+use crate::config::NatsConfig;
+
+/// `nats/streams/events.json`: the event stream.
+pub const EVENTS_STREAM_DEFINITION: &str = include_str!("../../nats/streams/events.json");
+/// `nats/consumers/projector.json`: the projector workers' durable consumer.
+pub const PROJECTOR_CONSUMER_DEFINITION: &str = include_str!("../../nats/consumers/projector.json");
+
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
+    #[error("applying the definition of {what}: {message}")]
+    Apply { what: String, message: String },
+}
+
+/// Connects to NATS. The client reconnects on its own after a connection loss.
+pub async fn connect(config: &NatsConfig, name: &str) -> Result<async_nats::Client, NatsError> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(5))
+        .request_timeout(Some(Duration::from_millis(config.publish_timeout_ms)))
+        .retry_on_initial_connect()
+        .connect(config.url.as_str())
+        .await
+        .map_err(|source| NatsError::Connect {
+            url: config.url.clone(),
+            source,
+        })
+}
+
+/// A JetStream context whose requests (publish acks included) time out after
+/// the configured publish timeout.
+pub fn jetstream(client: async_nats::Client, config: &NatsConfig) -> jetstream::Context {
+    jetstream::ContextBuilder::new()
+        .timeout(Duration::from_millis(config.publish_timeout_ms))
+        .build(client)
+}
+
+/// The event stream's definition, with the configured replica count.
+pub fn events_stream_config(config: &NatsConfig) -> stream::Config {
+    let mut stream: stream::Config = serde_json::from_str(EVENTS_STREAM_DEFINITION)
+        .expect("nats/streams/events.json is a valid stream definition");
+    stream.num_replicas = config.stream_replicas;
+    stream
+}
+
+/// The projector consumer's definition, under the configured durable name.
+pub fn projector_consumer_config(durable: &str) -> consumer::pull::Config {
+    let mut consumer: consumer::pull::Config = serde_json::from_str(PROJECTOR_CONSUMER_DEFINITION)
+        .expect("nats/consumers/projector.json is a valid consumer definition");
+    consumer.durable_name = Some(durable.to_owned());
+    consumer
+}
+
+/// Creates the event stream, or updates it to the definition: idempotent,
+/// and safe when several services start at once.
+pub async fn ensure_events_stream(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+) -> Result<stream::Stream, NatsError> {
+    let wanted = events_stream_config(config);
+    let apply = |message: String| NatsError::Apply {
+        what: format!("stream {}", wanted.name),
+        message,
+    };
+    for _ in 0..3 {
+        match js.get_stream(&wanted.name).await {
+            Ok(mut existing) => {
+                let current = existing
+                    .info()
+                    .await
+                    .map_err(|e| apply(e.to_string()))?
+                    .config
+                    .clone();
+                if differs(&current, &wanted) {
+                    js.update_stream(&wanted)
+                        .await
+                        .map_err(|e| apply(e.to_string()))?;
+                    tracing::info!(stream = %wanted.name, "updated stream to its definition");
+                }
+                return Ok(existing);
+            }
+            Err(e) if is_stream_not_found(&e.kind()) => {
+                match js.create_stream(wanted.clone()).await {
+                    Ok(created) => {
+                        tracing::info!(stream = %wanted.name, "created stream");
+                        return Ok(created);
+                    }
+                    // Another service created it between our two calls: look again.
+                    Err(e) => tracing::debug!(error = %e, "creating the stream raced; retrying"),
+                }
+            }
+            Err(e) => return Err(apply(e.to_string())),
+        }
+    }
+    Err(apply(
+        "the stream kept changing while it was being applied".into(),
+    ))
+}
+
+fn is_stream_not_found(kind: &jetstream::context::GetStreamErrorKind) -> bool {
+    matches!(
+        kind,
+        jetstream::context::GetStreamErrorKind::JetStream(e)
+            if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
+}
+
+/// Whether the settings the definition controls differ from the server's.
+fn differs(current: &stream::Config, wanted: &stream::Config) -> bool {
+    current.subjects != wanted.subjects
+        || current.description != wanted.description
+        || current.num_replicas != wanted.num_replicas
+        || current.max_age != wanted.max_age
+        || current.max_message_size != wanted.max_message_size
+        || current.duplicate_window != wanted.duplicate_window
+        || current.deny_delete != wanted.deny_delete
+        || current.deny_purge != wanted.deny_purge
+}
+
+/// Creates or updates the projector's durable pull consumer.
+pub async fn ensure_projector_consumer(
+    stream: &stream::Stream,
+    durable: &str,
+) -> Result<consumer::PullConsumer, NatsError> {
+    let wanted = projector_consumer_config(durable);
+    // create_consumer is create-or-update on the server for a durable with
+    // an unchanged filter, and returns the existing consumer when identical.
+    stream
+        .create_consumer(wanted)
+        .await
+        .map_err(|e| NatsError::Apply {
+            what: format!("consumer {durable}"),
+            message: e.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn the_definitions_parse_and_take_their_overrides() {
+        let mut nats = Config::defaults().nats;
+        nats.stream_replicas = 3;
+        let stream = events_stream_config(&nats);
+        assert_eq!(stream.name, "TALLY_EVENTS");
+        assert_eq!(stream.num_replicas, 3);
+        assert_eq!(stream.subjects, vec!["tally.events.>".to_owned()]);
+        assert_eq!(stream.duplicate_window, Duration::from_secs(120));
+        assert_eq!(stream.storage, stream::StorageType::File);
+
+        let consumer = projector_consumer_config("workers");
+        assert_eq!(consumer.durable_name.as_deref(), Some("workers"));
+        assert_eq!(consumer.ack_policy, consumer::AckPolicy::Explicit);
+        assert_eq!(consumer.filter_subject, "tally.events.>");
+    }
+}

@@ -1,0 +1,114 @@
+use serde_json::json;
+use tally_tests::{rfc3339_ago, Stack, TokenScope as Scope};
+
+/// 202 comes only after the PubAck: the event is in the stream, once, under
+/// the tenant's subject, even when retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_event_is_in_the_stream_once() {
+    let stack = Stack::start("ingest_in_stream_once").await;
+    let token = stack.token("acme", &[Scope::EventsWrite]);
+    let event = json!({
+        "event_id": "0b6f8a1e-7a5e-4c3b-9d2f-1f1f1f1f1f1f",
+        "type": "comment",
+        "occurred_at": rfc3339_ago(5),
+        "post_id": "p1",
+        "payload": {"text": "hello"},
+    });
+    let (status, first) = stack.post_event(&token, &event).await;
+    assert_eq!(status, 202, "{first}");
+    for _ in 0..3 {
+        let (status, again) = stack.post_event(&token, &event).await;
+        assert_eq!(
+            (status, &again["status"]),
+            (202, &json!("duplicate")),
+            "{again}"
+        );
+        assert_eq!(again["seq"], first["seq"]);
+    }
+
+    let client = async_nats::connect(stack.nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("TALLY_EVENTS").await.unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.state.messages, 1, "one message after four posts");
+    let seq = first["seq"].as_u64().unwrap();
+    let message = stream.get_raw_message(seq).await.unwrap();
+    assert_eq!(message.subject.as_str(), "tally.events.acme.comment");
+    let stored: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(stored["tenant"], "acme", "the tenant comes from the token");
+    assert_eq!(stored["schema_version"], 1);
+    assert_eq!(stored["payload"]["text"], "hello");
+}
+
+/// The same event_id from two tenants is two events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deduplication_is_per_tenant() {
+    let stack = Stack::start("ingest_dedup_per_tenant").await;
+    let event =
+        json!({"event_id": "same", "type": "like", "occurred_at": rfc3339_ago(1), "post_id": "p"});
+    let (_, a) = stack
+        .post_event(&stack.token("acme", &[Scope::EventsWrite]), &event)
+        .await;
+    let (_, b) = stack
+        .post_event(&stack.token("globex", &[Scope::EventsWrite]), &event)
+        .await;
+    assert_eq!(
+        (&a["status"], &b["status"]),
+        (&json!("accepted"), &json!("accepted"))
+    );
+    assert_ne!(a["seq"], b["seq"]);
+}
+
+/// With nats-server gone the command API answers 503 with Retry-After within
+/// the publish timeout; after a restart the same request succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_down_is_503_and_recovers() {
+    let mut stack = Stack::start("ingest_jetstream_down").await;
+    let token = stack.token("acme", &[Scope::EventsWrite]);
+    let event = json!({"event_id": "e-down", "type": "share", "occurred_at": rfc3339_ago(1), "post_id": "p"});
+    stack.nats.kill();
+    let response = stack
+        .http
+        .post(format!("{}/v1/events", stack.command.url()))
+        .bearer_auth(&token)
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+
+    // The client retries with the same event_id. A 503 promises nothing
+    // either way: the publish may still have reached the stream, so the
+    // retry may be `accepted` or `duplicate`, but the stream holds one copy.
+    stack.nats.restart();
+    let answer = tally_tests::eventually(
+        "the command API to accept again",
+        std::time::Duration::from_secs(30),
+        || async {
+            let (status, body) = stack.post_event(&token, &event).await;
+            if status == 202 {
+                Ok(body)
+            } else {
+                Err(format!("{status} {body}"))
+            }
+        },
+    )
+    .await;
+    assert!(
+        answer["status"] == "accepted" || answer["status"] == "duplicate",
+        "{answer}"
+    );
+    let client = async_nats::connect(stack.nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("TALLY_EVENTS").await.unwrap();
+    assert_eq!(
+        stream.info().await.unwrap().state.messages,
+        1,
+        "stored exactly once"
+    );
+}

@@ -1,0 +1,14 @@
+//! Every integration test, in one binary so the build links once.
+//!
+//! Each test starts its own `nats-server` and gets its own database in the
+//! run's shared `clickhouse-server` (see the `tally-tests` harness), so the
+//! tests run in parallel.
+
+// The whole path: HTTP → JetStream → projector → ClickHouse → query API.
+mod e2e;
+// The command API against a real JetStream: acks, duplicates, sequences.
+mod ingest;
+// Schema migrations against a real ClickHouse.
+mod migrations;
+// docker-compose.yml is valid.
+mod compose;
