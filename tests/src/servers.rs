@@ -254,50 +254,14 @@ fn remove_stale_dirs(root: &Path) {
     }
 }
 
-/// A minimal configuration accepted by ClickHouse 18.16 and current releases.
-fn config_xml(dir: &Path, http_port: u16, tcp_port: u16) -> String {
-    let dir = dir.display();
-    format!(
-        r#"<?xml version="1.0"?>
-<yandex>
-  <logger>
-    <level>warning</level>
-    <log>{dir}/server.log</log>
-    <errorlog>{dir}/err.log</errorlog>
-    <size>10M</size>
-    <count>1</count>
-  </logger>
-  <listen_host>127.0.0.1</listen_host>
-  <http_port>{http_port}</http_port>
-  <tcp_port>{tcp_port}</tcp_port>
-  <path>{dir}/data/</path>
-  <tmp_path>{dir}/tmp/</tmp_path>
-  <user_files_path>{dir}/user_files/</user_files_path>
-  <format_schema_path>{dir}/format_schemas/</format_schema_path>
-  <users_config>users.xml</users_config>
-  <default_profile>default</default_profile>
-  <default_database>default</default_database>
-  <timezone>UTC</timezone>
-  <mark_cache_size>268435456</mark_cache_size>
-  <uncompressed_cache_size>268435456</uncompressed_cache_size>
-  <max_concurrent_queries>200</max_concurrent_queries>
-</yandex>
-"#
-    )
-}
+/// `local/clickhouse/config.xml`, the template `./dev` uses too.
+const CONFIG_TEMPLATE: &str = include_str!("../../local/clickhouse/config.xml");
+/// `local/clickhouse/users.xml`.
+const USERS_XML: &str = include_str!("../../local/clickhouse/users.xml");
 
-const USERS_XML: &str = r#"<?xml version="1.0"?>
-<yandex>
-  <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
-  <users>
-    <default>
-      <password></password>
-      <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
-      <profile>default</profile>
-      <quota>default</quota>
-    </default>
-  </users>
-  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
-    <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
-</yandex>
-"#;
+fn config_xml(dir: &Path, http_port: u16, tcp_port: u16) -> String {
+    CONFIG_TEMPLATE
+        .replace("@DIR@", &dir.display().to_string())
+        .replace("@HTTP_PORT@", &http_port.to_string())
+        .replace("@TCP_PORT@", &tcp_port.to_string())
+}
