@@ -95,7 +95,8 @@ impl ApiError {
     fn detail(&self) -> String {
         match self {
             ApiError::Unavailable(_) => {
-                "a dependency is unavailable; retry later with the same event_id".into()
+                "a dependency is unavailable; retry later (an ingest retry reuses its event_id)"
+                    .into()
             }
             ApiError::Internal(_) => "an internal error occurred".into(),
             ApiError::Invalid(errors) => format!("{} field(s) are invalid", errors.len()),
