@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Serialize;
 use tally_shared::auth::Scope;
-use tally_shared::event::{validate, StoredEvent};
+use tally_shared::event::{validate, Source, StoredEvent};
 use tally_shared::http::{json_body, ApiError};
 use time::OffsetDateTime;
 
@@ -48,7 +48,7 @@ pub async fn post_event(
     let input = json_body(&headers, body)?;
     let now = OffsetDateTime::now_utc();
     let event = validate(&input, now, &state.inner.limits).map_err(ApiError::Invalid)?;
-    let stored = StoredEvent::new(&principal.tenant, event, now);
+    let stored = StoredEvent::new(&principal.tenant, Source::Api, event, now);
     let appended = state.inner.publisher.append(&stored).await?;
     Ok((
         StatusCode::ACCEPTED,

@@ -78,30 +78,47 @@ pub fn fold<'a>(batch: impl IntoIterator<Item = (u64, &'a StoredEvent)>) -> Rows
             payload: serde_json::Value::Object(event.payload.clone()).to_string(),
             schema_version: stored.schema_version,
         });
-        if let Some(post_id) = &event.post_id {
-            let mut row = PostMetricRow {
+        let counted = post_counter(stored);
+        if let (Some(post_id), Some((likes, shares, comments, views, clicks))) =
+            (&event.post_id, counted)
+        {
+            rows.post_metrics.push(PostMetricRow {
                 tenant: stored.tenant.clone(),
                 post_id: post_id.clone(),
                 seq,
                 occurred_at,
-                likes: 0,
-                shares: 0,
-                comments: 0,
-                views: 0,
-                clicks: 0,
-            };
-            match event.kind {
-                EventKind::Liked => row.likes = 1,
-                EventKind::Unliked => row.likes = -1,
-                EventKind::Shared => row.shares = 1,
-                EventKind::Commented => row.comments = 1,
-                EventKind::Viewed => row.views = stored.view_count(),
-                EventKind::Clicked => row.clicks = 1,
-            }
-            rows.post_metrics.push(row);
+                likes,
+                shares,
+                comments,
+                views,
+                clicks,
+            });
         }
     }
     rows
+}
+
+/// An event's contribution to its post's (likes, shares, comments, views,
+/// clicks); `None` for kinds the post metrics do not count (yet: conversions
+/// join them with the projections issue).
+fn post_counter(stored: &StoredEvent) -> Option<(i8, u8, u8, u64, u8)> {
+    Some(match stored.event.kind {
+        EventKind::Liked => (1, 0, 0, 0, 0),
+        EventKind::Unliked => (-1, 0, 0, 0, 0),
+        EventKind::Shared => (0, 1, 0, 0, 0),
+        EventKind::Commented => (0, 0, 1, 0, 0),
+        EventKind::Viewed => (0, 0, 0, stored.view_count(), 0),
+        EventKind::Clicked => (0, 0, 0, 0, 1),
+        EventKind::Converted
+        | EventKind::Followed
+        | EventKind::Unfollowed
+        | EventKind::FollowersCounted
+        | EventKind::InfluencerRegistered
+        | EventKind::InfluencerUpdated
+        | EventKind::PostPublished
+        | EventKind::CampaignCreated
+        | EventKind::CampaignUpdated => return None,
+    })
 }
 
 /// ClickHouse `DateTime` is unsigned seconds; clamp what it cannot hold.
@@ -113,7 +130,7 @@ fn epoch_seconds(at: time::OffsetDateTime) -> u32 {
 mod tests {
     use super::*;
     use serde_json::json;
-    use tally_shared::event::{validate, Limits};
+    use tally_shared::event::{validate, Limits, Source};
     use time::macros::datetime;
 
     fn stored(kind: &str, post: &str, payload: serde_json::Value) -> StoredEvent {
@@ -125,7 +142,7 @@ mod tests {
             &Limits::default(),
         )
         .unwrap();
-        StoredEvent::new("acme", event, now)
+        StoredEvent::new("acme", Source::Api, event, now)
     }
 
     /// Folds one event and returns its post-metrics contribution as
@@ -158,6 +175,22 @@ mod tests {
     }
 
     #[test]
+    fn catalogue_events_are_recorded_but_count_nothing_on_the_post() {
+        let now = datetime!(2026-11-22 12:00:00 UTC);
+        let event = validate(
+            &json!({"event_id": "e", "type": "post_published", "occurred_at": "2026-11-22T11:00:00Z",
+                    "post_id": "p1", "influencer_id": "i1", "payload": {"content_type": "reel"}}),
+            now,
+            &Limits::default(),
+        )
+        .unwrap();
+        let stored = StoredEvent::new("acme", Source::Api, event, now);
+        let rows = fold([(3, &stored)]);
+        assert_eq!(rows.events.len(), 1);
+        assert!(rows.post_metrics.is_empty());
+    }
+
+    #[test]
     fn event_rows_keep_the_whole_event() {
         let event = stored("comment", "p9", json!({"text": "wow"}));
         let rows = fold([(42, &event)]);
@@ -166,7 +199,7 @@ mod tests {
         assert_eq!(row.kind, "comment");
         assert_eq!(row.occurred_at, 1_795_345_200);
         assert_eq!(row.payload, r#"{"text":"wow"}"#);
-        assert_eq!(row.schema_version, 1);
+        assert_eq!(row.schema_version, tally_shared::event::SCHEMA_VERSION);
     }
 
     #[test]

@@ -8,23 +8,25 @@
 //!   envelope plus the tenant (taken from the token, never from the body), the
 //!   time it was received and its schema version.
 
+mod currency;
 mod validate;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-pub use validate::{validate, FieldError, Limits};
+pub use currency::is_currency;
+pub use validate::{validate, FieldError, Limits, CONTENT_TYPES};
 
 /// The schema version new events are recorded with.
-pub const SCHEMA_VERSION: u16 = 1;
+pub const SCHEMA_VERSION: u16 = 2;
 
 /// Longest id (`event_id`, `post_id`, …) accepted.
 pub const MAX_ID_LEN: usize = 128;
 
-/// What happened. Serialised with the product's type names (`like`, `view`…);
-/// the Rust names are past tense because an event is a fact that already
-/// happened.
+/// What happened. Serialised with the product's type names (`like`,
+/// `post_published`…); the Rust names are past tense because an event is a
+/// fact that already happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventKind {
     #[serde(rename = "like")]
@@ -39,17 +41,55 @@ pub enum EventKind {
     Viewed,
     #[serde(rename = "click")]
     Clicked,
+    #[serde(rename = "conversion")]
+    Converted,
+    #[serde(rename = "follow")]
+    Followed,
+    #[serde(rename = "unfollow")]
+    Unfollowed,
+    #[serde(rename = "follower_snapshot")]
+    FollowersCounted,
+    #[serde(rename = "influencer_registered")]
+    InfluencerRegistered,
+    #[serde(rename = "influencer_updated")]
+    InfluencerUpdated,
+    #[serde(rename = "post_published")]
+    PostPublished,
+    #[serde(rename = "campaign_created")]
+    CampaignCreated,
+    #[serde(rename = "campaign_updated")]
+    CampaignUpdated,
+}
+
+/// The three families of events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Category {
+    /// Something an audience did to a post.
+    Interaction,
+    /// Followers of an influencer.
+    Audience,
+    /// Influencers, posts and campaigns themselves.
+    Catalogue,
 }
 
 impl EventKind {
     /// Every kind this version accepts, in documentation order.
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::Liked,
         EventKind::Unliked,
         EventKind::Shared,
         EventKind::Commented,
         EventKind::Viewed,
         EventKind::Clicked,
+        EventKind::Converted,
+        EventKind::Followed,
+        EventKind::Unfollowed,
+        EventKind::FollowersCounted,
+        EventKind::InfluencerRegistered,
+        EventKind::InfluencerUpdated,
+        EventKind::PostPublished,
+        EventKind::CampaignCreated,
+        EventKind::CampaignUpdated,
     ];
 
     /// The product's name for the kind, as on the wire and in subjects.
@@ -61,11 +101,40 @@ impl EventKind {
             EventKind::Commented => "comment",
             EventKind::Viewed => "view",
             EventKind::Clicked => "click",
+            EventKind::Converted => "conversion",
+            EventKind::Followed => "follow",
+            EventKind::Unfollowed => "unfollow",
+            EventKind::FollowersCounted => "follower_snapshot",
+            EventKind::InfluencerRegistered => "influencer_registered",
+            EventKind::InfluencerUpdated => "influencer_updated",
+            EventKind::PostPublished => "post_published",
+            EventKind::CampaignCreated => "campaign_created",
+            EventKind::CampaignUpdated => "campaign_updated",
         }
     }
 
     pub fn parse(name: &str) -> Option<EventKind> {
         Self::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+
+    pub fn category(self) -> Category {
+        match self {
+            EventKind::Liked
+            | EventKind::Unliked
+            | EventKind::Shared
+            | EventKind::Commented
+            | EventKind::Viewed
+            | EventKind::Clicked
+            | EventKind::Converted => Category::Interaction,
+            EventKind::Followed | EventKind::Unfollowed | EventKind::FollowersCounted => {
+                Category::Audience
+            }
+            EventKind::InfluencerRegistered
+            | EventKind::InfluencerUpdated
+            | EventKind::PostPublished
+            | EventKind::CampaignCreated
+            | EventKind::CampaignUpdated => Category::Catalogue,
+        }
     }
 }
 
@@ -129,21 +198,45 @@ pub struct Event {
     pub payload: Map<String, Value>,
 }
 
+/// Where an accepted event entered Tally (schema version 2 and later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// `POST /v1/events`.
+    Api,
+    /// `POST /v1/events/batch`.
+    Batch,
+    /// `PUT`/`DELETE /v1/posts/{post}/likes/{user}`.
+    LikeButton,
+    /// `POST /v1/webhooks/{platform}`.
+    Webhook,
+    /// An NDJSON history import.
+    Import,
+}
+
 /// An accepted event as recorded on the stream.
+///
+/// Version history (each older version is upcast on read, see [`UPCASTERS`]):
+/// - 1: the envelope, `tenant`, `received_at`;
+/// - 2: adds `source`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredEvent {
-    /// Absent in the earliest records: those are version 1.
-    #[serde(default = "first_version")]
     pub schema_version: u16,
     pub tenant: String,
     #[serde(with = "time::serde::rfc3339")]
     pub received_at: OffsetDateTime,
+    pub source: Source,
     #[serde(flatten)]
     pub event: Event,
 }
 
-fn first_version() -> u16 {
-    1
+/// Rewrites a recorded event of version `N` (the index + 1) into version
+/// `N + 1`, as JSON. Append one for every schema change; never edit one.
+pub const UPCASTERS: &[fn(&mut Map<String, Value>)] = &[upcast_v1_to_v2];
+
+/// Version 1 had no `source`: everything came through the single-event API.
+fn upcast_v1_to_v2(event: &mut Map<String, Value>) {
+    event.insert("source".into(), Value::from("api"));
 }
 
 /// Why bytes read from the stream are not a readable event.
@@ -151,16 +244,19 @@ fn first_version() -> u16 {
 pub enum DecodeError {
     #[error("not a JSON event: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("schema_version {0} is newer than this build understands ({SCHEMA_VERSION})")]
-    FromTheFuture(u16),
+    #[error("not a JSON object")]
+    NotAnObject,
+    #[error("schema_version {0} is not one this build understands (1 to {SCHEMA_VERSION})")]
+    UnknownVersion(u64),
 }
 
 impl StoredEvent {
-    pub fn new(tenant: &str, event: Event, received_at: OffsetDateTime) -> Self {
+    pub fn new(tenant: &str, source: Source, event: Event, received_at: OffsetDateTime) -> Self {
         StoredEvent {
             schema_version: SCHEMA_VERSION,
             tenant: tenant.to_owned(),
             received_at,
+            source,
             event,
         }
     }
@@ -168,17 +264,29 @@ impl StoredEvent {
     /// Reads an event recorded by this or any earlier version.
     ///
     /// Older versions are upcast here, on read; history is never rewritten.
+    /// Records without a `schema_version` are version 1.
     pub fn decode(bytes: &[u8]) -> Result<StoredEvent, DecodeError> {
         #[derive(Deserialize)]
         struct Version {
-            #[serde(default = "first_version")]
-            schema_version: u16,
+            schema_version: Option<u64>,
         }
-        let version: Version = serde_json::from_slice(bytes)?;
-        match version.schema_version {
-            SCHEMA_VERSION => Ok(serde_json::from_slice(bytes)?),
-            newer => Err(DecodeError::FromTheFuture(newer)),
+        let version = serde_json::from_slice::<Version>(bytes)?
+            .schema_version
+            .unwrap_or(1);
+        if version == u64::from(SCHEMA_VERSION) {
+            return Ok(serde_json::from_slice(bytes)?);
         }
+        if version == 0 || version > u64::from(SCHEMA_VERSION) {
+            return Err(DecodeError::UnknownVersion(version));
+        }
+        let Value::Object(mut object) = serde_json::from_slice(bytes)? else {
+            return Err(DecodeError::NotAnObject);
+        };
+        for upcast in &UPCASTERS[(version - 1) as usize..] {
+            upcast(&mut object);
+        }
+        object.insert("schema_version".into(), Value::from(SCHEMA_VERSION));
+        Ok(serde_json::from_value(Value::Object(object))?)
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -249,6 +357,7 @@ mod tests {
     fn stored() -> StoredEvent {
         StoredEvent::new(
             "acme",
+            Source::Api,
             Event {
                 event_id: "e-1".into(),
                 kind: EventKind::Viewed,
@@ -273,20 +382,45 @@ mod tests {
         assert_eq!(event.view_count(), 7);
     }
 
+    /// A record exactly as version 1 wrote it (the walking skeleton).
+    const V1_RECORD: &str = r#"{"schema_version":1,"tenant":"acme","received_at":"2026-11-01T12:00:01Z",
+        "event_id":"e-1","type":"view","occurred_at":"2026-11-01T12:00:00Z","platform":"tiktok",
+        "post_id":"p1","payload":{"count":7}}"#;
+
     #[test]
-    fn events_without_a_version_are_read_as_version_one() {
-        let mut json: Value = serde_json::from_slice(&stored().encode()).unwrap();
-        json.as_object_mut().unwrap().remove("schema_version");
-        let decoded = StoredEvent::decode(json.to_string().as_bytes()).unwrap();
-        assert_eq!(decoded.schema_version, 1);
+    fn version_one_records_are_upcast_on_read() {
+        let decoded = StoredEvent::decode(V1_RECORD.as_bytes()).unwrap();
+        assert_eq!(decoded, stored(), "v1 upcasts to the current version");
+        assert_eq!(decoded.schema_version, SCHEMA_VERSION);
+        assert_eq!(decoded.source, Source::Api);
     }
 
     #[test]
-    fn events_from_a_later_version_are_refused() {
-        let mut json: Value = serde_json::from_slice(&stored().encode()).unwrap();
-        json["schema_version"] = 99.into();
-        let err = StoredEvent::decode(json.to_string().as_bytes()).unwrap_err();
-        assert!(matches!(err, DecodeError::FromTheFuture(99)), "{err}");
+    fn records_without_a_version_are_version_one() {
+        let mut json: Value = serde_json::from_str(V1_RECORD).unwrap();
+        json.as_object_mut().unwrap().remove("schema_version");
+        let decoded = StoredEvent::decode(json.to_string().as_bytes()).unwrap();
+        assert_eq!(decoded, stored());
+    }
+
+    #[test]
+    fn unknown_versions_are_refused() {
+        for version in [0, 99] {
+            let mut json: Value = serde_json::from_slice(&stored().encode()).unwrap();
+            json["schema_version"] = version.into();
+            let err = StoredEvent::decode(json.to_string().as_bytes()).unwrap_err();
+            assert!(
+                matches!(err, DecodeError::UnknownVersion(v) if v == version),
+                "{err}"
+            );
+        }
+        assert!(StoredEvent::decode(b"[1]").is_err());
+        assert!(StoredEvent::decode(b"{\"schema_version\":1}").is_err());
+    }
+
+    #[test]
+    fn there_is_an_upcaster_per_older_version() {
+        assert_eq!(UPCASTERS.len(), usize::from(SCHEMA_VERSION) - 1);
     }
 
     #[test]

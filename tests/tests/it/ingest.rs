@@ -36,7 +36,8 @@ async fn an_accepted_event_is_in_the_stream_once() {
     assert_eq!(message.subject.as_str(), "tally.events.acme.comment");
     let stored: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
     assert_eq!(stored["tenant"], "acme", "the tenant comes from the token");
-    assert_eq!(stored["schema_version"], 1);
+    assert_eq!(stored["schema_version"], 2);
+    assert_eq!(stored["source"], "api");
     assert_eq!(stored["payload"]["text"], "hello");
 }
 
