@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use tally_shared::auth::Authenticator;
-use tally_shared::config::Config;
+use tally_shared::config::{CommandConfig, Config};
 use tally_shared::event::Limits;
 use tally_shared::http as api;
 use tally_shared::nats;
@@ -47,6 +47,7 @@ struct Inner {
     auth: Authenticator,
     publisher: Publisher,
     limits: Limits,
+    max_batch_events: usize,
     /// The event stream exists (applied at start-up).
     stream_ready: AtomicBool,
     nats: async_nats::Client,
@@ -68,6 +69,7 @@ impl AppState {
                     ),
                     max_age: time::Duration::days(config.command.max_event_age_days as i64),
                 },
+                max_batch_events: config.command.max_batch_events,
                 stream_ready: AtomicBool::new(false),
                 nats,
             }),
@@ -76,14 +78,20 @@ impl AppState {
 }
 
 /// The HTTP routes.
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+pub fn router(state: AppState, config: &CommandConfig) -> Router {
     Router::new()
-        .route("/v1/events", post(ingest::post_event))
+        .route(
+            "/v1/events",
+            post(ingest::post_event).layer(DefaultBodyLimit::max(config.max_body_bytes)),
+        )
+        .route(
+            "/v1/events/batch",
+            post(ingest::post_batch).layer(DefaultBodyLimit::max(config.max_batch_bytes)),
+        )
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(readyz))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
 
@@ -119,7 +127,7 @@ pub async fn serve(
         config.clone(),
         shutdown.clone(),
     ));
-    let app = router(state, config.command.max_body_bytes);
+    let app = router(state, &config.command);
     tracing::info!(addr = %listener.local_addr().map_err(Error::Serve)?, "command API listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())

@@ -1,6 +1,7 @@
 //! `POST /v1/events`: authenticate, validate, append, answer only after the
 //! PubAck.
 
+mod batch;
 mod publish;
 #[cfg(test)]
 mod tests;
@@ -16,6 +17,7 @@ use tally_shared::event::{validate, Source, StoredEvent};
 use tally_shared::http::{json_body, ApiError};
 use time::OffsetDateTime;
 
+pub use batch::post_batch;
 pub use publish::Publisher;
 
 use crate::AppState;
@@ -24,18 +26,33 @@ use crate::AppState;
 #[derive(Debug, Serialize)]
 pub struct Accepted {
     pub event_id: String,
-    pub status: AcceptStatus,
+    pub status: Outcome,
     /// Stream sequence of the event: a consistency token for read-your-writes.
     pub seq: u64,
 }
 
+/// What became of one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum AcceptStatus {
+pub enum Outcome {
     /// Newly stored.
     Accepted,
     /// Stored before under the same event_id; stored once.
     Duplicate,
+    /// Not valid; see the item's errors. Not stored.
+    Invalid,
+    /// Valid, but JetStream did not acknowledge it: retry with the same event_id.
+    Failed,
+}
+
+impl Outcome {
+    pub fn from_duplicate(duplicate: bool) -> Outcome {
+        if duplicate {
+            Outcome::Duplicate
+        } else {
+            Outcome::Accepted
+        }
+    }
 }
 
 pub async fn post_event(
@@ -54,11 +71,7 @@ pub async fn post_event(
         StatusCode::ACCEPTED,
         Json(Accepted {
             event_id: stored.event.event_id,
-            status: if appended.duplicate {
-                AcceptStatus::Duplicate
-            } else {
-                AcceptStatus::Accepted
-            },
+            status: Outcome::from_duplicate(appended.duplicate),
             seq: appended.seq,
         }),
     ))

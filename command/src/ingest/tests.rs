@@ -21,7 +21,7 @@ async fn app() -> (Router, Config) {
         .await
         .unwrap();
     let state = AppState::new(&config, client);
-    (router(state, config.command.max_body_bytes), config)
+    (router(state, &config.command), config)
 }
 
 fn token(config: &Config, scopes: &[Scope]) -> String {

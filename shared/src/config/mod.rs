@@ -59,6 +59,8 @@ pub struct AuthConfig {
 pub struct CommandConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    pub max_batch_bytes: usize,
+    pub max_batch_events: usize,
     pub max_future_skew_secs: u64,
     pub max_event_age_days: u64,
 }

@@ -31,6 +31,9 @@ pub enum ApiError {
     /// 413.
     #[error("request body too large")]
     PayloadTooLarge,
+    /// 413: a batch with more items than allowed.
+    #[error("a batch may hold at most {limit} events")]
+    TooManyItems { limit: usize },
     /// 415.
     #[error("unsupported media type; expected {expected}")]
     UnsupportedMediaType { expected: &'static str },
@@ -67,7 +70,9 @@ impl ApiError {
             ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge | ApiError::TooManyItems { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -83,7 +88,9 @@ impl ApiError {
             ApiError::Auth(_) => "urn:tally:problem:unauthorized",
             ApiError::NotFound(_) => "urn:tally:problem:not-found",
             ApiError::MethodNotAllowed => "urn:tally:problem:method-not-allowed",
-            ApiError::PayloadTooLarge => "urn:tally:problem:too-large",
+            ApiError::PayloadTooLarge | ApiError::TooManyItems { .. } => {
+                "urn:tally:problem:too-large"
+            }
             ApiError::UnsupportedMediaType { .. } => "urn:tally:problem:unsupported-media-type",
             ApiError::Invalid(_) => "urn:tally:problem:invalid",
             ApiError::Unavailable(_) => "urn:tally:problem:unavailable",

@@ -6,6 +6,8 @@
 
 // The whole path: HTTP → JetStream → projector → ClickHouse → query API.
 mod e2e;
+// Batches: JSON arrays and NDJSON, per-item results, limits.
+mod batch;
 // The command API against a real JetStream: acks, duplicates, sequences.
 mod ingest;
 // Schema migrations against a real ClickHouse.

@@ -1,0 +1,262 @@
+//! `POST /v1/events/batch`: up to `max_batch_events` events as a JSON array
+//! (`application/json`) or NDJSON (`application/x-ndjson`). Every item is
+//! validated on its own and gets one result, in input order; valid items are
+//! stored even when others are not.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::future::join_all;
+use serde::Serialize;
+use serde_json::Value;
+use tally_shared::auth::Scope;
+use tally_shared::event::{validate, FieldError, Source, StoredEvent};
+use tally_shared::http::{body_rejection, parse_json, ApiError};
+use time::OffsetDateTime;
+
+use super::Outcome;
+use crate::AppState;
+
+/// How the batch is encoded, from its content type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    JsonArray,
+    Ndjson,
+}
+
+impl Format {
+    pub fn from_headers(headers: &HeaderMap) -> Result<Format, ApiError> {
+        let content_type = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match essence.as_str() {
+            "application/json" => Ok(Format::JsonArray),
+            "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
+                Ok(Format::Ndjson)
+            }
+            _ => Err(ApiError::UnsupportedMediaType {
+                expected: "application/json (an array) or application/x-ndjson",
+            }),
+        }
+    }
+}
+
+/// Splits a batch body into items: each is parsed JSON, or why its NDJSON
+/// line is not JSON. A body that is not a batch at all is 400; more items
+/// than `max_items` is 413.
+pub fn split_items(
+    format: Format,
+    body: &[u8],
+    max_items: usize,
+) -> Result<Vec<Result<Value, String>>, ApiError> {
+    let items: Vec<Result<Value, String>> = match format {
+        Format::JsonArray => match parse_json(body)? {
+            Value::Array(items) => items.into_iter().map(Ok).collect(),
+            _ => {
+                return Err(ApiError::Malformed(
+                    "a JSON batch must be an array of events".into(),
+                ))
+            }
+        },
+        Format::Ndjson => body
+            .split(|&b| b == b'\n')
+            .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+            .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+            .map(|line| parse_json(line).map_err(|e| e.to_string()))
+            .collect(),
+    };
+    if items.is_empty() {
+        return Err(ApiError::Malformed("the batch holds no events".into()));
+    }
+    if items.len() > max_items {
+        return Err(ApiError::TooManyItems { limit: max_items });
+    }
+    Ok(items)
+}
+
+/// One item's result.
+#[derive(Debug, Serialize)]
+pub struct ItemResult {
+    /// Position in the input, from 0.
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    pub status: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// The whole answer: counts, then one result per item in input order.
+#[derive(Debug, Serialize)]
+pub struct BatchResult {
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub invalid: usize,
+    /// Valid items JetStream did not acknowledge: retry them.
+    pub failed: usize,
+    pub results: Vec<ItemResult>,
+}
+
+impl BatchResult {
+    fn from_results(results: Vec<ItemResult>) -> BatchResult {
+        let count = |o: Outcome| results.iter().filter(|r| r.status == o).count();
+        BatchResult {
+            accepted: count(Outcome::Accepted),
+            duplicates: count(Outcome::Duplicate),
+            invalid: count(Outcome::Invalid),
+            failed: count(Outcome::Failed),
+            results,
+        }
+    }
+}
+
+pub async fn post_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let principal = state.inner.auth.authenticate(&headers)?;
+    principal.require(Scope::EventsWrite)?;
+    let format = Format::from_headers(&headers)?;
+    let body = body.map_err(body_rejection)?;
+    let items = split_items(format, &body, state.inner.max_batch_events)?;
+    let now = OffsetDateTime::now_utc();
+
+    let mut results: Vec<ItemResult> = Vec::with_capacity(items.len());
+    let mut to_store: Vec<(usize, StoredEvent)> = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        let checked = item
+            .map_err(|message| vec![FieldError::new("", message)])
+            .and_then(|value| validate(&value, now, &state.inner.limits));
+        match checked {
+            Ok(event) => {
+                to_store.push((
+                    index,
+                    StoredEvent::new(&principal.tenant, Source::Batch, event, now),
+                ));
+                results.push(ItemResult {
+                    index,
+                    event_id: None,
+                    status: Outcome::Failed,
+                    seq: None,
+                    errors: vec![],
+                });
+            }
+            Err(errors) => results.push(ItemResult {
+                index,
+                event_id: None,
+                status: Outcome::Invalid,
+                seq: None,
+                errors,
+            }),
+        }
+    }
+
+    // Publish every valid item at once; each waits for its own PubAck.
+    let publisher = &state.inner.publisher;
+    let appended = join_all(to_store.iter().map(|(_, event)| publisher.append(event))).await;
+    for ((index, event), appended) in to_store.into_iter().zip(appended) {
+        let result = &mut results[index];
+        result.event_id = Some(event.event.event_id);
+        match appended {
+            Ok(appended) => {
+                result.status = Outcome::from_duplicate(appended.duplicate);
+                result.seq = Some(appended.seq);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "batch item not stored");
+                result.status = Outcome::Failed;
+            }
+        }
+    }
+
+    let batch = BatchResult::from_results(results);
+    if batch.failed > 0 && batch.accepted + batch.duplicates + batch.invalid == 0 {
+        // Nothing could be stored: the same as a single event's 503.
+        return Err(ApiError::Unavailable(
+            "JetStream acknowledged no item of the batch".into(),
+        ));
+    }
+    let status = if batch.invalid + batch.failed == 0 {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::MULTI_STATUS
+    };
+    Ok((status, Json(batch)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(format: Format, body: &str) -> Result<Vec<Result<Value, String>>, ApiError> {
+        split_items(format, body.as_bytes(), 3)
+    }
+
+    #[test]
+    fn json_arrays() {
+        assert_eq!(split(Format::JsonArray, r#"[{"a":1},2]"#).unwrap().len(), 2);
+        assert!(matches!(
+            split(Format::JsonArray, r#"{"a":1}"#),
+            Err(ApiError::Malformed(_))
+        ));
+        assert!(matches!(
+            split(Format::JsonArray, "[]"),
+            Err(ApiError::Malformed(_))
+        ));
+        assert!(matches!(
+            split(Format::JsonArray, "[1,"),
+            Err(ApiError::Malformed(_))
+        ));
+        assert!(matches!(
+            split(Format::JsonArray, "[1,2,3,4]"),
+            Err(ApiError::TooManyItems { limit: 3 })
+        ));
+    }
+
+    #[test]
+    fn ndjson_lines_fail_one_by_one() {
+        let items = split(Format::Ndjson, "{\"a\":1}\r\n\n  \nnot json\n{\"b\":2}").unwrap();
+        assert_eq!(items.len(), 3, "blank lines are skipped");
+        assert!(items[0].is_ok() && items[1].is_err() && items[2].is_ok());
+        assert!(matches!(
+            split(Format::Ndjson, "\n\n"),
+            Err(ApiError::Malformed(_))
+        ));
+        assert!(matches!(
+            split(Format::Ndjson, "1\n2\n3\n4"),
+            Err(ApiError::TooManyItems { limit: 3 })
+        ));
+    }
+
+    #[test]
+    fn formats_come_from_the_content_type() {
+        let format = |ct: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(CONTENT_TYPE, ct.parse().unwrap());
+            Format::from_headers(&headers)
+        };
+        assert_eq!(
+            format("application/json; charset=utf-8").unwrap(),
+            Format::JsonArray
+        );
+        assert_eq!(format("application/x-ndjson").unwrap(), Format::Ndjson);
+        assert!(matches!(
+            format("text/csv"),
+            Err(ApiError::UnsupportedMediaType { .. })
+        ));
+    }
+}

@@ -1,0 +1,169 @@
+use serde_json::{json, Value};
+use tally_tests::{read, rfc3339_ago, Stack, TokenScope as Scope};
+
+fn like(id: &str) -> Value {
+    json!({"event_id": id, "type": "like", "occurred_at": rfc3339_ago(10), "post_id": "p1", "user_id": id})
+}
+
+async fn post_batch(stack: &Stack, token: &str, content_type: &str, body: String) -> (u16, Value) {
+    let response = stack
+        .http
+        .post(format!("{}/v1/events/batch", stack.command.url()))
+        .bearer_auth(token)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("POST /v1/events/batch");
+    read(response).await
+}
+
+async fn stream_messages(stack: &Stack) -> u64 {
+    let client = async_nats::connect(stack.nats.url()).await.unwrap();
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream("TALLY_EVENTS")
+        .await
+        .unwrap();
+    stream.info().await.unwrap().state.messages
+}
+
+/// A JSON-array batch mixing valid, invalid and repeated events: one result
+/// per item in input order; the valid ones are stored once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_batches_store_the_valid_items_and_say_why_not_the_rest() {
+    let stack = Stack::start("batch_mixed").await;
+    let token = stack.token("acme", &[Scope::EventsWrite]);
+    let mut invalid = like("b-bad");
+    invalid["type"] = json!("poke");
+    let items = vec![
+        like("b-1"),
+        invalid,
+        like("b-2"),
+        like("b-1"),
+        json!("not an event"),
+    ];
+    let (status, body) = post_batch(
+        &stack,
+        &token,
+        "application/json",
+        Value::Array(items).to_string(),
+    )
+    .await;
+    assert_eq!(status, 207, "{body}");
+    let statuses: Vec<&str> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    // Items 0 and 3 share an event_id: whichever JetStream saw first is
+    // accepted, the other is its duplicate.
+    let mut repeated = [statuses[0], statuses[3]];
+    repeated.sort();
+    assert_eq!(repeated, ["accepted", "duplicate"], "{body}");
+    assert_eq!(
+        [statuses[1], statuses[2], statuses[4]],
+        ["invalid", "accepted", "invalid"],
+        "{body}"
+    );
+    assert_eq!(body["results"][1]["errors"][0]["field"], "type", "{body}");
+    assert_eq!(
+        body["results"][0]["seq"], body["results"][3]["seq"],
+        "{body}"
+    );
+    for (i, r) in body["results"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(r["index"], i, "results come in input order: {body}");
+    }
+    assert_eq!(
+        (&body["accepted"], &body["duplicates"], &body["invalid"]),
+        (&json!(2), &json!(1), &json!(2))
+    );
+    assert_eq!(stream_messages(&stack).await, 2);
+
+    // The same batch again stores nothing new.
+    let (status, again) = post_batch(
+        &stack,
+        &token,
+        "application/json",
+        json!([like("b-1"), like("b-2")]).to_string(),
+    )
+    .await;
+    assert_eq!((status, &again["duplicates"]), (202, &json!(2)), "{again}");
+    assert_eq!(stream_messages(&stack).await, 2);
+}
+
+/// NDJSON: a malformed line fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ndjson_batches_fail_line_by_line() {
+    let stack = Stack::start("batch_ndjson").await;
+    let token = stack.token("acme", &[Scope::EventsWrite]);
+    let body = format!("{}\n{{\"event_id\": \n\n{}\n", like("n-1"), like("n-2"));
+    let (status, body) = post_batch(&stack, &token, "application/x-ndjson", body).await;
+    assert_eq!(status, 207, "{body}");
+    let statuses: Vec<&str> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["accepted", "invalid", "accepted"], "{body}");
+    assert!(body["results"][1]["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("malformed JSON"));
+    assert_eq!(stream_messages(&stack).await, 2);
+
+    let all_good = format!("{}\n{}", like("n-3"), like("n-4"));
+    let (status, body) = post_batch(&stack, &token, "application/x-ndjson", all_good).await;
+    assert_eq!((status, &body["accepted"]), (202, &json!(2)), "{body}");
+}
+
+/// Limits: more than 1,000 events or more than 1 MiB is 413; other content
+/// types are 415; each as problem+json, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_mistyped_batches_are_refused_whole() {
+    let stack = Stack::start("batch_limits").await;
+    let token = stack.token("acme", &[Scope::EventsWrite]);
+    let many: Vec<Value> = (0..1001).map(|i| like(&format!("m-{i}"))).collect();
+    let (status, body) = post_batch(
+        &stack,
+        &token,
+        "application/json",
+        Value::Array(many).to_string(),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("1000"), "{body}");
+
+    let mut huge = like("huge");
+    huge["payload"] = json!({"text": "x".repeat(2 << 20)});
+    huge["type"] = json!("comment");
+    let (status, _) = post_batch(
+        &stack,
+        &token,
+        "application/json",
+        json!([huge]).to_string(),
+    )
+    .await;
+    assert_eq!(status, 413);
+
+    let (status, body) = post_batch(&stack, &token, "text/csv", "a,b".into()).await;
+    assert_eq!(status, 415, "{body}");
+    assert_eq!(stream_messages(&stack).await, 0);
+
+    let exactly: Vec<Value> = (0..1000).map(|i| like(&format!("e-{i}"))).collect();
+    let (status, body) = post_batch(
+        &stack,
+        &token,
+        "application/json",
+        Value::Array(exactly).to_string(),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["accepted"]),
+        (202, &json!(1000)),
+        "{}",
+        body["failed"]
+    );
+    assert_eq!(stream_messages(&stack).await, 1000);
+}
