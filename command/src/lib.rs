@@ -5,6 +5,8 @@
 //! listener (tests bind `127.0.0.1:0`).
 
 mod ingest;
+mod likes;
+mod metrics;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,7 +24,7 @@ use tally_shared::nats;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use ingest::Publisher;
+pub use ingest::{AppendError, Publisher};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -61,6 +63,7 @@ impl AppState {
                 auth: Authenticator::new(&config.auth),
                 publisher: Publisher::new(
                     js,
+                    nats::events_stream_config(&config.nats).name,
                     Duration::from_millis(config.nats.publish_timeout_ms),
                 ),
                 limits: Limits {
@@ -88,7 +91,14 @@ pub fn router(state: AppState, config: &CommandConfig) -> Router {
             "/v1/events/batch",
             post(ingest::post_batch).layer(DefaultBodyLimit::max(config.max_batch_bytes)),
         )
+        .route(
+            "/v1/posts/{post_id}/likes/{user_id}",
+            get(likes::get_like)
+                .put(likes::put_like)
+                .delete(likes::delete_like),
+        )
         .route("/healthz", get(api::healthz))
+        .route("/metrics", get(tally_shared::metrics::endpoint))
         .route("/readyz", get(readyz))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
@@ -120,6 +130,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    tally_shared::metrics::handle();
     let client = nats::connect(&config.nats, "tally-command").await?;
     let state = AppState::new(&config, client);
     tokio::spawn(apply_stream(

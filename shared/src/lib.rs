@@ -6,12 +6,14 @@
 //! - [`http`]: problem+json errors and request-body reading;
 //! - [`nats`]: connecting and applying the stream/consumer definitions;
 //! - [`store`]: the ClickHouse client and schema migrations;
+//! - [`metrics`]: the Prometheus recorder and every metric name;
 //! - [`telemetry`] and [`shutdown`].
 
 pub mod auth;
 pub mod config;
 pub mod event;
 pub mod http;
+pub mod metrics;
 pub mod nats;
 pub mod shutdown;
 pub mod store;

@@ -52,6 +52,7 @@ pub fn events_stream_config(config: &NatsConfig) -> stream::Config {
     let mut stream: stream::Config = serde_json::from_str(EVENTS_STREAM_DEFINITION)
         .expect("nats/streams/events.json is a valid stream definition");
     stream.num_replicas = config.stream_replicas;
+    stream.duplicate_window = Duration::from_secs(config.dedup_horizon_secs);
     stream
 }
 
@@ -159,7 +160,7 @@ mod tests {
         assert_eq!(stream.name, "TALLY_EVENTS");
         assert_eq!(stream.num_replicas, 3);
         assert_eq!(stream.subjects, vec!["tally.events.>".to_owned()]);
-        assert_eq!(stream.duplicate_window, Duration::from_secs(120));
+        assert_eq!(stream.duplicate_window, Duration::from_secs(24 * 3600));
         assert_eq!(stream.storage, stream::StorageType::File);
 
         let consumer = projector_consumer_config("workers");

@@ -160,6 +160,11 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The server's process id (for resource measurements).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the server with SIGKILL (its store stays).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

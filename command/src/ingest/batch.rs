@@ -124,6 +124,18 @@ impl BatchResult {
 }
 
 pub async fn post_batch(
+    state: State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let answer = accept_batch(state, headers, body).await;
+    if let Err(e) = &answer {
+        crate::metrics::rejected(e, 1);
+    }
+    answer
+}
+
+async fn accept_batch(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -184,6 +196,9 @@ pub async fn post_batch(
     }
 
     let batch = BatchResult::from_results(results);
+    if batch.invalid > 0 {
+        crate::metrics::rejected(&ApiError::Invalid(vec![]), batch.invalid as u64);
+    }
     if batch.failed > 0 && batch.accepted + batch.duplicates + batch.invalid == 0 {
         // Nothing could be stored: the same as a single event's 503.
         return Err(ApiError::Unavailable(

@@ -18,7 +18,7 @@ use tally_shared::http::{json_body, ApiError};
 use time::OffsetDateTime;
 
 pub use batch::post_batch;
-pub use publish::Publisher;
+pub use publish::{AppendError, Publisher};
 
 use crate::AppState;
 
@@ -56,6 +56,18 @@ impl Outcome {
 }
 
 pub async fn post_event(
+    state: State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let answer = accept_one(state, headers, body).await;
+    if let Err(e) = &answer {
+        crate::metrics::rejected(e, 1);
+    }
+    answer
+}
+
+async fn accept_one(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,

@@ -33,6 +33,7 @@ pub struct Config {
 pub struct NatsConfig {
     pub url: String,
     pub stream_replicas: usize,
+    pub dedup_horizon_secs: u64,
     pub publish_timeout_ms: u64,
 }
 

@@ -325,6 +325,12 @@ pub fn subject(tenant: &str, kind: EventKind) -> String {
     format!("{SUBJECT_PREFIX}.{tenant}.{}", kind.as_str())
 }
 
+/// The subject of one like aggregate (a tenant's post and user): every
+/// like and unlike through the like endpoints, in order.
+pub fn like_subject(tenant: &str, post_id: &str, user_id: &str) -> String {
+    format!("{SUBJECT_PREFIX}.{tenant}.likes.{post_id}.{user_id}")
+}
+
 pub fn msg_id(tenant: &str, event_id: &str) -> String {
     format!("{tenant}:{event_id}")
 }

@@ -28,6 +28,9 @@ pub enum ApiError {
     /// 405.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 409: a conflicting concurrent change won, repeatedly.
+    #[error("{0}")]
+    Conflict(String),
     /// 413.
     #[error("request body too large")]
     PayloadTooLarge,
@@ -37,6 +40,12 @@ pub enum ApiError {
     /// 415.
     #[error("unsupported media type; expected {expected}")]
     UnsupportedMediaType { expected: &'static str },
+    /// 429 with `Retry-After`: a rate limit is spent.
+    #[error("rate limit '{limit}' exceeded; retry in {retry_after_secs} s")]
+    RateLimited {
+        limit: &'static str,
+        retry_after_secs: u64,
+    },
     /// 422: the request is well-formed but invalid, field by field.
     #[error("invalid request")]
     Invalid(Vec<FieldError>),
@@ -70,11 +79,13 @@ impl ApiError {
             ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge | ApiError::TooManyItems { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -88,11 +99,13 @@ impl ApiError {
             ApiError::Auth(_) => "urn:tally:problem:unauthorized",
             ApiError::NotFound(_) => "urn:tally:problem:not-found",
             ApiError::MethodNotAllowed => "urn:tally:problem:method-not-allowed",
+            ApiError::Conflict(_) => "urn:tally:problem:conflict",
             ApiError::PayloadTooLarge | ApiError::TooManyItems { .. } => {
                 "urn:tally:problem:too-large"
             }
             ApiError::UnsupportedMediaType { .. } => "urn:tally:problem:unsupported-media-type",
             ApiError::Invalid(_) => "urn:tally:problem:invalid",
+            ApiError::RateLimited { .. } => "urn:tally:problem:rate-limited",
             ApiError::Unavailable(_) => "urn:tally:problem:unavailable",
             ApiError::Internal(_) => "urn:tally:problem:internal",
         }
@@ -140,6 +153,11 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unavailable(_) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            }
+            ApiError::RateLimited {
+                retry_after_secs, ..
+            } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
             }
             _ => {}
         }

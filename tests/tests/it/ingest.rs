@@ -113,3 +113,45 @@ async fn jetstream_down_is_503_and_recovers() {
         "stored exactly once"
     );
 }
+
+/// The dedup horizon outlives the server: after nats-server restarts, a
+/// retried event_id is still answered `duplicate` and stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deduplication_survives_a_nats_restart() {
+    let mut stack = Stack::start("ingest_dedup_restart").await;
+    let token = stack.token("acme", &[Scope::EventsWrite]);
+    let event =
+        json!({"event_id": "kept", "type": "view", "occurred_at": rfc3339_ago(3), "post_id": "p"});
+    let (_, first) = stack.post_event(&token, &event).await;
+    assert_eq!(first["status"], "accepted", "{first}");
+
+    stack.nats.restart();
+    let again = tally_tests::eventually(
+        "an answer after the restart",
+        std::time::Duration::from_secs(30),
+        || async {
+            match stack.post_event(&token, &event).await {
+                (202, body) => Ok(body),
+                (status, body) => Err(format!("{status} {body}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        (&again["status"], &again["seq"]),
+        (&json!("duplicate"), &first["seq"]),
+        "{again}"
+    );
+
+    let client = async_nats::connect(stack.nats.url()).await.unwrap();
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream("TALLY_EVENTS")
+        .await
+        .unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.state.messages, 1);
+    assert_eq!(
+        info.config.duplicate_window,
+        std::time::Duration::from_secs(24 * 3600)
+    );
+}

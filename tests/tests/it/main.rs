@@ -10,6 +10,8 @@ mod e2e;
 mod batch;
 // The command API against a real JetStream: acks, duplicates, sequences.
 mod ingest;
+// The like aggregate: idempotence and races across two instances.
+mod likes;
 // Schema migrations against a real ClickHouse.
 mod migrations;
 // docker-compose.yml is valid.

@@ -1,0 +1,189 @@
+//! The like aggregate: `PUT` / `DELETE /v1/posts/{post_id}/likes/{user_id}`
+//! and `GET` for the current state.
+//!
+//! Each (tenant, post, user) pair is one aggregate whose history is the
+//! like/unlike events on its own subject,
+//! `tally.events.<tenant>.likes.<post>.<user>`. A change is appended with
+//! `Nats-Expected-Last-Subject-Sequence` set to the sequence the decision was
+//! based on, so two racing requests — in one process or in several command
+//! API replicas — cannot both append: the loser re-reads and re-decides.
+
+mod decide;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::Serialize;
+use tally_shared::auth::Scope;
+use tally_shared::event::{is_valid_id, like_subject, Event, Source, StoredEvent};
+use tally_shared::http::ApiError;
+use time::OffsetDateTime;
+
+pub use decide::{decide, Decision, LikeState};
+
+use crate::ingest::AppendError;
+use crate::AppState;
+
+/// How often a conflicting append is retried before answering 409.
+pub const MAX_ATTEMPTS: u32 = 8;
+
+/// The aggregate's state after the request.
+#[derive(Debug, Serialize)]
+pub struct LikeAnswer {
+    pub post_id: String,
+    pub user_id: String,
+    pub liked: bool,
+    /// Whether this request changed the state (appended an event).
+    pub changed: bool,
+    /// Stream sequence of the event the state rests on (`null`: never liked).
+    /// A consistency token for read-your-writes, like ingest's `seq`.
+    pub seq: Option<u64>,
+}
+
+pub async fn get_like(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((post_id, user_id)): Path<(String, String)>,
+) -> Result<Json<LikeAnswer>, ApiError> {
+    let principal = state.inner.auth.authenticate(&headers)?;
+    principal.require(Scope::EventsWrite)?;
+    check_ids(&post_id, &user_id)?;
+    let subject = like_subject(&principal.tenant, &post_id, &user_id);
+    let (current, seq) = read_state(&state, &subject).await?;
+    Ok(Json(LikeAnswer {
+        post_id,
+        user_id,
+        liked: current == LikeState::Liked,
+        changed: false,
+        seq,
+    }))
+}
+
+pub async fn put_like(
+    state: State<AppState>,
+    headers: HeaderMap,
+    ids: Path<(String, String)>,
+) -> Result<Json<LikeAnswer>, ApiError> {
+    set(state, headers, ids, LikeState::Liked).await
+}
+
+pub async fn delete_like(
+    state: State<AppState>,
+    headers: HeaderMap,
+    ids: Path<(String, String)>,
+) -> Result<Json<LikeAnswer>, ApiError> {
+    set(state, headers, ids, LikeState::NotLiked).await
+}
+
+async fn set(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((post_id, user_id)): Path<(String, String)>,
+    desired: LikeState,
+) -> Result<Json<LikeAnswer>, ApiError> {
+    let principal = state.inner.auth.authenticate(&headers)?;
+    principal.require(Scope::EventsWrite)?;
+    check_ids(&post_id, &user_id)?;
+    let subject = like_subject(&principal.tenant, &post_id, &user_id);
+    for attempt in 1..=MAX_ATTEMPTS {
+        let (current, seq) = read_state(&state, &subject).await?;
+        let kind = match decide(current, desired) {
+            Decision::Unchanged => {
+                return Ok(Json(LikeAnswer {
+                    post_id,
+                    user_id,
+                    liked: current == LikeState::Liked,
+                    changed: false,
+                    seq,
+                }))
+            }
+            Decision::Append(kind) => kind,
+        };
+        let now = OffsetDateTime::now_utc();
+        let event = Event {
+            event_id: like_event_id(),
+            kind,
+            occurred_at: now,
+            platform: None,
+            influencer_id: None,
+            post_id: Some(post_id.clone()),
+            campaign_id: None,
+            user_id: Some(user_id.clone()),
+            payload: Default::default(),
+        };
+        let stored = StoredEvent::new(&principal.tenant, Source::LikeButton, event, now);
+        match state
+            .inner
+            .publisher
+            .append_to(subject.clone(), &stored, Some(seq.unwrap_or(0)))
+            .await
+        {
+            Ok(appended) => {
+                crate::metrics::like_changed(attempt);
+                return Ok(Json(LikeAnswer {
+                    post_id,
+                    user_id,
+                    liked: desired == LikeState::Liked,
+                    changed: !appended.duplicate,
+                    seq: Some(appended.seq),
+                }));
+            }
+            Err(AppendError::Conflict) => {
+                crate::metrics::like_conflict();
+                tracing::debug!(%subject, attempt, "like aggregate changed under us; re-reading");
+            }
+            Err(AppendError::Unavailable(cause)) => return Err(ApiError::Unavailable(cause)),
+        }
+    }
+    Err(ApiError::Conflict(format!(
+        "the like state of this post and user kept changing; gave up after {MAX_ATTEMPTS} attempts"
+    )))
+}
+
+fn check_ids(post_id: &str, user_id: &str) -> Result<(), ApiError> {
+    let errors: Vec<_> = [("post_id", post_id), ("user_id", user_id)]
+        .into_iter()
+        .filter(|(_, id)| !is_valid_id(id))
+        .map(|(field, _)| {
+            tally_shared::event::FieldError::new(
+                field,
+                "must be 1-128 characters of A-Z, a-z, 0-9, '_', ':' or '-'",
+            )
+        })
+        .collect();
+    match errors.first() {
+        None => Ok(()),
+        Some(error) => Err(ApiError::Malformed(format!(
+            "{} {}",
+            error.field, error.message
+        ))),
+    }
+}
+
+/// The aggregate's state and the sequence it rests on, from the last event
+/// on its subject.
+async fn read_state(state: &AppState, subject: &str) -> Result<(LikeState, Option<u64>), ApiError> {
+    match state.inner.publisher.last_on_subject(subject).await? {
+        None => Ok((LikeState::NotLiked, None)),
+        Some((seq, event)) => Ok((LikeState::after(event.event.kind), Some(seq))),
+    }
+}
+
+/// A fresh id per attempt. Racing requests therefore meet at the subject's
+/// sequence check (and retry) rather than at JetStream's duplicate check;
+/// a retried request is recognised by re-reading the state.
+fn like_event_id() -> String {
+    format!("lk-{}", uuid::Uuid::new_v4().simple())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_event_ids_are_valid_and_distinct() {
+        let a = like_event_id();
+        assert!(is_valid_id(&a) && a.len() == 35, "{a}");
+        assert_ne!(a, like_event_id());
+    }
+}

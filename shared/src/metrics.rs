@@ -1,0 +1,50 @@
+//! Prometheus metrics: every metric name Tally exports is defined here, and
+//! one process-wide recorder renders them at each service's `/metrics`.
+
+use std::sync::OnceLock;
+
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Events stored by the command side; label `source` (api, batch, …).
+pub const EVENTS_ACCEPTED: &str = "tally_events_accepted_total";
+/// Events answered `duplicate`; label `source`.
+pub const EVENTS_DUPLICATE: &str = "tally_events_duplicate_total";
+/// Events refused; label `reason` (invalid, unauthorized, forbidden,
+/// too_large, unsupported_media_type, malformed, rate_limited, unavailable).
+pub const EVENTS_REJECTED: &str = "tally_events_rejected_total";
+/// Seconds from publish to PubAck; label `outcome` (ok, error).
+pub const PUBLISH_SECONDS: &str = "tally_publish_seconds";
+/// Requests refused by a rate limit; label `limit` (tenant, token).
+pub const RATE_LIMITED: &str = "tally_rate_limited_total";
+/// Like-aggregate changes appended; label `attempts` (1, 2, … tries needed).
+pub const LIKE_CHANGES: &str = "tally_like_changes_total";
+/// Like-aggregate appends that lost a race and were retried.
+pub const LIKE_CONFLICTS: &str = "tally_like_conflicts_total";
+
+/// Latency buckets in seconds, from 0.5 ms to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The recorder, installed on first use (tests run several services in
+/// one process: they share it).
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .expect("the latency buckets are not empty")
+            .install_recorder()
+            .expect("no other metrics recorder is installed")
+    })
+}
+
+/// `GET /metrics` in the Prometheus text format.
+pub async fn endpoint() -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle().render(),
+    )
+}

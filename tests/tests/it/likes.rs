@@ -1,0 +1,276 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use serde_json::Value;
+use tally_tests::{read, start_service, Kind, Stack, TokenScope as Scope};
+
+async fn like_request(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    method: reqwest::Method,
+    post: &str,
+    user: &str,
+) -> (u16, Value) {
+    let response = http
+        .request(method, format!("{base}/v1/posts/{post}/likes/{user}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("like request");
+    read(response).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn likes_are_idempotent_and_report_the_state() {
+    let stack = Stack::start("likes_idempotent").await;
+    let token = stack.token("acme", &[Scope::EventsWrite]);
+    let base = stack.command.url();
+    let call = |method| like_request(&stack.http, &base, &token, method, "post-1", "user-1");
+
+    let (status, state) = call(reqwest::Method::GET).await;
+    assert_eq!(
+        (status, &state["liked"], &state["seq"]),
+        (200, &Value::Bool(false), &Value::Null),
+        "{state}"
+    );
+    let (status, liked) = call(reqwest::Method::PUT).await;
+    assert_eq!(
+        (status, &liked["liked"], &liked["changed"]),
+        (200, &Value::Bool(true), &Value::Bool(true)),
+        "{liked}"
+    );
+    let (_, again) = call(reqwest::Method::PUT).await;
+    assert_eq!(
+        (&again["liked"], &again["changed"], &again["seq"]),
+        (&Value::Bool(true), &Value::Bool(false), &liked["seq"])
+    );
+    let (_, unliked) = call(reqwest::Method::DELETE).await;
+    assert_eq!(
+        (&unliked["liked"], &unliked["changed"]),
+        (&Value::Bool(false), &Value::Bool(true)),
+        "{unliked}"
+    );
+    let (_, again) = call(reqwest::Method::DELETE).await;
+    assert_eq!(again["changed"], Value::Bool(false));
+
+    // The events count like any other: net likes of post-1 are 0, then 1.
+    call(reqwest::Method::PUT).await;
+    let reader = stack.token("acme", &[Scope::ReportsRead]);
+    tally_tests::eventually(
+        "post-1 to show one net like",
+        Duration::from_secs(30),
+        || async {
+            match stack.post_metrics(&reader, "post-1").await {
+                (200, body) if body["likes"] == 1 && body["events"] == 3 => Ok(()),
+                (status, body) => Err(format!("{status} {body}")),
+            }
+        },
+    )
+    .await;
+
+    let (status, body) = like_request(
+        &stack.http,
+        &base,
+        &token,
+        reqwest::Method::PUT,
+        "bad.post",
+        "u",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let reader_only = stack.token("acme", &[Scope::ReportsRead]);
+    let (status, _) = like_request(
+        &stack.http,
+        &base,
+        &reader_only,
+        reqwest::Method::PUT,
+        "p",
+        "u",
+    )
+    .await;
+    assert_eq!(status, 403);
+}
+
+/// Many likes and unlikes for one user, raced across two command API
+/// processes' worth of instances: the stream holds a valid alternating
+/// history (like, unlike, like, …), and the final state is the last winner's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_likes_across_two_instances_keep_a_valid_history() {
+    let stack = Stack::start("likes_race").await;
+    let second = start_service(Kind::Command, stack.config.clone()).await;
+    let bases = [stack.command.url(), second.url()];
+    tally_tests::eventually(
+        "the second command API to be ready",
+        Duration::from_secs(30),
+        || async {
+            match stack.http.get(format!("{}/readyz", bases[1])).send().await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let token = stack.token("acme", &[Scope::EventsWrite]);
+    let conflicts_before = conflicts(&stack).await;
+
+    // Waves of concurrent requests, half likes and half unlikes, split over
+    // the two instances: within a wave they decide from the same state and
+    // race to append.
+    const WAVES: usize = 25;
+    const PER_WAVE: usize = 8;
+    const REQUESTS: usize = WAVES * PER_WAVE;
+    let mut answers = Vec::new();
+    for _ in 0..WAVES {
+        let mut racing = FuturesUnordered::new();
+        for i in 0..PER_WAVE {
+            let method = if i % 2 == 0 {
+                reqwest::Method::PUT
+            } else {
+                reqwest::Method::DELETE
+            };
+            let (http, base, token) = (
+                stack.http.clone(),
+                bases[(i / 2) % 2].clone(),
+                token.clone(),
+            );
+            racing.push(
+                async move { like_request(&http, &base, &token, method, "viral", "fan").await },
+            );
+        }
+        while let Some((status, body)) = racing.next().await {
+            assert_eq!(status, 200, "{body}");
+            answers.push(body);
+        }
+    }
+    let changed: Vec<&Value> = answers.iter().filter(|a| a["changed"] == true).collect();
+
+    // Read the aggregate's history straight from the stream.
+    let client = async_nats::connect(stack.nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("TALLY_EVENTS").await.unwrap();
+    let consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            filter_subject: "tally.events.acme.likes.viral.fan".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut history: BTreeMap<u64, String> = BTreeMap::new();
+    let mut messages = consumer
+        .fetch()
+        .max_messages(10_000)
+        .expires(Duration::from_secs(1))
+        .messages()
+        .await
+        .unwrap();
+    while let Some(Ok(message)) = messages.next().await {
+        let seq = message.info().unwrap().stream_sequence;
+        let event: Value = serde_json::from_slice(&message.payload).unwrap();
+        history.insert(seq, event["type"].as_str().unwrap().to_owned());
+    }
+    let kinds: Vec<&str> = history.values().map(String::as_str).collect();
+    assert_eq!(
+        kinds.len(),
+        changed.len(),
+        "one event per request that reported a change"
+    );
+    for (i, kind) in kinds.iter().enumerate() {
+        let expected = if i % 2 == 0 { "like" } else { "unlike" };
+        assert_eq!(
+            *kind, expected,
+            "history must alternate from a like: {kinds:?}"
+        );
+    }
+    // The last winner: the change with the highest sequence decides the state.
+    let last = changed.iter().max_by_key(|a| a["seq"].as_u64()).unwrap();
+    assert_eq!(last["seq"].as_u64(), history.keys().last().copied());
+    let (_, state) = like_request(
+        &stack.http,
+        &bases[0],
+        &token,
+        reqwest::Method::GET,
+        "viral",
+        "fan",
+    )
+    .await;
+    assert_eq!(state["liked"], last["liked"], "{state} vs {last}");
+    assert_eq!(state["liked"], Value::Bool(kinds.last() == Some(&"like")));
+
+    let retried = conflicts(&stack).await - conflicts_before;
+    assert!(
+        retried > 0,
+        "the waves raced: some appends must have lost and retried"
+    );
+    println!(
+        "like race: {REQUESTS} requests over 2 instances, {} changes appended, {retried} conflicts retried",
+        changed.len()
+    );
+    second.stop().await;
+}
+
+/// `tally_like_conflicts_total` from the command API's /metrics.
+async fn conflicts(stack: &Stack) -> u64 {
+    let text = stack
+        .http
+        .get(format!("{}/metrics", stack.command.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("tally_like_conflicts_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+/// The optimistic-concurrency check itself: an append that expects a stale
+/// subject sequence is refused by JetStream (NATS 2.9 and later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_expected_sequence_is_a_conflict() {
+    use tally_command::{AppendError, Publisher};
+    use tally_shared::event::{like_subject, Event, EventKind, Source, StoredEvent};
+
+    let stack = Stack::start("likes_occ").await;
+    let client = async_nats::connect(stack.nats.url()).await.unwrap();
+    let publisher = Publisher::new(
+        async_nats::jetstream::new(client),
+        "TALLY_EVENTS".into(),
+        Duration::from_secs(5),
+    );
+    let subject = like_subject("acme", "p", "u");
+    let event = |id: &str| {
+        let now = time::OffsetDateTime::now_utc();
+        let event = Event {
+            event_id: id.into(),
+            kind: EventKind::Liked,
+            occurred_at: now,
+            platform: None,
+            influencer_id: None,
+            post_id: Some("p".into()),
+            campaign_id: None,
+            user_id: Some("u".into()),
+            payload: Default::default(),
+        };
+        StoredEvent::new("acme", Source::LikeButton, event, now)
+    };
+    let first = publisher
+        .append_to(subject.clone(), &event("o-1"), Some(0))
+        .await
+        .unwrap();
+    // Expecting an empty subject again is stale now.
+    let stale = publisher
+        .append_to(subject.clone(), &event("o-2"), Some(0))
+        .await;
+    assert!(matches!(stale, Err(AppendError::Conflict)), "{stale:?}");
+    let next = publisher
+        .append_to(subject.clone(), &event("o-3"), Some(first.seq))
+        .await
+        .unwrap();
+    assert!(next.seq > first.seq);
+    let (seq, last) = publisher.last_on_subject(&subject).await.unwrap().unwrap();
+    assert_eq!((seq, last.event.event_id.as_str()), (next.seq, "o-3"));
+}
