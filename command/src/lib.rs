@@ -7,6 +7,7 @@
 mod ingest;
 mod likes;
 mod metrics;
+mod ratelimit;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -50,6 +51,7 @@ struct Inner {
     publisher: Publisher,
     limits: Limits,
     max_batch_events: usize,
+    rate_limits: ratelimit::RateLimits,
     /// The event stream exists (applied at start-up).
     stream_ready: AtomicBool,
     nats: async_nats::Client,
@@ -73,6 +75,10 @@ impl AppState {
                     max_age: time::Duration::days(config.command.max_event_age_days as i64),
                 },
                 max_batch_events: config.command.max_batch_events,
+                rate_limits: ratelimit::RateLimits::new(
+                    &config.rate_limit,
+                    u32::try_from(config.command.max_batch_events).unwrap_or(u32::MAX),
+                ),
                 stream_ready: AtomicBool::new(false),
                 nats,
             }),
@@ -138,12 +144,34 @@ pub async fn serve(
         config.clone(),
         shutdown.clone(),
     ));
+    tokio::spawn(forget_idle_buckets(state.clone(), shutdown.clone()));
     let app = router(state, &config.command);
     tracing::info!(addr = %listener.local_addr().map_err(Error::Serve)?, "command API listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .map_err(Error::Serve)
+}
+
+/// Drops full rate-limit buckets every minute, so memory follows the
+/// active tenants and tokens rather than every one ever seen.
+async fn forget_idle_buckets(state: AppState, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => state.inner.rate_limits.forget_idle(),
+        }
+    }
+}
+
+/// The caller's bearer token (already authenticated), to key its bucket.
+fn bearer_token(headers: &axum::http::HeaderMap) -> &str {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .map_or("", |(_, token)| token.trim())
 }
 
 /// Applies the stream definition, retrying until NATS answers.

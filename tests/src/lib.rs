@@ -124,8 +124,14 @@ pub struct Stack {
 impl Stack {
     /// Starts everything for `test` and waits until every service is ready.
     pub async fn start(test: &str) -> Stack {
+        Stack::start_with(test, |_| {}).await
+    }
+
+    /// Like [`Stack::start`], with `adjust` applied to the configuration.
+    pub async fn start_with(test: &str, adjust: impl FnOnce(&mut Config)) -> Stack {
         let nats = NatsServer::start();
-        let config = config_for(test, &nats);
+        let mut config = config_for(test, &nats);
+        adjust(&mut config);
         let projector = start_service(Kind::Projector, config.clone()).await;
         let command = start_service(Kind::Command, config.clone()).await;
         let query = start_service(Kind::Query, config.clone()).await;

@@ -19,7 +19,7 @@ use tally_shared::http::{body_rejection, parse_json, ApiError};
 use time::OffsetDateTime;
 
 use super::Outcome;
-use crate::AppState;
+use crate::{bearer_token, AppState};
 
 /// How the batch is encoded, from its content type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +145,11 @@ async fn accept_batch(
     let format = Format::from_headers(&headers)?;
     let body = body.map_err(body_rejection)?;
     let items = split_items(format, &body, state.inner.max_batch_events)?;
+    let rate =
+        state
+            .inner
+            .rate_limits
+            .spend(&principal.tenant, bearer_token(&headers), items.len())?;
     let now = OffsetDateTime::now_utc();
 
     let mut results: Vec<ItemResult> = Vec::with_capacity(items.len());
@@ -210,7 +215,7 @@ async fn accept_batch(
     } else {
         StatusCode::MULTI_STATUS
     };
-    Ok((status, Json(batch)).into_response())
+    Ok((status, rate, Json(batch)).into_response())
 }
 
 #[cfg(test)]

@@ -20,7 +20,8 @@ use time::OffsetDateTime;
 pub use batch::post_batch;
 pub use publish::{AppendError, Publisher};
 
-use crate::AppState;
+use crate::ratelimit::RateHeaders;
+use crate::{bearer_token, AppState};
 
 /// The answer for one stored event.
 #[derive(Debug, Serialize)]
@@ -59,7 +60,7 @@ pub async fn post_event(
     state: State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+) -> Result<(StatusCode, RateHeaders, Json<Accepted>), ApiError> {
     let answer = accept_one(state, headers, body).await;
     if let Err(e) = &answer {
         crate::metrics::rejected(e, 1);
@@ -71,9 +72,13 @@ async fn accept_one(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+) -> Result<(StatusCode, RateHeaders, Json<Accepted>), ApiError> {
     let principal = state.inner.auth.authenticate(&headers)?;
     principal.require(Scope::EventsWrite)?;
+    let rate = state
+        .inner
+        .rate_limits
+        .spend(&principal.tenant, bearer_token(&headers), 1)?;
     let input = json_body(&headers, body)?;
     let now = OffsetDateTime::now_utc();
     let event = validate(&input, now, &state.inner.limits).map_err(ApiError::Invalid)?;
@@ -81,6 +86,7 @@ async fn accept_one(
     let appended = state.inner.publisher.append(&stored).await?;
     Ok((
         StatusCode::ACCEPTED,
+        rate,
         Json(Accepted {
             event_id: stored.event.event_id,
             status: Outcome::from_duplicate(appended.duplicate),

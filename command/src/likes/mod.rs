@@ -22,7 +22,8 @@ use time::OffsetDateTime;
 pub use decide::{decide, Decision, LikeState};
 
 use crate::ingest::AppendError;
-use crate::AppState;
+use crate::ratelimit::RateHeaders;
+use crate::{bearer_token, AppState};
 
 /// How often a conflicting append is retried before answering 409.
 pub const MAX_ATTEMPTS: u32 = 8;
@@ -63,7 +64,7 @@ pub async fn put_like(
     state: State<AppState>,
     headers: HeaderMap,
     ids: Path<(String, String)>,
-) -> Result<Json<LikeAnswer>, ApiError> {
+) -> Result<(RateHeaders, Json<LikeAnswer>), ApiError> {
     set(state, headers, ids, LikeState::Liked).await
 }
 
@@ -71,7 +72,7 @@ pub async fn delete_like(
     state: State<AppState>,
     headers: HeaderMap,
     ids: Path<(String, String)>,
-) -> Result<Json<LikeAnswer>, ApiError> {
+) -> Result<(RateHeaders, Json<LikeAnswer>), ApiError> {
     set(state, headers, ids, LikeState::NotLiked).await
 }
 
@@ -80,22 +81,29 @@ async fn set(
     headers: HeaderMap,
     Path((post_id, user_id)): Path<(String, String)>,
     desired: LikeState,
-) -> Result<Json<LikeAnswer>, ApiError> {
+) -> Result<(RateHeaders, Json<LikeAnswer>), ApiError> {
     let principal = state.inner.auth.authenticate(&headers)?;
     principal.require(Scope::EventsWrite)?;
     check_ids(&post_id, &user_id)?;
+    let rate = state
+        .inner
+        .rate_limits
+        .spend(&principal.tenant, bearer_token(&headers), 1)?;
     let subject = like_subject(&principal.tenant, &post_id, &user_id);
     for attempt in 1..=MAX_ATTEMPTS {
         let (current, seq) = read_state(&state, &subject).await?;
         let kind = match decide(current, desired) {
             Decision::Unchanged => {
-                return Ok(Json(LikeAnswer {
-                    post_id,
-                    user_id,
-                    liked: current == LikeState::Liked,
-                    changed: false,
-                    seq,
-                }))
+                return Ok((
+                    rate,
+                    Json(LikeAnswer {
+                        post_id,
+                        user_id,
+                        liked: current == LikeState::Liked,
+                        changed: false,
+                        seq,
+                    }),
+                ))
             }
             Decision::Append(kind) => kind,
         };
@@ -120,13 +128,16 @@ async fn set(
         {
             Ok(appended) => {
                 crate::metrics::like_changed(attempt);
-                return Ok(Json(LikeAnswer {
-                    post_id,
-                    user_id,
-                    liked: desired == LikeState::Liked,
-                    changed: !appended.duplicate,
-                    seq: Some(appended.seq),
-                }));
+                return Ok((
+                    rate,
+                    Json(LikeAnswer {
+                        post_id,
+                        user_id,
+                        liked: desired == LikeState::Liked,
+                        changed: !appended.duplicate,
+                        seq: Some(appended.seq),
+                    }),
+                ));
             }
             Err(AppendError::Conflict) => {
                 crate::metrics::like_conflict();

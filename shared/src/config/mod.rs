@@ -25,6 +25,7 @@ pub struct Config {
     pub command: CommandConfig,
     pub query: QueryConfig,
     pub projector: ProjectorConfig,
+    pub rate_limit: RateLimitConfig,
     pub log: LogConfig,
 }
 
@@ -79,6 +80,16 @@ pub struct ProjectorConfig {
     pub consumer: String,
     pub batch_size: usize,
     pub fetch_wait_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    pub tenant_per_second: u32,
+    pub tenant_burst: u32,
+    pub token_per_second: u32,
+    pub token_burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
