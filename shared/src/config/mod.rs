@@ -52,8 +52,18 @@ pub struct ClickHouseConfig {
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     pub hs256_secret: SecretString,
+    /// Accept HS256 tokens signed with `hs256_secret`; off in production.
+    pub hs256_enabled: bool,
     pub issuer: String,
     pub audience: String,
+    /// A PEM public key: RSA (RS256) or EC P-256 (ES256).
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+    /// A JWKS document of RS256/ES256 public keys, chosen by `kid`.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -150,6 +160,33 @@ mod tests {
         assert_eq!(config.nats.url, "nats://127.0.0.1:4222");
         assert_eq!(config.command.max_body_bytes, 1 << 20);
         assert_eq!(config.log.format, LogFormat::Json);
+        assert!(config.auth.hs256_enabled);
+        assert_eq!(config.auth.public_key_file, None);
+        assert_eq!(config.auth.jwks_file, None);
+        assert_eq!(config.auth.leeway_secs, 30);
+    }
+
+    #[test]
+    fn auth_keys_come_from_the_file_or_the_environment() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "tally.toml",
+                "[auth]\nhs256_enabled = false\njwks_file = \"/etc/tally/jwks.json\"\n",
+            )?;
+            jail.set_env("TALLY_CONFIG", "tally.toml");
+            jail.set_env("TALLY_AUTH__PUBLIC_KEY_FILE", "/etc/tally/jwt.pem");
+            jail.set_env("TALLY_AUTH__LEEWAY_SECS", "5");
+            let auth = Config::load().map_err(|e| e.to_string())?.auth;
+            assert!(!auth.hs256_enabled);
+            assert_eq!(auth.jwks_file, Some(PathBuf::from("/etc/tally/jwks.json")));
+            assert_eq!(
+                auth.public_key_file,
+                Some(PathBuf::from("/etc/tally/jwt.pem"))
+            );
+            assert_eq!(auth.leeway_secs, 5);
+            assert_eq!(auth.issuer, "tally");
+            Ok(())
+        });
     }
 
     #[test]
