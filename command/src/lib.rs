@@ -17,7 +17,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
-use tally_shared::auth::Authenticator;
+use tally_shared::auth::{Authenticator, KeyError};
 use tally_shared::config::{CommandConfig, Config};
 use tally_shared::event::Limits;
 use tally_shared::http as api;
@@ -38,6 +38,8 @@ pub enum Error {
     Nats(#[from] nats::NatsError),
     #[error("serving HTTP: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Auth(#[from] tally_shared::auth::KeyError),
 }
 
 /// Shared by every request.
@@ -58,11 +60,11 @@ struct Inner {
 }
 
 impl AppState {
-    pub fn new(config: &Config, nats: async_nats::Client) -> AppState {
+    pub fn new(config: &Config, nats: async_nats::Client) -> Result<AppState, KeyError> {
         let js = nats::jetstream(nats.clone(), &config.nats);
-        AppState {
+        Ok(AppState {
             inner: Arc::new(Inner {
-                auth: Authenticator::new(&config.auth),
+                auth: Authenticator::from_config(&config.auth)?,
                 publisher: Publisher::new(
                     js,
                     nats::events_stream_config(&config.nats).name,
@@ -82,7 +84,7 @@ impl AppState {
                 stream_ready: AtomicBool::new(false),
                 nats,
             }),
-        }
+        })
     }
 }
 
@@ -138,7 +140,7 @@ pub async fn serve(
 ) -> Result<(), Error> {
     tally_shared::metrics::handle();
     let client = nats::connect(&config.nats, "tally-command").await?;
-    let state = AppState::new(&config, client);
+    let state = AppState::new(&config, client)?;
     tokio::spawn(apply_stream(
         state.clone(),
         config.clone(),

@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use tally_shared::auth::Authenticator;
+use tally_shared::auth::{Authenticator, KeyError};
 use tally_shared::config::{ClickHouseConfig, Config};
 use tally_shared::http as api;
 use tally_shared::store;
@@ -28,6 +28,8 @@ pub enum Error {
     },
     #[error("serving HTTP: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Auth(#[from] tally_shared::auth::KeyError),
 }
 
 #[derive(Clone)]
@@ -42,14 +44,14 @@ struct Inner {
 }
 
 impl AppState {
-    pub fn new(config: &Config) -> AppState {
-        AppState {
+    pub fn new(config: &Config) -> Result<AppState, KeyError> {
+        Ok(AppState {
             inner: Arc::new(Inner {
-                auth: Authenticator::new(&config.auth),
+                auth: Authenticator::from_config(&config.auth)?,
                 clickhouse: store::client(&config.clickhouse),
                 clickhouse_config: config.clickhouse.clone(),
             }),
-        }
+        })
     }
 }
 
@@ -94,7 +96,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let app = router(AppState::new(&config));
+    let app = router(AppState::new(&config)?);
     tracing::info!(addr = %listener.local_addr().map_err(Error::Serve)?, "query API listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())

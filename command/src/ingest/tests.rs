@@ -20,7 +20,7 @@ async fn app() -> (Router, Config) {
     let client = tally_shared::nats::connect(&config.nats, "test")
         .await
         .unwrap();
-    let state = AppState::new(&config, client);
+    let state = AppState::new(&config, client).unwrap();
     (router(state, &config.command), config)
 }
 

@@ -16,7 +16,7 @@ fn app() -> (Router, Config) {
     // Nothing listens on port 1: every query fails fast.
     config.clickhouse.url = "http://127.0.0.1:1".into();
     config.clickhouse.timeout_ms = 2000;
-    (router(AppState::new(&config)), config)
+    (router(AppState::new(&config).unwrap()), config)
 }
 
 async fn get(app: Router, uri: &str, token: Option<String>) -> (StatusCode, String, Value) {
