@@ -8,6 +8,7 @@ mod ingest;
 mod likes;
 mod metrics;
 mod ratelimit;
+pub mod webhooks;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -54,6 +55,7 @@ struct Inner {
     limits: Limits,
     max_batch_events: usize,
     rate_limits: ratelimit::RateLimits,
+    webhooks: tally_shared::config::WebhookConfig,
     /// The event stream exists (applied at start-up).
     stream_ready: AtomicBool,
     nats: async_nats::Client,
@@ -77,6 +79,7 @@ impl AppState {
                     max_age: time::Duration::days(config.command.max_event_age_days as i64),
                 },
                 max_batch_events: config.command.max_batch_events,
+                webhooks: config.webhooks.clone(),
                 rate_limits: ratelimit::RateLimits::new(
                     &config.rate_limit,
                     u32::try_from(config.command.max_batch_events).unwrap_or(u32::MAX),
@@ -104,6 +107,12 @@ pub fn router(state: AppState, config: &CommandConfig) -> Router {
             get(likes::get_like)
                 .put(likes::put_like)
                 .delete(likes::delete_like),
+        )
+        .route(
+            "/v1/webhooks/{platform}",
+            post(webhooks::receive)
+                .get(webhooks::verify_subscription)
+                .layer(DefaultBodyLimit::max(config.max_batch_bytes)),
         )
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(tally_shared::metrics::endpoint))

@@ -37,7 +37,7 @@ pub fn rejected(error: &ApiError, n: u64) {
         ApiError::Invalid(_) => "invalid",
         ApiError::Malformed(_) => "malformed",
         ApiError::Auth(tally_shared::auth::AuthError::MissingScope(_)) => "forbidden",
-        ApiError::Auth(_) => "unauthorized",
+        ApiError::Auth(_) | ApiError::BadSignature(_) => "unauthorized",
         ApiError::PayloadTooLarge | ApiError::TooManyItems { .. } => "too_large",
         ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
         ApiError::RateLimited { .. } => "rate_limited",

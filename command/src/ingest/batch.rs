@@ -111,6 +111,10 @@ pub struct BatchResult {
 }
 
 impl BatchResult {
+    pub fn empty() -> BatchResult {
+        BatchResult::from_results(vec![])
+    }
+
     fn from_results(results: Vec<ItemResult>) -> BatchResult {
         let count = |o: Outcome| results.iter().filter(|r| r.status == o).count();
         BatchResult {
@@ -150,39 +154,56 @@ async fn accept_batch(
             .inner
             .rate_limits
             .spend(&principal.tenant, bearer_token(&headers), items.len())?;
-    let now = OffsetDateTime::now_utc();
+    let batch = store_items(&state, &principal.tenant, Source::Batch, items).await;
+    if batch.invalid > 0 {
+        crate::metrics::rejected(&ApiError::Invalid(vec![]), batch.invalid as u64);
+    }
+    if batch.failed > 0 && batch.accepted + batch.duplicates + batch.invalid == 0 {
+        // Nothing could be stored: the same as a single event's 503.
+        return Err(ApiError::Unavailable(
+            "JetStream acknowledged no item of the batch".into(),
+        ));
+    }
+    let status = if batch.invalid + batch.failed == 0 {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::MULTI_STATUS
+    };
+    Ok((status, rate, Json(batch)).into_response())
+}
 
+/// Validates every item, publishes the valid ones at once (each waits for
+/// its own PubAck) and reports one result per item, in order. Shared by
+/// batches, webhooks and imports.
+pub async fn store_items(
+    state: &AppState,
+    tenant: &str,
+    source: Source,
+    items: Vec<Result<Value, String>>,
+) -> BatchResult {
+    let now = OffsetDateTime::now_utc();
     let mut results: Vec<ItemResult> = Vec::with_capacity(items.len());
     let mut to_store: Vec<(usize, StoredEvent)> = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
         let checked = item
             .map_err(|message| vec![FieldError::new("", message)])
             .and_then(|value| validate(&value, now, &state.inner.limits));
-        match checked {
+        let (status, errors) = match checked {
             Ok(event) => {
-                to_store.push((
-                    index,
-                    StoredEvent::new(&principal.tenant, Source::Batch, event, now),
-                ));
-                results.push(ItemResult {
-                    index,
-                    event_id: None,
-                    status: Outcome::Failed,
-                    seq: None,
-                    errors: vec![],
-                });
+                to_store.push((index, StoredEvent::new(tenant, source, event, now)));
+                (Outcome::Failed, vec![])
             }
-            Err(errors) => results.push(ItemResult {
-                index,
-                event_id: None,
-                status: Outcome::Invalid,
-                seq: None,
-                errors,
-            }),
-        }
+            Err(errors) => (Outcome::Invalid, errors),
+        };
+        results.push(ItemResult {
+            index,
+            event_id: None,
+            status,
+            seq: None,
+            errors,
+        });
     }
 
-    // Publish every valid item at once; each waits for its own PubAck.
     let publisher = &state.inner.publisher;
     let appended = join_all(to_store.iter().map(|(_, event)| publisher.append(event))).await;
     for ((index, event), appended) in to_store.into_iter().zip(appended) {
@@ -199,23 +220,7 @@ async fn accept_batch(
             }
         }
     }
-
-    let batch = BatchResult::from_results(results);
-    if batch.invalid > 0 {
-        crate::metrics::rejected(&ApiError::Invalid(vec![]), batch.invalid as u64);
-    }
-    if batch.failed > 0 && batch.accepted + batch.duplicates + batch.invalid == 0 {
-        // Nothing could be stored: the same as a single event's 503.
-        return Err(ApiError::Unavailable(
-            "JetStream acknowledged no item of the batch".into(),
-        ));
-    }
-    let status = if batch.invalid + batch.failed == 0 {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::MULTI_STATUS
-    };
-    Ok((status, rate, Json(batch)).into_response())
+    BatchResult::from_results(results)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use tally_shared::event::{validate, Source, StoredEvent};
 use tally_shared::http::{json_body, ApiError};
 use time::OffsetDateTime;
 
-pub use batch::post_batch;
+pub use batch::{post_batch, store_items, BatchResult};
 pub use publish::{AppendError, Publisher};
 
 use crate::ratelimit::RateHeaders;

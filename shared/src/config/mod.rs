@@ -26,6 +26,7 @@ pub struct Config {
     pub query: QueryConfig,
     pub projector: ProjectorConfig,
     pub rate_limit: RateLimitConfig,
+    pub webhooks: WebhookConfig,
     pub log: LogConfig,
 }
 
@@ -100,6 +101,28 @@ pub struct RateLimitConfig {
     pub tenant_burst: u32,
     pub token_per_second: u32,
     pub token_burst: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// How far a generic webhook's `X-Tally-Timestamp` may be from now.
+    pub timestamp_tolerance_secs: u64,
+    /// Secrets per tenant (the tenant names the `tenant` query parameter).
+    #[serde(default)]
+    pub tenants: std::collections::BTreeMap<String, WebhookSecrets>,
+}
+
+/// One tenant's webhook secrets; a platform without one is refused (401).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSecrets {
+    /// Meta (Instagram, Facebook) app secret: `X-Hub-Signature-256`.
+    pub meta_app_secret: Option<SecretString>,
+    /// Token Meta echoes when verifying the callback URL (`hub.verify_token`).
+    pub meta_verify_token: Option<SecretString>,
+    /// Secret of the generic signed-JSON webhook: `X-Tally-Signature`.
+    pub generic_secret: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -22,6 +22,9 @@ pub enum ApiError {
     /// 401 or 403, by the kind of auth failure.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// 401 for a webhook whose signature does not verify.
+    #[error("{0}")]
+    BadSignature(String),
     /// 404.
     #[error("{0}")]
     NotFound(String),
@@ -77,6 +80,7 @@ impl ApiError {
             ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
             ApiError::Auth(AuthError::MissingScope(_)) => StatusCode::FORBIDDEN,
             ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
+            ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -97,6 +101,7 @@ impl ApiError {
             ApiError::Malformed(_) => "urn:tally:problem:malformed",
             ApiError::Auth(AuthError::MissingScope(_)) => "urn:tally:problem:forbidden",
             ApiError::Auth(_) => "urn:tally:problem:unauthorized",
+            ApiError::BadSignature(_) => "urn:tally:problem:bad-signature",
             ApiError::NotFound(_) => "urn:tally:problem:not-found",
             ApiError::MethodNotAllowed => "urn:tally:problem:method-not-allowed",
             ApiError::Conflict(_) => "urn:tally:problem:conflict",

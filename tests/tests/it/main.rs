@@ -14,6 +14,8 @@ mod ingest;
 mod likes;
 // Rate limits: per tenant and per token, one unit per event.
 mod ratelimit;
+// Webhooks: Meta and generic signed JSON, per-tenant secrets.
+mod webhooks;
 // Schema migrations against a real ClickHouse.
 mod migrations;
 // docker-compose.yml is valid.
