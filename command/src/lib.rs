@@ -4,6 +4,7 @@
 //! Entry points: [`run`] binds the configured address; [`serve`] takes a
 //! listener (tests bind `127.0.0.1:0`).
 
+mod catalogue;
 mod ingest;
 mod likes;
 mod metrics;
@@ -55,6 +56,7 @@ struct Inner {
     limits: Limits,
     max_batch_events: usize,
     rate_limits: ratelimit::RateLimits,
+    catalogue: Arc<catalogue::Catalogue>,
     webhooks: tally_shared::config::WebhookConfig,
     /// The event stream exists (applied at start-up).
     stream_ready: AtomicBool,
@@ -80,6 +82,9 @@ impl AppState {
                 },
                 max_batch_events: config.command.max_batch_events,
                 webhooks: config.webhooks.clone(),
+                catalogue: Arc::new(catalogue::Catalogue::new(
+                    config.command.catalogue_cache_entries,
+                )),
                 rate_limits: ratelimit::RateLimits::new(
                     &config.rate_limit,
                     u32::try_from(config.command.max_batch_events).unwrap_or(u32::MAX),
@@ -156,6 +161,12 @@ pub async fn serve(
         shutdown.clone(),
     ));
     tokio::spawn(forget_idle_buckets(state.clone(), shutdown.clone()));
+    tokio::spawn(catalogue::follow(
+        state.inner.catalogue.clone(),
+        nats::jetstream(state.inner.nats.clone(), &config.nats),
+        config.nats.clone(),
+        shutdown.clone(),
+    ));
     let app = router(state, &config.command);
     tracing::info!(addr = %listener.local_addr().map_err(Error::Serve)?, "command API listening");
     axum::serve(listener, app)

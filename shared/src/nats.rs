@@ -12,6 +12,9 @@ use crate::config::NatsConfig;
 pub const EVENTS_STREAM_DEFINITION: &str = include_str!("../../nats/streams/events.json");
 /// `nats/consumers/projector.json`: the projector workers' durable consumer.
 pub const PROJECTOR_CONSUMER_DEFINITION: &str = include_str!("../../nats/consumers/projector.json");
+/// `nats/consumers/catalogue.json`: the command API's catalogue follower
+/// (it writes the `TALLY_CATALOGUE` stream).
+pub const CATALOGUE_CONSUMER_DEFINITION: &str = include_str!("../../nats/consumers/catalogue.json");
 
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
@@ -70,7 +73,15 @@ pub async fn ensure_events_stream(
     js: &jetstream::Context,
     config: &NatsConfig,
 ) -> Result<stream::Stream, NatsError> {
-    let wanted = events_stream_config(config);
+    ensure_stream(js, events_stream_config(config)).await
+}
+
+/// Creates `wanted`, or updates the stream to it: idempotent, and safe when
+/// several services start at once.
+async fn ensure_stream(
+    js: &jetstream::Context,
+    wanted: stream::Config,
+) -> Result<stream::Stream, NatsError> {
     let apply = |message: String| NatsError::Apply {
         what: format!("stream {}", wanted.name),
         message,
@@ -128,6 +139,7 @@ fn differs(current: &stream::Config, wanted: &stream::Config) -> bool {
         || current.duplicate_window != wanted.duplicate_window
         || current.deny_delete != wanted.deny_delete
         || current.deny_purge != wanted.deny_purge
+        || current.max_messages_per_subject != wanted.max_messages_per_subject
 }
 
 /// Creates or updates the projector's durable pull consumer.
@@ -135,7 +147,42 @@ pub async fn ensure_projector_consumer(
     stream: &stream::Stream,
     durable: &str,
 ) -> Result<consumer::PullConsumer, NatsError> {
-    let wanted = projector_consumer_config(durable);
+    ensure_consumer(stream, projector_consumer_config(durable)).await
+}
+
+/// `nats/streams/catalogue.json`: known posts, one message per post.
+pub const CATALOGUE_STREAM_DEFINITION: &str = include_str!("../../nats/streams/catalogue.json");
+
+/// The catalogue stream's definition, with the configured replica count.
+pub fn catalogue_stream_config(config: &NatsConfig) -> stream::Config {
+    let mut stream: stream::Config = serde_json::from_str(CATALOGUE_STREAM_DEFINITION)
+        .expect("nats/streams/catalogue.json is a valid stream definition");
+    stream.num_replicas = config.stream_replicas;
+    stream
+}
+
+/// Creates the catalogue stream, or updates it to its definition.
+pub async fn ensure_catalogue_stream(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+) -> Result<stream::Stream, NatsError> {
+    ensure_stream(js, catalogue_stream_config(config)).await
+}
+
+/// Creates or updates the command API's catalogue consumer.
+pub async fn ensure_catalogue_consumer(
+    stream: &stream::Stream,
+) -> Result<consumer::PullConsumer, NatsError> {
+    let wanted: consumer::pull::Config = serde_json::from_str(CATALOGUE_CONSUMER_DEFINITION)
+        .expect("nats/consumers/catalogue.json is a valid consumer definition");
+    ensure_consumer(stream, wanted).await
+}
+
+async fn ensure_consumer(
+    stream: &stream::Stream,
+    wanted: consumer::pull::Config,
+) -> Result<consumer::PullConsumer, NatsError> {
+    let durable = wanted.durable_name.clone().unwrap_or_default();
     // create_consumer is create-or-update on the server for a durable with
     // an unchanged filter, and returns the existing consumer when identical.
     stream

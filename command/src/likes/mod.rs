@@ -90,6 +90,13 @@ async fn set(
         .rate_limits
         .spend(&principal.tenant, bearer_token(&headers), 1)?;
     let subject = like_subject(&principal.tenant, &post_id, &user_id);
+    // The like button knows only the post and the user; the catalogue
+    // attributes the event (unknown posts are accepted unattributed).
+    let known = state
+        .inner
+        .catalogue
+        .lookup(&principal.tenant, &post_id)
+        .await;
     for attempt in 1..=MAX_ATTEMPTS {
         let (current, seq) = read_state(&state, &subject).await?;
         let kind = match decide(current, desired) {
@@ -112,10 +119,10 @@ async fn set(
             event_id: like_event_id(),
             kind,
             occurred_at: now,
-            platform: None,
-            influencer_id: None,
+            platform: known.as_ref().and_then(|p| p.platform),
+            influencer_id: known.as_ref().and_then(|p| p.influencer_id.clone()),
             post_id: Some(post_id.clone()),
-            campaign_id: None,
+            campaign_id: known.as_ref().and_then(|p| p.campaign_id.clone()),
             user_id: Some(user_id.clone()),
             payload: Default::default(),
         };

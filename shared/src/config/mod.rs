@@ -74,6 +74,7 @@ pub struct CommandConfig {
     pub max_body_bytes: usize,
     pub max_batch_bytes: usize,
     pub max_batch_events: usize,
+    pub catalogue_cache_entries: u64,
     pub max_future_skew_secs: u64,
     pub max_event_age_days: u64,
 }

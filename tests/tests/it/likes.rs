@@ -274,3 +274,89 @@ async fn a_stale_expected_sequence_is_a_conflict() {
     let (seq, last) = publisher.last_on_subject(&subject).await.unwrap().unwrap();
     assert_eq!((seq, last.event.event_id.as_str()), (next.seq, "o-3"));
 }
+
+/// The like button knows only post and user: the catalogue (fed from
+/// `post_published`) attributes its events to influencer, campaign and
+/// platform. Unknown posts are accepted unattributed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn like_events_are_attributed_from_the_catalogue() {
+    let stack = Stack::start("likes_catalogue").await;
+    let token = stack.token("acme", &[Scope::EventsWrite]);
+    let published = serde_json::json!({
+        "event_id": "pub-1", "type": "post_published", "occurred_at": tally_tests::rfc3339_ago(60),
+        "post_id": "ig:post:9", "influencer_id": "inf-1", "campaign_id": "spring", "platform": "tiktok",
+        "payload": {"content_type": "reel"},
+    });
+    let (status, body) = stack.post_event(&token, &published).await;
+    assert_eq!(status, 202, "{body}");
+
+    let client = async_nats::connect(stack.nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("TALLY_EVENTS").await.unwrap();
+    let base = stack.command.url();
+    // Like and unlike until an event carries the attribution (the follower
+    // copies the post within moments; unknown posts are cached for 2 s).
+    let attributed = tally_tests::eventually(
+        "a like attributed to inf-1",
+        Duration::from_secs(30),
+        || async {
+            let (_, like) = like_request(
+                &stack.http,
+                &base,
+                &token,
+                reqwest::Method::PUT,
+                "ig:post:9",
+                "fan",
+            )
+            .await;
+            let seq = like["seq"].as_u64().ok_or(format!("{like}"))?;
+            like_request(
+                &stack.http,
+                &base,
+                &token,
+                reqwest::Method::DELETE,
+                "ig:post:9",
+                "fan",
+            )
+            .await;
+            let stored: Value =
+                serde_json::from_slice(&stream.get_raw_message(seq).await.unwrap().payload)
+                    .unwrap();
+            if stored["influencer_id"] == "inf-1" {
+                Ok(stored)
+            } else {
+                Err(format!("{stored}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        (&attributed["campaign_id"], &attributed["platform"]),
+        (&Value::from("spring"), &Value::from("tiktok"))
+    );
+    assert_eq!(attributed["source"], "like_button");
+
+    let (status, unknown) = like_request(
+        &stack.http,
+        &base,
+        &token,
+        reqwest::Method::PUT,
+        "never-published",
+        "fan",
+    )
+    .await;
+    assert_eq!(
+        (status, &unknown["liked"]),
+        (200, &Value::Bool(true)),
+        "{unknown}"
+    );
+    let stored: Value = serde_json::from_slice(
+        &stream
+            .get_raw_message(unknown["seq"].as_u64().unwrap())
+            .await
+            .unwrap()
+            .payload,
+    )
+    .unwrap();
+    assert!(stored.get("influencer_id").is_none(), "{stored}");
+}
