@@ -12,6 +12,8 @@ mod batch;
 mod ingest;
 // The like aggregate: idempotence and races across two instances.
 mod likes;
+// A nats-server restart during steady ingest.
+mod outage;
 // Rate limits: per tenant and per token, one unit per event.
 mod ratelimit;
 // Webhooks: Meta and generic signed JSON, per-tenant secrets.
