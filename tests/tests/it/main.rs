@@ -12,6 +12,8 @@ mod batch;
 mod ingest;
 // The like aggregate: idempotence and races across two instances.
 mod likes;
+// Prometheus metrics of the command API.
+mod metrics;
 // A nats-server restart during steady ingest.
 mod outage;
 // Rate limits: per tenant and per token, one unit per event.
