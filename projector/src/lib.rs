@@ -7,6 +7,7 @@
 //! Entry points: [`run`] binds the configured health address; [`serve`] takes
 //! a listener (tests bind `127.0.0.1:0`).
 
+pub mod deadletter;
 pub mod fold;
 mod worker;
 
@@ -57,10 +58,12 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    tally_shared::metrics::handle();
     let progress = Arc::new(Progress::default());
     let health = Router::new()
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(tally_shared::metrics::endpoint))
         .fallback(api::not_found)
         .with_state(progress.clone());
     tracing::info!(addr = %listener.local_addr().map_err(Error::Serve)?, "projector health listening");
@@ -97,6 +100,9 @@ async fn start(
             let stream = nats::ensure_events_stream(&js, &config.nats)
                 .await
                 .map_err(|e| e.to_string())?;
+            nats::ensure_dead_letters_stream(&js, &config.nats)
+                .await
+                .map_err(|e| e.to_string())?;
             nats::ensure_projector_consumer(&stream, &config.projector.consumer)
                 .await
                 .map_err(|e| e.to_string())
@@ -107,6 +113,7 @@ async fn start(
                 tracing::info!(consumer = %config.projector.consumer, "projector ready");
                 return Some(Worker::new(
                     consumer,
+                    deadletter::DeadLetters::new(js.clone()),
                     &config.clickhouse,
                     &config.projector,
                     progress,

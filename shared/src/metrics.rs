@@ -23,6 +23,13 @@ pub const LIKE_CHANGES: &str = "tally_like_changes_total";
 /// Like-aggregate appends that lost a race and were retried.
 pub const LIKE_CONFLICTS: &str = "tally_like_conflicts_total";
 
+/// Events the projector moved to the dead-letter stream.
+pub const DEAD_LETTERS: &str = "tally_dead_letters_total";
+/// Events the projector wrote to ClickHouse.
+pub const EVENTS_PROJECTED: &str = "tally_events_projected_total";
+/// Failed ClickHouse writes of the projector (each retried).
+pub const CLICKHOUSE_ERRORS: &str = "tally_clickhouse_errors_total";
+
 /// Latency buckets in seconds, from 0.5 ms to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

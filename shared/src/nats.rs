@@ -150,6 +150,26 @@ pub async fn ensure_projector_consumer(
     ensure_consumer(stream, projector_consumer_config(durable)).await
 }
 
+/// `nats/streams/dead_letters.json`: events that could not be projected.
+pub const DEAD_LETTERS_STREAM_DEFINITION: &str =
+    include_str!("../../nats/streams/dead_letters.json");
+
+/// The dead-letter stream's definition, with the configured replica count.
+pub fn dead_letters_stream_config(config: &NatsConfig) -> stream::Config {
+    let mut stream: stream::Config = serde_json::from_str(DEAD_LETTERS_STREAM_DEFINITION)
+        .expect("nats/streams/dead_letters.json is a valid stream definition");
+    stream.num_replicas = config.stream_replicas;
+    stream
+}
+
+/// Creates the dead-letter stream, or updates it to its definition.
+pub async fn ensure_dead_letters_stream(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+) -> Result<stream::Stream, NatsError> {
+    ensure_stream(js, dead_letters_stream_config(config)).await
+}
+
 /// `nats/streams/catalogue.json`: known posts, one message per post.
 pub const CATALOGUE_STREAM_DEFINITION: &str = include_str!("../../nats/streams/catalogue.json");
 

@@ -2,7 +2,10 @@
 //! write the rows to ClickHouse, and only then acknowledge the messages.
 //!
 //! A crash anywhere before the acks means redelivery; the rows are keyed by
-//! stream sequence, so writing them again changes nothing.
+//! stream sequence, so writing them again changes nothing. An event that is
+//! unreadable (the input's fault) is retried with a delay and moved to the
+//! dead-letter stream on its last attempt, without holding up the rest;
+//! a ClickHouse failure (the world's fault) is retried until it passes.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,7 +19,10 @@ use tally_shared::event::StoredEvent;
 use tally_shared::store::{self, StoreError};
 use tokio_util::sync::CancellationToken;
 
+use crate::deadletter::DeadLetters;
 use crate::fold::{fold, EventRow, PostMetricRow, Rows};
+use metrics::counter;
+use tally_shared::metrics as names;
 
 /// What the worker reports to the health endpoint.
 #[derive(Default)]
@@ -35,12 +41,16 @@ pub struct Worker {
     clickhouse_config: ClickHouseConfig,
     batch_size: usize,
     fetch_wait: Duration,
+    max_attempts: i64,
+    retry_delay: Duration,
+    dead_letters: DeadLetters,
     progress: Arc<Progress>,
 }
 
 impl Worker {
     pub fn new(
         consumer: PullConsumer,
+        dead_letters: DeadLetters,
         clickhouse_config: &ClickHouseConfig,
         config: &ProjectorConfig,
         progress: Arc<Progress>,
@@ -51,6 +61,9 @@ impl Worker {
             clickhouse_config: clickhouse_config.clone(),
             batch_size: config.batch_size.max(1),
             fetch_wait: Duration::from_millis(config.fetch_wait_ms.max(10)),
+            max_attempts: config.max_attempts.max(1),
+            retry_delay: Duration::from_millis(config.retry_delay_ms),
+            dead_letters,
             progress,
         }
     }
@@ -103,21 +116,20 @@ impl Worker {
 
     async fn project(&self, batch: Vec<Message>, shutdown: &CancellationToken) {
         let mut events = Vec::with_capacity(batch.len());
-        let mut unreadable = Vec::new();
-        for message in &batch {
-            let seq = match message.info() {
-                Ok(info) => info.stream_sequence,
+        // Messages that are the input's fault, with their sequence, delivery
+        // count and error.
+        let mut poison: Vec<(usize, u64, i64, String)> = Vec::new();
+        for (index, message) in batch.iter().enumerate() {
+            let info = match message.info() {
+                Ok(info) => (info.stream_sequence, info.delivered),
                 Err(e) => {
                     tracing::error!(error = %e, "message without JetStream metadata");
                     continue;
                 }
             };
             match StoredEvent::decode(&message.payload) {
-                Ok(event) => events.push((seq, event)),
-                Err(e) => {
-                    tracing::error!(seq, error = %e, "unreadable event; it cannot be projected");
-                    unreadable.push(message);
-                }
+                Ok(event) => events.push((info.0, event)),
+                Err(e) => poison.push((index, info.0, info.1, e.to_string())),
             }
         }
         let rows = fold(events.iter().map(|(seq, event)| (*seq, event)));
@@ -126,6 +138,7 @@ impl Worker {
             match self.write(&rows).await {
                 Ok(()) => break,
                 Err(e) => {
+                    counter!(names::CLICKHOUSE_ERRORS).increment(1);
                     tracing::warn!(error = %e, events = rows.events.len(), "writing to ClickHouse failed; retrying");
                     // Keep the batch ours while we retry.
                     for message in &batch {
@@ -139,13 +152,33 @@ impl Worker {
                 }
             }
         }
-        for message in &unreadable {
-            // Never blocks the events behind it. The dead-letter stream
-            // replaces this termination in a later version.
-            let _ = message.ack_with(AckKind::Term).await;
+        let mut settled = vec![false; batch.len()];
+        for (index, seq, attempts, error) in &poison {
+            let message = &batch[*index];
+            settled[*index] = true;
+            if *attempts < self.max_attempts {
+                tracing::warn!(seq, attempts, %error, "event cannot be projected; will retry");
+                let _ = message.ack_with(AckKind::Nak(Some(self.retry_delay))).await;
+                continue;
+            }
+            match self
+                .dead_letters
+                .send(message, *seq, *attempts, error)
+                .await
+            {
+                Ok(()) => {
+                    tracing::error!(seq, attempts, %error, "event moved to the dead-letter stream");
+                    let _ = message.ack().await;
+                }
+                // Not acked: it comes back and is dead-lettered then.
+                Err(e) => tracing::warn!(seq, error = %e, "dead-lettering failed; will retry"),
+            }
         }
         let max_seq = events.iter().map(|(seq, _)| *seq).max().unwrap_or(0);
-        for message in batch {
+        for (message, settled) in batch.iter().zip(settled) {
+            if settled {
+                continue;
+            }
             if let Err(e) = message.ack().await {
                 // The rows are written; a redelivery rewrites identical rows.
                 tracing::warn!(error = %e, "ack failed; the event will be redelivered harmlessly");
@@ -155,6 +188,7 @@ impl Worker {
         self.progress
             .projected
             .fetch_add(events.len() as u64, Ordering::Relaxed);
+        counter!(names::EVENTS_PROJECTED).increment(events.len() as u64);
         tracing::debug!(events = events.len(), max_seq, "projected batch");
     }
 

@@ -92,6 +92,8 @@ pub struct ProjectorConfig {
     pub consumer: String,
     pub batch_size: usize,
     pub fetch_wait_ms: u64,
+    pub max_attempts: i64,
+    pub retry_delay_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -4,6 +4,8 @@
 //! run's shared `clickhouse-server` (see the `tally-tests` harness), so the
 //! tests run in parallel.
 
+// Dead letters: poison events leave the way after N attempts.
+mod deadletters;
 // The whole path: HTTP → JetStream → projector → ClickHouse → query API.
 mod e2e;
 // Batches: JSON arrays and NDJSON, per-item results, limits.
