@@ -12,6 +12,8 @@ mod batch;
 mod ingest;
 // The like aggregate: idempotence and races across two instances.
 mod likes;
+// Hostile input: problem+json 4xx for every case, nothing stored.
+mod hostile;
 // Rate limits: per tenant and per token, one unit per event.
 mod ratelimit;
 // Schema migrations against a real ClickHouse.
