@@ -10,6 +10,7 @@
 
 mod decide;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::Json;
@@ -41,14 +42,18 @@ pub struct LikeAnswer {
     pub seq: Option<u64>,
 }
 
+/// The path's ids; a segment that is not UTF-8 once decoded is a problem
+/// like any other malformed id, not axum's plain-text rejection.
+type Ids = Result<Path<(String, String)>, PathRejection>;
+
 pub async fn get_like(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((post_id, user_id)): Path<(String, String)>,
+    ids: Ids,
 ) -> Result<Json<LikeAnswer>, ApiError> {
     let principal = state.inner.auth.authenticate(&headers)?;
     principal.require(Scope::EventsWrite)?;
-    check_ids(&post_id, &user_id)?;
+    let (post_id, user_id) = check_ids(ids)?;
     let subject = like_subject(&principal.tenant, &post_id, &user_id);
     let (current, seq) = read_state(&state, &subject).await?;
     Ok(Json(LikeAnswer {
@@ -63,7 +68,7 @@ pub async fn get_like(
 pub async fn put_like(
     state: State<AppState>,
     headers: HeaderMap,
-    ids: Path<(String, String)>,
+    ids: Ids,
 ) -> Result<(RateHeaders, Json<LikeAnswer>), ApiError> {
     set(state, headers, ids, LikeState::Liked).await
 }
@@ -71,7 +76,7 @@ pub async fn put_like(
 pub async fn delete_like(
     state: State<AppState>,
     headers: HeaderMap,
-    ids: Path<(String, String)>,
+    ids: Ids,
 ) -> Result<(RateHeaders, Json<LikeAnswer>), ApiError> {
     set(state, headers, ids, LikeState::NotLiked).await
 }
@@ -79,12 +84,12 @@ pub async fn delete_like(
 async fn set(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((post_id, user_id)): Path<(String, String)>,
+    ids: Ids,
     desired: LikeState,
 ) -> Result<(RateHeaders, Json<LikeAnswer>), ApiError> {
     let principal = state.inner.auth.authenticate(&headers)?;
     principal.require(Scope::EventsWrite)?;
-    check_ids(&post_id, &user_id)?;
+    let (post_id, user_id) = check_ids(ids)?;
     let rate = state
         .inner
         .rate_limits
@@ -158,8 +163,15 @@ async fn set(
     )))
 }
 
-fn check_ids(post_id: &str, user_id: &str) -> Result<(), ApiError> {
-    let errors: Vec<_> = [("post_id", post_id), ("user_id", user_id)]
+fn check_ids(ids: Ids) -> Result<(String, String), ApiError> {
+    let Path((post_id, user_id)) = ids.map_err(|rejection| {
+        if rejection.status().is_server_error() {
+            ApiError::Internal(rejection.body_text())
+        } else {
+            ApiError::Malformed(rejection.body_text())
+        }
+    })?;
+    let errors: Vec<_> = [("post_id", &post_id), ("user_id", &user_id)]
         .into_iter()
         .filter(|(_, id)| !is_valid_id(id))
         .map(|(field, _)| {
@@ -170,7 +182,7 @@ fn check_ids(post_id: &str, user_id: &str) -> Result<(), ApiError> {
         })
         .collect();
     match errors.first() {
-        None => Ok(()),
+        None => Ok((post_id, user_id)),
         Some(error) => Err(ApiError::Malformed(format!(
             "{} {}",
             error.field, error.message

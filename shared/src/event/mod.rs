@@ -9,6 +9,8 @@
 //!   time it was received and its schema version.
 
 mod currency;
+#[cfg(test)]
+mod proptests;
 mod validate;
 
 use serde::{Deserialize, Serialize};

@@ -52,14 +52,89 @@ pub fn body_rejection(rejection: BytesRejection) -> ApiError {
     }
 }
 
-/// Parses JSON, refusing invalid UTF-8 and nesting deeper than [`MAX_JSON_DEPTH`].
+/// Parses JSON, refusing invalid UTF-8, nesting deeper than
+/// [`MAX_JSON_DEPTH`] and objects that repeat a key.
 pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     if nesting_depth(body) > MAX_JSON_DEPTH {
         return Err(ApiError::Malformed(format!(
             "JSON nested deeper than {MAX_JSON_DEPTH} levels"
         )));
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::Malformed(format!("malformed JSON: {e}")))
+    serde_json::from_slice::<UniqueKeys>(body)
+        .map(|parsed| parsed.0)
+        .map_err(|e| ApiError::Malformed(format!("malformed JSON: {e}")))
+}
+
+/// A JSON value whose objects never repeat a key. serde_json keeps the last
+/// of repeated keys silently; other readers keep the first, so a repeated
+/// key could mean one thing to a proxy or signer and another to Tally.
+struct UniqueKeys(Value);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(UniqueKeysVisitor)
+            .map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                // Not echoed: a hostile key may be long.
+                return Err(serde::de::Error::custom("an object repeats a key"));
+            }
+            let UniqueKeys(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 /// The deepest nesting of brackets outside strings (a cheap pre-scan).
@@ -147,5 +222,11 @@ mod tests {
         let ok = format!("{}{}", "[".repeat(32), "]".repeat(32));
         assert!(parse_json(ok.as_bytes()).is_ok());
         assert_eq!(nesting_depth(br#"{"k":"\"[[[[[["}"#), 1);
+        for repeated in [&br#"{"a":1,"a":1}"#[..], br#"[{"b":{"a":1,"a":2}}]"#] {
+            assert!(
+                matches!(parse_json(repeated), Err(ApiError::Malformed(m)) if m.contains("repeats")),
+                "{repeated:?}"
+            );
+        }
     }
 }

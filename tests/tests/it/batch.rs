@@ -118,8 +118,8 @@ async fn ndjson_batches_fail_line_by_line() {
     assert_eq!((status, &body["accepted"]), (202, &json!(2)), "{body}");
 }
 
-/// Limits: more than 1,000 events or more than 1 MiB is 413; other content
-/// types are 415; each as problem+json, and nothing is stored.
+/// Limits: more than 1,000 events is 413; other content types are 415; each
+/// as problem+json, and nothing is stored. Exactly 1,000 is fine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_and_mistyped_batches_are_refused_whole() {
     let stack = Stack::start("batch_limits").await;
@@ -135,17 +135,8 @@ async fn oversized_and_mistyped_batches_are_refused_whole() {
     assert_eq!(status, 413, "{body}");
     assert!(body["detail"].as_str().unwrap().contains("1000"), "{body}");
 
-    let mut huge = like("huge");
-    huge["payload"] = json!({"text": "x".repeat(2 << 20)});
-    huge["type"] = json!("comment");
-    let (status, _) = post_batch(
-        &stack,
-        &token,
-        "application/json",
-        json!([huge]).to_string(),
-    )
-    .await;
-    assert_eq!(status, 413);
+    // Bodies over 1 MiB: see hostile.rs, which sends them without racing
+    // the server's early 413 against the upload.
 
     let (status, body) = post_batch(&stack, &token, "text/csv", "a,b".into()).await;
     assert_eq!(status, 415, "{body}");

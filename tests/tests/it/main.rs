@@ -14,6 +14,8 @@ mod batch;
 mod ingest;
 // The like aggregate: idempotence and races across two instances.
 mod likes;
+// Hostile input: problem+json 4xx for every case, nothing stored.
+mod hostile;
 // Prometheus metrics of the command API.
 mod metrics;
 // A nats-server restart during steady ingest.
