@@ -75,10 +75,14 @@ impl AppState {
                     Duration::from_millis(config.nats.publish_timeout_ms),
                 ),
                 limits: Limits {
+                    // Bounded by Config::check; clamped again so no value can overflow.
                     max_future_skew: time::Duration::seconds(
-                        config.command.max_future_skew_secs as i64,
+                        i64::try_from(config.command.max_future_skew_secs.min(7 * 86_400))
+                            .unwrap_or(0),
                     ),
-                    max_age: time::Duration::days(config.command.max_event_age_days as i64),
+                    max_age: time::Duration::days(
+                        i64::try_from(config.command.max_event_age_days.min(36_500)).unwrap_or(0),
+                    ),
                 },
                 max_batch_events: config.command.max_batch_events,
                 webhooks: config.webhooks.clone(),
@@ -124,6 +128,10 @@ pub fn router(state: AppState, config: &CommandConfig) -> Router {
         .route("/readyz", get(readyz))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            Duration::from_millis(config.request_timeout_ms),
+            api::deadline,
+        ))
         .with_state(state)
 }
 

@@ -68,6 +68,10 @@ async fn main() -> ExitCode {
                 .iter()
                 .map(|s| Scope::parse(s.trim()).ok_or_else(|| format!("unknown scope {s:?}")))
                 .collect();
+            if let Err(e) = tally_shared::auth::Authenticator::from_config(&config.auth) {
+                eprintln!("cannot mint a token that this configuration would accept: {e}");
+                return ExitCode::from(2);
+            }
             match scopes {
                 Ok(scopes) if tally_shared::event::is_valid_tenant(&tenant) => {
                     println!(

@@ -43,6 +43,7 @@ pub fn rejected(error: &ApiError, n: u64) {
         ApiError::RateLimited { .. } => "rate_limited",
         ApiError::Unavailable(_) => "unavailable",
         ApiError::Conflict(_) => "conflict",
+        ApiError::RequestTimeout(_) => "timeout",
         ApiError::NotFound(_) | ApiError::MethodNotAllowed | ApiError::Internal(_) => "other",
     };
     counter!(names::EVENTS_REJECTED, "reason" => reason).increment(n);

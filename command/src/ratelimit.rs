@@ -113,8 +113,10 @@ impl RateLimits {
             return Ok(RateHeaders(None));
         }
         let units = NonZeroU32::new(u32::try_from(units).unwrap_or(u32::MAX).max(1)).unwrap();
-        let tenant_left = self.tenant.spend(&tenant.to_owned(), units)?;
+        // The token's bucket first: a token over its own limit must not drain
+        // its tenant's bucket for the tenant's other tokens.
         let token_left = self.token.spend(&token_key(token), units)?;
+        let tenant_left = self.tenant.spend(&tenant.to_owned(), units)?;
         let policy = format!("{}, {}", self.tenant.policy(), self.token.policy());
         // Report the tighter of the two.
         let state = if token_left < tenant_left {
@@ -199,6 +201,22 @@ mod tests {
         }
         // Another tenant has its own bucket.
         assert!(limits.spend("globex", "tok", 5).is_ok());
+    }
+
+    #[test]
+    fn a_token_over_its_limit_does_not_drain_its_tenant() {
+        let limits = limits((1, 4), (1, 2));
+        limits.spend("acme", "greedy", 2).unwrap();
+        for _ in 0..5 {
+            assert!(matches!(
+                limits.spend("acme", "greedy", 1),
+                Err(ApiError::RateLimited { limit: "token", .. })
+            ));
+        }
+        assert!(
+            limits.spend("acme", "polite", 2).is_ok(),
+            "the tenant still has 2 units"
+        );
     }
 
     #[test]

@@ -55,13 +55,17 @@ impl AppState {
     }
 }
 
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, config: &tally_shared::config::QueryConfig) -> Router {
     Router::new()
         .route("/v1/posts/{post_id}/metrics", get(posts::metrics))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(readyz))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            std::time::Duration::from_millis(config.request_timeout_ms),
+            api::deadline,
+        ))
         .with_state(state)
 }
 
@@ -96,7 +100,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let app = router(AppState::new(&config)?);
+    let app = router(AppState::new(&config)?, &config.query);
     tracing::info!(addr = %listener.local_addr().map_err(Error::Serve)?, "query API listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())

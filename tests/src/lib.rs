@@ -43,7 +43,7 @@ pub fn database_name(test: &str) -> String {
 
 /// A configuration pointing at `nats` and at a fresh database named after `test`.
 pub fn config_for(test: &str, nats: &NatsServer) -> Config {
-    let mut config = Config::defaults();
+    let mut config = Config::development();
     config.nats.url = nats.url();
     config.nats.publish_timeout_ms = 2000;
     config.clickhouse.url = clickhouse().url();

@@ -10,7 +10,6 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::future::join_all;
 use serde::Serialize;
 use serde_json::Value;
 use tally_shared::auth::Scope;
@@ -158,13 +157,16 @@ async fn accept_batch(
     if batch.invalid > 0 {
         crate::metrics::rejected(&ApiError::Invalid(vec![]), batch.invalid as u64);
     }
-    if batch.failed > 0 && batch.accepted + batch.duplicates + batch.invalid == 0 {
-        // Nothing could be stored: the same as a single event's 503.
-        return Err(ApiError::Unavailable(
-            "JetStream acknowledged no item of the batch".into(),
-        ));
+    if batch.failed > 0 {
+        // A 2xx must mean stored: retry the whole batch (what was stored is
+        // then a duplicate, stored once).
+        return Err(ApiError::Unavailable(format!(
+            "JetStream acknowledged {} of {} valid items",
+            batch.accepted + batch.duplicates,
+            batch.accepted + batch.duplicates + batch.failed
+        )));
     }
-    let status = if batch.invalid + batch.failed == 0 {
+    let status = if batch.invalid == 0 {
         StatusCode::ACCEPTED
     } else {
         StatusCode::MULTI_STATUS
@@ -204,8 +206,8 @@ pub async fn store_items(
         });
     }
 
-    let publisher = &state.inner.publisher;
-    let appended = join_all(to_store.iter().map(|(_, event)| publisher.append(event))).await;
+    let events: Vec<StoredEvent> = to_store.iter().map(|(_, event)| event.clone()).collect();
+    let appended = state.inner.publisher.append_all(&events).await;
     for ((index, event), appended) in to_store.into_iter().zip(appended) {
         let result = &mut results[index];
         result.event_id = Some(event.event.event_id);
@@ -215,7 +217,7 @@ pub async fn store_items(
                 result.seq = Some(appended.seq);
             }
             Err(e) => {
-                tracing::warn!(error = %e, "batch item not stored");
+                tracing::warn!(error = ?e, "batch item not stored");
                 result.status = Outcome::Failed;
             }
         }

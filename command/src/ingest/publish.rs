@@ -44,6 +44,46 @@ impl From<AppendError> for ApiError {
     }
 }
 
+/// `Nats-Msg-Id` is the tenant-scoped event id: the dedup key.
+fn headers_for(event: &StoredEvent) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", event.msg_id().as_str());
+    headers
+}
+
+/// What a PubAck (or its failure) means for the caller.
+fn outcome(
+    result: Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
+) -> Result<Appended, AppendError> {
+    match result {
+        // A clustered server can answer a duplicate of a message still being
+        // replicated with sequence 0: no usable consistency token yet, so
+        // the client retries.
+        Ok(ack) if ack.duplicate && ack.sequence == 0 => Err(AppendError::Unavailable(
+            "duplicate of an event still being replicated".into(),
+        )),
+        Ok(ack) => Ok(Appended {
+            seq: ack.sequence,
+            duplicate: ack.duplicate,
+        }),
+        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Err(AppendError::Conflict),
+        Err(e) => Err(AppendError::Unavailable(format!(
+            "JetStream publish failed: {e}"
+        ))),
+    }
+}
+
+/// Metrics for one append.
+fn record(event: &StoredEvent, started: Instant, result: &Result<Appended, AppendError>) {
+    metrics::published(
+        started.elapsed(),
+        !matches!(result, Err(AppendError::Unavailable(_))),
+    );
+    if let Ok(appended) = result {
+        metrics::stored(event.source, appended.duplicate);
+    }
+}
+
 impl Publisher {
     pub fn new(js: jetstream::Context, stream: String, timeout: Duration) -> Publisher {
         Publisher {
@@ -69,8 +109,7 @@ impl Publisher {
         event: &StoredEvent,
         expected_last: Option<u64>,
     ) -> Result<Appended, AppendError> {
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", event.msg_id().as_str());
+        let mut headers = headers_for(event);
         if let Some(seq) = expected_last {
             headers.insert(
                 "Nats-Expected-Last-Subject-Sequence",
@@ -86,29 +125,54 @@ impl Publisher {
             ack.await
         };
         let result = match tokio::time::timeout(self.timeout, publish).await {
-            Ok(Ok(ack)) => Ok(Appended {
-                seq: ack.sequence,
-                duplicate: ack.duplicate,
-            }),
-            Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                Err(AppendError::Conflict)
-            }
-            Ok(Err(e)) => Err(AppendError::Unavailable(format!(
-                "JetStream publish failed: {e}"
-            ))),
-            Err(_) => Err(AppendError::Unavailable(format!(
-                "no PubAck from JetStream within {:?}",
-                self.timeout
-            ))),
+            Ok(result) => outcome(result),
+            Err(_) => Err(self.timed_out()),
         };
-        metrics::published(
-            started.elapsed(),
-            !matches!(result, Err(AppendError::Unavailable(_))),
-        );
-        if let Ok(appended) = &result {
-            metrics::stored(event.source, appended.duplicate);
-        }
+        record(event, started, &result);
         result
+    }
+
+    /// Appends `events` in their order (the stream keeps it) and waits for
+    /// all their PubAcks at once; one result per event, within one timeout.
+    pub async fn append_all(&self, events: &[StoredEvent]) -> Vec<Result<Appended, AppendError>> {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut pending = Vec::with_capacity(events.len());
+        for event in events {
+            let send = self.js.publish_with_headers(
+                event.subject(),
+                headers_for(event),
+                event.encode().into(),
+            );
+            pending.push(match tokio::time::timeout_at(deadline, send).await {
+                Ok(Ok(ack)) => Ok(ack),
+                Ok(Err(e)) => Err(AppendError::Unavailable(format!(
+                    "JetStream publish failed: {e}"
+                ))),
+                Err(_) => Err(self.timed_out()),
+            });
+        }
+        let results = futures::future::join_all(pending.into_iter().map(|sent| async move {
+            match sent {
+                Ok(ack) => match tokio::time::timeout_at(deadline, ack).await {
+                    Ok(result) => outcome(result),
+                    Err(_) => Err(self.timed_out()),
+                },
+                Err(e) => Err(e),
+            }
+        }))
+        .await;
+        for (event, result) in events.iter().zip(&results) {
+            record(event, started, result);
+        }
+        results
+    }
+
+    fn timed_out(&self) -> AppendError {
+        AppendError::Unavailable(format!(
+            "no PubAck from JetStream within {:?}",
+            self.timeout
+        ))
     }
 
     /// The last event on `subject` and its sequence, if any.

@@ -13,7 +13,7 @@ use tower::ServiceExt;
 use crate::{router, AppState};
 
 async fn app() -> (Router, Config) {
-    let mut config = Config::defaults();
+    let mut config = Config::development();
     config.nats.url = "nats://127.0.0.1:1".into();
     config.nats.publish_timeout_ms = 300;
     config.command.max_body_bytes = 4096;

@@ -16,7 +16,7 @@ use axum::http::HeaderMap;
 use axum::Json;
 use serde::Serialize;
 use tally_shared::auth::Scope;
-use tally_shared::event::{is_valid_id, like_subject, Event, Source, StoredEvent};
+use tally_shared::event::{is_valid_id, like_subject, Event, EventKind, Source, StoredEvent};
 use tally_shared::http::ApiError;
 use time::OffsetDateTime;
 
@@ -121,7 +121,7 @@ async fn set(
         };
         let now = OffsetDateTime::now_utc();
         let event = Event {
-            event_id: like_event_id(),
+            event_id: like_event_id(&subject, seq.unwrap_or(0), kind),
             kind,
             occurred_at: now,
             platform: known.as_ref().and_then(|p| p.platform),
@@ -199,11 +199,23 @@ async fn read_state(state: &AppState, subject: &str) -> Result<(LikeState, Optio
     }
 }
 
-/// A fresh id per attempt. Racing requests therefore meet at the subject's
-/// sequence check (and retry) rather than at JetStream's duplicate check;
-/// a retried request is recognised by re-reading the state.
-fn like_event_id() -> String {
-    format!("lk-{}", uuid::Uuid::new_v4().simple())
+/// The id of the change `kind` decided from the aggregate at position
+/// `seq`: `lk-` and 32 hex digits of a SHA-256 over both.
+///
+/// Deterministic on purpose. Every request that decides from the same
+/// position makes the same decision, so racing appends carry the same id and
+/// JetStream's duplicate check lets exactly one through — even on a
+/// replicated stream of nats-server 2.9 before 2.9.21, which does not
+/// enforce `Nats-Expected-Last-Subject-Sequence` under concurrency. The
+/// sequence check still catches a decision made from a stale position.
+fn like_event_id(subject: &str, seq: u64, kind: EventKind) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(subject.as_bytes())
+        .chain_update(seq.to_be_bytes())
+        .chain_update(kind.as_str().as_bytes())
+        .finalize();
+    format!("lk-{}", hex::encode(&digest[..16]))
 }
 
 #[cfg(test)]
@@ -211,9 +223,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn like_event_ids_are_valid_and_distinct() {
-        let a = like_event_id();
+    fn like_event_ids_are_deterministic_valid_and_distinct() {
+        let a = like_event_id("tally.events.t.likes.p.u", 7, EventKind::Liked);
+        assert_eq!(
+            a,
+            like_event_id("tally.events.t.likes.p.u", 7, EventKind::Liked)
+        );
         assert!(is_valid_id(&a) && a.len() == 35, "{a}");
-        assert_ne!(a, like_event_id());
+        assert_ne!(
+            a,
+            like_event_id("tally.events.t.likes.p.u", 8, EventKind::Liked)
+        );
+        assert_ne!(
+            a,
+            like_event_id("tally.events.t.likes.p.u", 7, EventKind::Unliked)
+        );
+        assert_ne!(
+            a,
+            like_event_id("tally.events.t.likes.p.v", 7, EventKind::Liked)
+        );
+        // Stable across builds and replicas: a fixed vector.
+        assert_eq!(
+            like_event_id("tally.events.acme.likes.p1.u1", 0, EventKind::Liked),
+            "lk-6cf2900d45f98be77881fbc356e747b8"
+        );
     }
 }

@@ -18,7 +18,7 @@ pub mod signature;
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -26,6 +26,7 @@ use axum::Json;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::Value;
+use subtle::ConstantTimeEq;
 use tally_shared::event::{is_valid_tenant, Source};
 use tally_shared::http::{body_rejection, parse_json, ApiError};
 
@@ -100,12 +101,18 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
 
 pub async fn receive(
     State(state): State<AppState>,
-    Path(platform): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    platform: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let answer = verify_and_store(state, &platform, &query, &headers, body).await;
+    let answer = match (platform, query) {
+        (Ok(Path(platform)), Ok(Query(query))) => {
+            verify_and_store(state, &platform, &query, &headers, body).await
+        }
+        (Err(e), _) => Err(ApiError::Malformed(format!("bad webhook path: {e}"))),
+        (_, Err(e)) => Err(ApiError::Malformed(format!("bad query string: {e}"))),
+    };
     if let Err(e) = &answer {
         crate::metrics::rejected(e, 1);
     }
@@ -194,7 +201,7 @@ async fn verify_and_store(
     let stored = if items.is_empty() {
         BatchResult::empty()
     } else {
-        let webhook_key = format!("webhook:{platform:?}");
+        let webhook_key = format!("webhook:{tenant}:{platform:?}");
         state
             .inner
             .rate_limits
@@ -214,9 +221,12 @@ async fn verify_and_store(
 /// `GET /v1/webhooks/{platform}`: Meta's callback verification.
 pub async fn verify_subscription(
     State(state): State<AppState>,
-    Path(platform): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    platform: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<String, ApiError> {
+    let Path(platform) =
+        platform.map_err(|e| ApiError::Malformed(format!("bad webhook path: {e}")))?;
+    let Query(query) = query.map_err(|e| ApiError::Malformed(format!("bad query string: {e}")))?;
     if Platform::parse(&platform)? == Platform::Generic {
         return Err(ApiError::MethodNotAllowed);
     }
@@ -225,7 +235,9 @@ pub async fn verify_subscription(
     let mode = query.get("hub.mode").map(String::as_str);
     let token = query.get("hub.verify_token").map(String::as_str);
     match (mode, token, query.get("hub.challenge")) {
-        (Some("subscribe"), Some(token), Some(challenge)) if token == expected.expose_secret() => {
+        (Some("subscribe"), Some(token), Some(challenge))
+            if bool::from(token.as_bytes().ct_eq(expected.expose_secret().as_bytes())) =>
+        {
             Ok(challenge.clone())
         }
         _ => Err(ApiError::BadSignature(

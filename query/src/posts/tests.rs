@@ -12,11 +12,14 @@ use tower::ServiceExt;
 use crate::{router, AppState};
 
 fn app() -> (Router, Config) {
-    let mut config = Config::defaults();
+    let mut config = Config::development();
     // Nothing listens on port 1: every query fails fast.
     config.clickhouse.url = "http://127.0.0.1:1".into();
     config.clickhouse.timeout_ms = 2000;
-    (router(AppState::new(&config).unwrap()), config)
+    (
+        router(AppState::new(&config).unwrap(), &config.query),
+        config,
+    )
 }
 
 async fn get(app: Router, uri: &str, token: Option<String>) -> (StatusCode, String, Value) {

@@ -19,7 +19,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::{AuthConfig, Config};
+use crate::config::AuthConfig;
 
 /// Shortest HS256 secret accepted: 256 bits, the size of the hash
 /// (RFC 7518, section 3.2). Shorter secrets can be brute-forced from any token.
@@ -54,8 +54,8 @@ pub enum KeyError {
         reason: String,
     },
     #[error(
-        "auth.hs256_secret is shorter than {MIN_HS256_SECRET_BYTES} bytes; \
-         use a longer secret or set auth.hs256_enabled = false"
+        "auth.hs256_secret is unset or shorter than {MIN_HS256_SECRET_BYTES} bytes; \
+         set a longer secret or auth.hs256_enabled = false"
     )]
     WeakSecret,
     #[error(
@@ -103,12 +103,6 @@ pub(super) fn load(config: &AuthConfig) -> Result<Vec<Key>, KeyError> {
         let secret = config.hs256_secret.expose_secret();
         if secret.len() < MIN_HS256_SECRET_BYTES {
             return Err(KeyError::WeakSecret);
-        }
-        if secret == Config::defaults().auth.hs256_secret.expose_secret() {
-            tracing::warn!(
-                "HS256 is enabled with the built-in development secret; \
-                 set auth.hs256_secret, or auth.hs256_enabled = false in production"
-            );
         }
         keys.push(Key {
             kid: None,

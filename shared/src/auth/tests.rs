@@ -25,7 +25,7 @@ fn fixture(name: &str) -> PathBuf {
 
 /// The built-in defaults: HS256 only.
 fn dev() -> AuthConfig {
-    Config::defaults().auth
+    Config::development().auth
 }
 
 /// `dev()` plus key files, HS256 on or off.

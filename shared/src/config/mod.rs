@@ -13,6 +13,10 @@ use serde::Deserialize;
 /// The embedded defaults, also the reference for every setting.
 pub const DEFAULTS: &str = include_str!("defaults.toml");
 
+/// The HS256 secret of the local stack and the tests. Public: never use it
+/// where tokens matter.
+pub const DEVELOPMENT_HS256_SECRET: &str = "tally-development-secret-change-me";
+
 /// Environment variable naming the optional configuration file.
 pub const FILE_VAR: &str = "TALLY_CONFIG";
 
@@ -75,6 +79,7 @@ pub struct CommandConfig {
     pub max_batch_bytes: usize,
     pub max_batch_events: usize,
     pub catalogue_cache_entries: u64,
+    pub request_timeout_ms: u64,
     pub max_future_skew_secs: u64,
     pub max_event_age_days: u64,
 }
@@ -83,6 +88,7 @@ pub struct CommandConfig {
 #[serde(deny_unknown_fields)]
 pub struct QueryConfig {
     pub listen: SocketAddr,
+    pub request_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -143,20 +149,77 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("configuration: {0}")]
-pub struct ConfigError(#[from] Box<figment::Error>);
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
 
 impl Config {
     /// Loads the configuration from the defaults, the file named by
     /// `TALLY_CONFIG` (if set) and `TALLY_*` environment variables.
     pub fn load() -> Result<Config, ConfigError> {
         let file = std::env::var_os(FILE_VAR).map(PathBuf::from);
-        Self::figment(file.as_deref())
+        let config: Config = Self::figment(file.as_deref())
             .extract()
-            .map_err(|e| ConfigError(Box::new(e)))
+            .map_err(|e| ConfigError::Load(Box::new(e)))?;
+        config.check()?;
+        Ok(config)
     }
 
-    /// The built-in defaults alone: what tests start from.
+    /// Refuses values that would make no sense or overflow.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let problems: Vec<&str> = [
+            (
+                self.command.max_future_skew_secs > 7 * 86_400,
+                "command.max_future_skew_secs is over 7 days",
+            ),
+            (
+                self.command.max_event_age_days > 36_500,
+                "command.max_event_age_days is over 100 years",
+            ),
+            (
+                self.command.max_batch_events == 0,
+                "command.max_batch_events is 0",
+            ),
+            (
+                self.command.request_timeout_ms == 0,
+                "command.request_timeout_ms is 0",
+            ),
+            (
+                self.query.request_timeout_ms == 0,
+                "query.request_timeout_ms is 0",
+            ),
+            (
+                self.nats.publish_timeout_ms == 0,
+                "nats.publish_timeout_ms is 0",
+            ),
+            (
+                self.nats.dedup_horizon_secs == 0,
+                "nats.dedup_horizon_secs is 0",
+            ),
+            (self.projector.batch_size == 0, "projector.batch_size is 0"),
+        ]
+        .into_iter()
+        .filter_map(|(bad, what)| bad.then_some(what))
+        .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems.join("; ")))
+        }
+    }
+
+    /// The built-in defaults plus the development HS256 secret: what tests
+    /// start from (the local stack sets the same in `local/tally.toml`).
+    pub fn development() -> Config {
+        let mut config = Config::defaults();
+        config.auth.hs256_secret = DEVELOPMENT_HS256_SECRET.to_owned().into();
+        config
+    }
+
+    /// The built-in defaults alone.
     pub fn defaults() -> Config {
         Figment::from(Toml::string(DEFAULTS))
             .extract()
@@ -234,6 +297,20 @@ mod tests {
     }
 
     #[test]
+    fn nonsense_values_are_rejected() {
+        Jail::expect_with(|jail| {
+            jail.set_env("TALLY_COMMAND__MAX_FUTURE_SKEW_SECS", "99999999999");
+            jail.set_env("TALLY_PROJECTOR__BATCH_SIZE", "0");
+            let err = Config::load().unwrap_err().to_string();
+            assert!(
+                err.contains("max_future_skew_secs") && err.contains("batch_size"),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     fn unknown_settings_are_rejected() {
         Jail::expect_with(|jail| {
             jail.set_env("TALLY_NATS__URLS", "nats://typo:1");
@@ -245,7 +322,7 @@ mod tests {
 
     #[test]
     fn secrets_do_not_print() {
-        let config = Config::defaults();
+        let config = Config::development();
         let printed = format!("{config:?}");
         assert!(
             !printed.contains(config.auth.hs256_secret.expose_secret()),

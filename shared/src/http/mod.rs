@@ -163,6 +163,21 @@ fn nesting_depth(body: &[u8]) -> usize {
     deepest
 }
 
+/// Middleware bounding a whole request, its body upload included: a slow
+/// or stalled client gets 408 and frees its connection and memory (and
+/// cannot hold up a graceful shutdown).
+pub async fn deadline(
+    axum::extract::State(limit): axum::extract::State<std::time::Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::RequestTimeout(limit).into_response(),
+    }
+}
+
 /// Fallback for unknown paths.
 pub async fn not_found() -> ApiError {
     ApiError::NotFound("no such resource".into())

@@ -31,6 +31,9 @@ pub enum ApiError {
     /// 405.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 408: the request (its upload included) took longer than allowed.
+    #[error("the request took longer than {0:?}")]
+    RequestTimeout(std::time::Duration),
     /// 409: a conflicting concurrent change won, repeatedly.
     #[error("{0}")]
     Conflict(String),
@@ -84,6 +87,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge | ApiError::TooManyItems { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -105,6 +109,7 @@ impl ApiError {
             ApiError::NotFound(_) => "urn:tally:problem:not-found",
             ApiError::MethodNotAllowed => "urn:tally:problem:method-not-allowed",
             ApiError::Conflict(_) => "urn:tally:problem:conflict",
+            ApiError::RequestTimeout(_) => "urn:tally:problem:request-timeout",
             ApiError::PayloadTooLarge | ApiError::TooManyItems { .. } => {
                 "urn:tally:problem:too-large"
             }
@@ -155,6 +160,12 @@ impl IntoResponse for ApiError {
             ApiError::Auth(AuthError::MissingScope(_)) => {}
             ApiError::Auth(_) => {
                 headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::BadSignature(_) => {
+                headers.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Signature realm=\"tally-webhooks\""),
+                );
             }
             ApiError::Unavailable(_) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));

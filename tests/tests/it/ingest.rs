@@ -155,3 +155,35 @@ async fn deduplication_survives_a_nats_restart() {
         std::time::Duration::from_secs(24 * 3600)
     );
 }
+
+/// A client that stalls mid-upload gets 408 when the request deadline
+/// passes: it cannot hold a connection (or a shutdown) forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upload_gets_408() {
+    use std::io::{Read, Write};
+    let stack = Stack::start_with("ingest_stalled_upload", |config| {
+        config.command.request_timeout_ms = 500;
+    })
+    .await;
+    let token = stack.token("acme", &[Scope::EventsWrite]);
+    let addr = stack.command.addr;
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut socket = std::net::TcpStream::connect(addr).unwrap();
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let head = format!(
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"event_id\":"
+        );
+        socket.write_all(head.as_bytes()).unwrap();
+        // ...and never send the rest.
+        let mut answer = vec![0; 4096];
+        let n = socket.read(&mut answer).unwrap_or(0);
+        String::from_utf8_lossy(&answer[..n]).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+}

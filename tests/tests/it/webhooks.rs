@@ -85,6 +85,19 @@ async fn meta_webhooks_are_verified_normalised_and_deduplicated() {
         assert_eq!(status, 401, "{path}: {problem}");
     }
     // The body is part of what is signed.
+    let response = stack
+        .http
+        .post(format!(
+            "{}/v1/webhooks/instagram?tenant=acme",
+            stack.command.url()
+        ))
+        .header("x-hub-signature-256", sign(b"wrong", &[body.as_bytes()]))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert!(response.headers().contains_key("www-authenticate"));
     let tampered = body.replace("so good", "so bad");
     let (status, _) = deliver(
         &stack,
