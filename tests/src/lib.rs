@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use servers::{clickhouse, ClickHouseServer, NatsServer};
+pub use servers::{clickhouse, ClickHouseServer, NatsServer, WorkerProcess};
 
 /// A database name for `test`, unique within the run.
 pub fn database_name(test: &str) -> String {

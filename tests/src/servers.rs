@@ -186,60 +186,194 @@ impl Drop for NatsServer {
     }
 }
 
-/// The test run's `clickhouse-server`.
+/// A service running in a child process of its own: this test binary,
+/// re-executed to run one `#[ignore]`d entry test (which reads its
+/// configuration from `TALLY_*` variables). SIGKILL is then a real crash.
+pub struct WorkerProcess {
+    entry: String,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl WorkerProcess {
+    /// Starts `entry` (a test name such as `faults::projector_process`) with
+    /// `env` added to a clean `TALLY_*` environment.
+    pub fn start(entry: &str, env: &[(String, String)], log: PathBuf) -> WorkerProcess {
+        let mut worker = WorkerProcess {
+            entry: entry.to_owned(),
+            env: env.to_vec(),
+            child: None,
+            log,
+        };
+        worker.launch();
+        worker
+    }
+
+    fn launch(&mut self) {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("opening the worker log");
+        let mut command = Command::new(exe);
+        command
+            .args([
+                self.entry.as_str(),
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("TALLY_") {
+                command.env_remove(key);
+            }
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        self.child = Some(spawn(command).expect("starting a worker process"));
+    }
+
+    /// SIGKILL, at whatever instant the worker is in.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    /// Whether the process still runs (it must not have died on its own).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `clickhouse-server` with a generated configuration (free ports, data
+/// under the temp dir). Killed when the test process exits.
 pub struct ClickHouseServer {
     http_port: u16,
-    _child: Mutex<Child>,
+    tcp_port: u16,
+    dir: PathBuf,
+    child: Mutex<Option<Child>>,
 }
 
 impl ClickHouseServer {
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
     }
+
+    /// A server of its own (for a test that stops it), in a fresh dir.
+    pub fn start_dedicated(name: &str) -> ClickHouseServer {
+        let dir = clickhouse_root().join(format!("{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        ClickHouseServer::start_in(dir)
+    }
+
+    fn start_in(dir: PathBuf) -> ClickHouseServer {
+        std::fs::create_dir_all(&dir).expect("creating the ClickHouse dir");
+        let server = ClickHouseServer {
+            http_port: free_port(),
+            tcp_port: free_port(),
+            dir,
+            child: Mutex::new(None),
+        };
+        let config = server.dir.join("config.xml");
+        std::fs::write(
+            &config,
+            config_xml(&server.dir, server.http_port, server.tcp_port),
+        )
+        .unwrap();
+        std::fs::write(server.dir.join("users.xml"), USERS_XML).unwrap();
+        server.launch();
+        server
+    }
+
+    fn launch(&self) {
+        let (binary, server_arg) = match find_binary("clickhouse-server", "TALLY_CLICKHOUSE_SERVER")
+        {
+            Some(binary) => (binary, None),
+            None => (
+                require_binary("clickhouse", "TALLY_CLICKHOUSE"),
+                Some("server"),
+            ),
+        };
+        let mut command = Command::new(binary);
+        if let Some(arg) = server_arg {
+            command.arg(arg);
+        }
+        command
+            .arg(format!(
+                "--config-file={}",
+                self.dir.join("config.xml").display()
+            ))
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = spawn(command).expect("starting clickhouse-server");
+        wait_for_port(
+            self.http_port,
+            &mut child,
+            "clickhouse-server",
+            &self.dir.join("err.log"),
+        );
+        *self.child.lock().unwrap() = Some(child);
+    }
+
+    /// Kills the server (SIGKILL); its data stays.
+    pub fn kill(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a killed server again on the same ports and data.
+    pub fn restart(&self) {
+        self.kill();
+        // The old process may hold its ports for a moment.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.http_port)).is_ok() && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.launch();
+    }
 }
 
-/// The one `clickhouse-server` of this test run, started on first use.
+impl Drop for ClickHouseServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn clickhouse_root() -> PathBuf {
+    std::env::temp_dir().join("tally-tests-clickhouse")
+}
+
+/// The one shared `clickhouse-server` of this test run, started on first use.
 pub fn clickhouse() -> &'static ClickHouseServer {
     static SERVER: OnceLock<ClickHouseServer> = OnceLock::new();
-    SERVER.get_or_init(start_clickhouse)
-}
-
-fn start_clickhouse() -> ClickHouseServer {
-    let (binary, server_arg) = match find_binary("clickhouse-server", "TALLY_CLICKHOUSE_SERVER") {
-        Some(binary) => (binary, None),
-        None => (
-            require_binary("clickhouse", "TALLY_CLICKHOUSE"),
-            Some("server"),
-        ),
-    };
-    let root = std::env::temp_dir().join("tally-tests-clickhouse");
-    remove_stale_dirs(&root);
-    let dir = root.join(std::process::id().to_string());
-    std::fs::create_dir_all(&dir).expect("creating the ClickHouse dir");
-    let (http_port, tcp_port) = (free_port(), free_port());
-    let config = dir.join("config.xml");
-    std::fs::write(&config, config_xml(&dir, http_port, tcp_port)).unwrap();
-    std::fs::write(dir.join("users.xml"), USERS_XML).unwrap();
-    let mut command = Command::new(binary);
-    if let Some(arg) = server_arg {
-        command.arg(arg);
-    }
-    command
-        .arg(format!("--config-file={}", config.display()))
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = spawn(command).expect("starting clickhouse-server");
-    wait_for_port(
-        http_port,
-        &mut child,
-        "clickhouse-server",
-        &dir.join("err.log"),
-    );
-    ClickHouseServer {
-        http_port,
-        _child: Mutex::new(child),
-    }
+    SERVER.get_or_init(|| {
+        let root = clickhouse_root();
+        remove_stale_dirs(&root);
+        ClickHouseServer::start_in(root.join(std::process::id().to_string()))
+    })
 }
 
 /// Data dirs of earlier runs whose process is gone.
@@ -251,7 +385,8 @@ fn remove_stale_dirs(root: &Path) {
         let alive = entry
             .file_name()
             .to_str()
-            .and_then(|name| name.parse::<u32>().ok())
+            .and_then(|name| name.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
             .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
         if !alive {
             let _ = std::fs::remove_dir_all(entry.path());

@@ -91,25 +91,39 @@ impl Worker {
     }
 
     /// One batch: at most `batch_size` messages, waiting at most `fetch_wait`.
+    /// The server ends a pull request when it expires; a deadline of our own
+    /// guards against one that never ends (what was received is kept and
+    /// acked normally; anything else comes back after ack_wait).
     async fn fetch(&self) -> Result<Vec<Message>, async_nats::Error> {
-        let mut messages = self
-            .consumer
-            .fetch()
-            .max_messages(self.batch_size)
-            .expires(self.fetch_wait)
-            .messages()
-            .await?;
         let mut batch = Vec::with_capacity(self.batch_size);
-        while let Some(message) = messages.next().await {
-            match message {
-                Ok(message) => batch.push(message),
-                // A status such as a server timeout ends the batch early;
-                // what was fetched so far is still good.
-                Err(e) => {
-                    tracing::debug!(error = %e, "fetch ended early");
-                    break;
+        let collect = async {
+            let mut messages = self
+                .consumer
+                .fetch()
+                .max_messages(self.batch_size)
+                .expires(self.fetch_wait)
+                .messages()
+                .await?;
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(message) => batch.push(message),
+                    // A status such as a server timeout ends the batch early;
+                    // what was fetched so far is still good.
+                    Err(e) => {
+                        tracing::debug!(error = %e, "fetch ended early");
+                        break;
+                    }
                 }
             }
+            Ok::<(), async_nats::Error>(())
+        };
+        let deadline = self.fetch_wait * 4 + Duration::from_secs(5);
+        match tokio::time::timeout(deadline, collect).await {
+            Ok(result) => result?,
+            Err(_) => tracing::warn!(
+                received = batch.len(),
+                "a fetch did not end within {deadline:?}"
+            ),
         }
         Ok(batch)
     }
@@ -192,25 +206,35 @@ impl Worker {
         tracing::debug!(events = events.len(), max_seq, "projected batch");
     }
 
+    /// Writes a batch's rows, all of it under one deadline: every await
+    /// inside (each row's write can wait on the request body's backpressure)
+    /// is bounded, so a wedged connection cannot stall the worker.
     async fn write(&self, rows: &Rows) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
-        let config = &self.clickhouse_config;
-        let mut insert = store::timed(config, self.clickhouse.insert::<EventRow>("events")).await?;
+        let limit = Duration::from_millis(self.clickhouse_config.timeout_ms);
+        match tokio::time::timeout(limit, self.write_rows(rows)).await {
+            Ok(result) => result,
+            // Dropping the inserts aborts their requests.
+            Err(_) => Err(StoreError::Timeout(limit)),
+        }
+    }
+
+    async fn write_rows(&self, rows: &Rows) -> Result<(), StoreError> {
+        let mut insert = self.clickhouse.insert::<EventRow>("events").await?;
         for row in &rows.events {
             insert.write(row).await?;
         }
-        store::timed(config, insert.end()).await?;
-        let mut insert = store::timed(
-            config,
-            self.clickhouse.insert::<PostMetricRow>("post_metrics"),
-        )
-        .await?;
+        insert.end().await?;
+        let mut insert = self
+            .clickhouse
+            .insert::<PostMetricRow>("post_metrics")
+            .await?;
         for row in &rows.post_metrics {
             insert.write(row).await?;
         }
-        store::timed(config, insert.end()).await
+        Ok(insert.end().await?)
     }
 }
 

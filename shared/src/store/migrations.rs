@@ -52,9 +52,12 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<Vec<u32>, StoreError> 
             name: migration.name.to_owned(),
             applied_at: u32::try_from(now).unwrap_or(u32::MAX),
         };
-        let mut insert = client.insert::<Applied>("schema_migrations").await?;
-        insert.write(&row).await?;
-        timed(config, insert.end()).await?;
+        timed(config, async {
+            let mut insert = client.insert::<Applied>("schema_migrations").await?;
+            insert.write(&row).await?;
+            insert.end().await
+        })
+        .await?;
         tracing::info!(
             version = migration.version,
             name = migration.name,

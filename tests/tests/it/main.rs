@@ -4,6 +4,8 @@
 //! run's shared `clickhouse-server` (see the `tally-tests` harness), so the
 //! tests run in parallel.
 
+// Exactly once under SIGKILLs of projector processes and a ClickHouse outage.
+mod faults;
 // Dead letters: poison events leave the way after N attempts.
 mod deadletters;
 // The whole path: HTTP → JetStream → projector → ClickHouse → query API.
