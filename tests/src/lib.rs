@@ -172,6 +172,35 @@ impl Stack {
         .await;
     }
 
+    /// How many messages the event stream holds.
+    pub async fn stored_events(&self) -> u64 {
+        let client = async_nats::connect(self.nats.url())
+            .await
+            .expect("connecting to NATS");
+        let mut stream = async_nats::jetstream::new(client)
+            .get_stream("TALLY_EVENTS")
+            .await
+            .expect("the event stream");
+        stream
+            .info()
+            .await
+            .expect("the event stream's info")
+            .state
+            .messages
+    }
+
+    /// The Prometheus text a service answers at `/metrics`.
+    pub async fn metrics_text(&self, service: &Service) -> String {
+        self.http
+            .get(format!("{}/metrics", service.url()))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("the /metrics body")
+    }
+
     /// A token for `tenant` with `scopes`.
     pub fn token(&self, tenant: &str, scopes: &[Scope]) -> String {
         mint_token(&self.config.auth, "tests", tenant, scopes, 3600)

@@ -18,15 +18,6 @@ async fn post_batch(stack: &Stack, token: &str, content_type: &str, body: String
     read(response).await
 }
 
-async fn stream_messages(stack: &Stack) -> u64 {
-    let client = async_nats::connect(stack.nats.url()).await.unwrap();
-    let mut stream = async_nats::jetstream::new(client)
-        .get_stream("TALLY_EVENTS")
-        .await
-        .unwrap();
-    stream.info().await.unwrap().state.messages
-}
-
 /// A JSON-array batch mixing valid, invalid and repeated events: one result
 /// per item in input order; the valid ones are stored once each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,7 +69,7 @@ async fn mixed_batches_store_the_valid_items_and_say_why_not_the_rest() {
         (&body["accepted"], &body["duplicates"], &body["invalid"]),
         (&json!(2), &json!(1), &json!(2))
     );
-    assert_eq!(stream_messages(&stack).await, 2);
+    assert_eq!(stack.stored_events().await, 2);
 
     // The same batch again stores nothing new.
     let (status, again) = post_batch(
@@ -89,7 +80,7 @@ async fn mixed_batches_store_the_valid_items_and_say_why_not_the_rest() {
     )
     .await;
     assert_eq!((status, &again["duplicates"]), (202, &json!(2)), "{again}");
-    assert_eq!(stream_messages(&stack).await, 2);
+    assert_eq!(stack.stored_events().await, 2);
 }
 
 /// NDJSON: a malformed line fails alone.
@@ -111,7 +102,7 @@ async fn ndjson_batches_fail_line_by_line() {
         .as_str()
         .unwrap()
         .contains("malformed JSON"));
-    assert_eq!(stream_messages(&stack).await, 2);
+    assert_eq!(stack.stored_events().await, 2);
 
     let all_good = format!("{}\n{}", like("n-3"), like("n-4"));
     let (status, body) = post_batch(&stack, &token, "application/x-ndjson", all_good).await;
@@ -140,7 +131,7 @@ async fn oversized_and_mistyped_batches_are_refused_whole() {
 
     let (status, body) = post_batch(&stack, &token, "text/csv", "a,b".into()).await;
     assert_eq!(status, 415, "{body}");
-    assert_eq!(stream_messages(&stack).await, 0);
+    assert_eq!(stack.stored_events().await, 0);
 
     let exactly: Vec<Value> = (0..1000).map(|i| like(&format!("e-{i}"))).collect();
     let (status, body) = post_batch(
@@ -156,5 +147,5 @@ async fn oversized_and_mistyped_batches_are_refused_whole() {
         "{}",
         body["failed"]
     );
-    assert_eq!(stream_messages(&stack).await, 1000);
+    assert_eq!(stack.stored_events().await, 1000);
 }

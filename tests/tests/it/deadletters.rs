@@ -115,14 +115,6 @@ async fn poison_events_are_dead_lettered_without_blocking_the_rest() {
     assert_eq!(seen[1].0, future.sequence);
     assert!(seen[1].1.contains("schema_version 99"), "{}", seen[1].1);
 
-    let metrics = stack
-        .http
-        .get(format!("{}/metrics", stack.projector.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = stack.metrics_text(&stack.projector).await;
     assert!(metrics.contains("tally_dead_letters_total"), "{metrics}");
 }

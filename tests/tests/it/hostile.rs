@@ -340,15 +340,6 @@ async fn check_all(stack: &Stack, token: &str, cases: &[Case]) {
     }
 }
 
-async fn stream_messages(stack: &Stack) -> u64 {
-    let client = async_nats::connect(stack.nats.url()).await.unwrap();
-    let mut stream = async_nats::jetstream::new(client)
-        .get_stream("TALLY_EVENTS")
-        .await
-        .unwrap();
-    stream.info().await.unwrap().state.messages
-}
-
 // ------------------------------------------------------------------ events
 
 /// A valid event of `kind`.
@@ -792,7 +783,7 @@ async fn hostile_single_events_are_refused_and_never_stored() {
     let cases = single_event_cases();
     check_all(&stack, &token, &cases).await;
     assert_eq!(
-        stream_messages(&stack).await,
+        stack.stored_events().await,
         0,
         "after {} hostile events",
         cases.len()
@@ -800,7 +791,7 @@ async fn hostile_single_events_are_refused_and_never_stored() {
 
     let (status, body) = stack.post_event(&token, &example("comment")).await;
     assert_eq!(status, 202, "{body}");
-    assert_eq!(stream_messages(&stack).await, 1);
+    assert_eq!(stack.stored_events().await, 1);
 }
 
 // ----------------------------------------------------------------- batches
@@ -962,7 +953,7 @@ async fn hostile_batches_are_refused_and_never_stored() {
         }
     }
     assert_eq!(
-        stream_messages(&stack).await,
+        stack.stored_events().await,
         0,
         "after {} hostile batches",
         cases.len() + 2
@@ -976,7 +967,7 @@ async fn hostile_batches_are_refused_and_never_stored() {
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
-    assert_eq!(stream_messages(&stack).await, 2);
+    assert_eq!(stack.stored_events().await, 2);
 }
 
 // ------------------------------------------------------------------- likes
@@ -1050,7 +1041,7 @@ async fn hostile_like_paths_are_refused_and_never_stored() {
     ));
     check_all(&stack, &token, &cases).await;
     assert_eq!(
-        stream_messages(&stack).await,
+        stack.stored_events().await,
         0,
         "after {} hostile like requests",
         cases.len()
@@ -1063,7 +1054,7 @@ async fn hostile_like_paths_are_refused_and_never_stored() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(stream_messages(&stack).await, 1);
+    assert_eq!(stack.stored_events().await, 1);
 }
 
 // ------------------------------------------------------------- credentials
@@ -1198,7 +1189,7 @@ async fn hostile_credentials_are_refused_and_never_stored() {
     }
     check_all(&stack, &valid, &cases).await;
     assert_eq!(
-        stream_messages(&stack).await,
+        stack.stored_events().await,
         0,
         "after {} requests with hostile credentials",
         cases.len()
@@ -1225,5 +1216,5 @@ async fn hostile_credentials_are_refused_and_never_stored() {
         );
     }
     // One event, two in the batch, a like and an unlike.
-    assert_eq!(stream_messages(&stack).await, 5);
+    assert_eq!(stack.stored_events().await, 5);
 }

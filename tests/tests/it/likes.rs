@@ -213,15 +213,7 @@ async fn racing_likes_across_two_instances_keep_a_valid_history() {
 
 /// (like conflicts retried, like-button duplicates) from /metrics.
 async fn like_counters(stack: &Stack) -> (u64, u64) {
-    let text = stack
-        .http
-        .get(format!("{}/metrics", stack.command.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = stack.metrics_text(&stack.command).await;
     let read = |prefix: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(prefix))

@@ -25,15 +25,7 @@ async fn command_metrics_count_what_happened() {
         "the token's bucket of 3 is spent"
     );
 
-    let text = stack
-        .http
-        .get(format!("{}/metrics", stack.command.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = stack.metrics_text(&stack.command).await;
     for expected in [
         "tally_events_accepted_total{source=\"api\"}",
         "tally_events_duplicate_total{source=\"api\"}",

@@ -80,16 +80,7 @@ async fn rate_limits_spend_per_event_and_answer_429() {
     let (status, _) = stack.post_event(&other, &view("g-1")).await;
     assert_eq!(status, 202);
 
-    let client = async_nats::connect(stack.nats.url()).await.unwrap();
-    let mut stream = async_nats::jetstream::new(client)
-        .get_stream("TALLY_EVENTS")
-        .await
-        .unwrap();
-    assert_eq!(
-        stream.info().await.unwrap().state.messages,
-        5,
-        "4 for acme, 1 for globex"
-    );
+    assert_eq!(stack.stored_events().await, 5, "4 for acme, 1 for globex");
 
     // After the refill the tenant may send again.
     tokio::time::sleep(std::time::Duration::from_secs(retry_after)).await;

@@ -199,10 +199,5 @@ async fn generic_webhooks_check_signature_and_timestamp() {
     let (status, _) = deliver(&stack, "/v1/webhooks/generic", &signed_at(now), &body).await;
     assert_eq!(status, 400, "the tenant is required");
 
-    let client = async_nats::connect(stack.nats.url()).await.unwrap();
-    let mut stream = async_nats::jetstream::new(client)
-        .get_stream("TALLY_EVENTS")
-        .await
-        .unwrap();
-    assert_eq!(stream.info().await.unwrap().state.messages, 2);
+    assert_eq!(stack.stored_events().await, 2);
 }
