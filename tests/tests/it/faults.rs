@@ -92,7 +92,7 @@ struct Count {
     n: u64,
 }
 
-/// Not yet in the default run: in some runs (about half, on nats-server
+/// Not yet in the default run: in most runs (nats-server
 /// 2.9.10) the shared durable consumer stops delivering after the chaos
 /// phase, with both workers alive and idle, and the test times out; runs
 /// that finish are exact. Under investigation (issue 4). Run it with
