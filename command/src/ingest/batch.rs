@@ -185,14 +185,17 @@ pub async fn store_items(
 ) -> BatchResult {
     let now = OffsetDateTime::now_utc();
     let mut results: Vec<ItemResult> = Vec::with_capacity(items.len());
-    let mut to_store: Vec<(usize, StoredEvent)> = Vec::new();
+    // Valid items, and where each one's result is.
+    let mut to_store: Vec<StoredEvent> = Vec::new();
+    let mut positions: Vec<usize> = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
         let checked = item
             .map_err(|message| vec![FieldError::new("", message)])
             .and_then(|value| validate(&value, now, &state.inner.limits));
         let (status, errors) = match checked {
             Ok(event) => {
-                to_store.push((index, StoredEvent::new(tenant, source, event, now)));
+                to_store.push(StoredEvent::new(tenant, source, event, now));
+                positions.push(index);
                 (Outcome::Failed, vec![])
             }
             Err(errors) => (Outcome::Invalid, errors),
@@ -206,9 +209,8 @@ pub async fn store_items(
         });
     }
 
-    let events: Vec<StoredEvent> = to_store.iter().map(|(_, event)| event.clone()).collect();
-    let appended = state.inner.publisher.append_all(&events).await;
-    for ((index, event), appended) in to_store.into_iter().zip(appended) {
+    let appended = state.inner.publisher.append_all(&to_store).await;
+    for ((index, event), appended) in positions.into_iter().zip(to_store).zip(appended) {
         let result = &mut results[index];
         result.event_id = Some(event.event.event_id);
         match appended {

@@ -268,6 +268,12 @@ impl StoredEvent {
     /// Older versions are upcast here, on read; history is never rewritten.
     /// Records without a `schema_version` are version 1.
     pub fn decode(bytes: &[u8]) -> Result<StoredEvent, DecodeError> {
+        // The common case, a current record, is one parse.
+        if let Ok(event) = serde_json::from_slice::<StoredEvent>(bytes) {
+            if event.schema_version == SCHEMA_VERSION {
+                return Ok(event);
+            }
+        }
         #[derive(Deserialize)]
         struct Version {
             schema_version: Option<u64>,
@@ -276,6 +282,7 @@ impl StoredEvent {
             .schema_version
             .unwrap_or(1);
         if version == u64::from(SCHEMA_VERSION) {
+            // Current, yet not readable above: report why.
             return Ok(serde_json::from_slice(bytes)?);
         }
         if version == 0 || version > u64::from(SCHEMA_VERSION) {

@@ -21,19 +21,7 @@ use crate::http::{parse_json, ApiError, MAX_JSON_DEPTH};
 
 const NOW: OffsetDateTime = datetime!(2026-11-22 12:00:00 UTC);
 
-/// The keys a client may send at the top level of an event.
-const ENVELOPE: [&str; 10] = [
-    "event_id",
-    "type",
-    "occurred_at",
-    "platform",
-    "influencer_id",
-    "post_id",
-    "campaign_id",
-    "user_id",
-    "payload",
-    "schema_version",
-];
+use super::validate::ENVELOPE_FIELDS as ENVELOPE;
 
 const ID_FIELDS: [&str; 5] = [
     "event_id",
