@@ -9,6 +9,7 @@
 
 pub mod deadletter;
 pub mod fold;
+pub mod positions;
 mod worker;
 
 use std::sync::atomic::Ordering;
@@ -103,19 +104,32 @@ async fn start(
             nats::ensure_dead_letters_stream(&js, &config.nats)
                 .await
                 .map_err(|e| e.to_string())?;
-            nats::ensure_projector_consumer(&stream, &config.projector.consumer)
+            let consumer = nats::ensure_projector_consumer(&stream, &config.projector.consumer)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((stream, consumer))
         };
         match attempt.await {
-            Ok(consumer) => {
+            Ok((stream, consumer)) => {
                 progress.ready.store(true, Ordering::Release);
                 tracing::info!(consumer = %config.projector.consumer, "projector ready");
+                tokio::spawn(positions::run(
+                    stream,
+                    consumer.clone(),
+                    config.clickhouse.clone(),
+                    Duration::from_millis(config.projector.position_interval_ms),
+                    progress.clone(),
+                    shutdown.clone(),
+                ));
+                let fold_options = fold::FoldOptions {
+                    grace_seconds: config.windows.grace_seconds,
+                };
                 return Some(Worker::new(
                     consumer,
                     deadletter::DeadLetters::new(js.clone()),
                     &config.clickhouse,
                     &config.projector,
+                    fold_options,
                     progress,
                 ));
             }
@@ -136,6 +150,8 @@ async fn readyz(State(progress): State<Arc<Progress>>) -> (StatusCode, Json<serd
         "ready": ready,
         "last_seq": progress.last_seq.load(Ordering::Relaxed),
         "projected": progress.projected.load(Ordering::Relaxed),
+        "position": progress.position.load(Ordering::Relaxed),
+        "watermark": progress.watermark.load(Ordering::Relaxed),
     });
     let status = if ready {
         StatusCode::OK

@@ -39,7 +39,7 @@ pub struct AppState {
 
 struct Inner {
     auth: Authenticator,
-    clickhouse: clickhouse::Client,
+    models: store::models::Models,
     clickhouse_config: ClickHouseConfig,
 }
 
@@ -48,7 +48,7 @@ impl AppState {
         Ok(AppState {
             inner: Arc::new(Inner {
                 auth: Authenticator::from_config(&config.auth)?,
-                clickhouse: store::client(&config.clickhouse),
+                models: store::models::Models::connect(&config.clickhouse),
                 clickhouse_config: config.clickhouse.clone(),
             }),
         })

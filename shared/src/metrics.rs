@@ -29,6 +29,19 @@ pub const DEAD_LETTERS: &str = "tally_dead_letters_total";
 pub const EVENTS_PROJECTED: &str = "tally_events_projected_total";
 /// Failed ClickHouse writes of the projector (each retried).
 pub const CLICKHOUSE_ERRORS: &str = "tally_clickhouse_errors_total";
+/// Events projected past their bucket's grace period (counted, and listed in
+/// `late_events`).
+pub const LATE_EVENTS: &str = "tally_late_events_total";
+/// Stream sequence every read model reflects (all events at or below it are
+/// projected); label `model`.
+pub const PROJECTION_POSITION: &str = "tally_projection_position";
+/// Events in the stream not yet reflected; label `model`.
+pub const PROJECTION_LAG_EVENTS: &str = "tally_projection_lag_events";
+/// Age of the oldest unprojected event, 0 when caught up; label `model`.
+pub const PROJECTION_LAG_SECONDS: &str = "tally_projection_lag_seconds";
+/// Event-time watermark (seconds since the epoch): buckets ending more than
+/// the grace period before it are complete.
+pub const WATERMARK: &str = "tally_watermark_seconds";
 
 /// Latency buckets in seconds, from 0.5 ms to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[

@@ -3,11 +3,16 @@
 //!
 //! Every row is keyed by the event's stream sequence, which makes writing a
 //! batch idempotent: a redelivered event produces the identical row, and the
-//! ReplacingMergeTree tables keep one.
+//! ReplacingMergeTree tables keep one (ADR 0004).
+
+pub mod sentiment;
 
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
-use tally_shared::event::{EventKind, StoredEvent};
+use serde_json::Value;
+use tally_shared::event::{Category, EventKind, StoredEvent};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 /// One row of `events`.
 #[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
@@ -29,100 +34,273 @@ pub struct EventRow {
     pub schema_version: u16,
 }
 
-/// One event's contribution to its post, a row of `post_metrics`.
+/// An interaction or audience event's contribution, a row of `engagements`.
+/// Attribution the event lacks (influencer, campaign, content type, tags)
+/// is joined from the catalogue when read, never frozen here.
 #[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
-pub struct PostMetricRow {
+pub struct EngagementRow {
     pub tenant: String,
-    pub post_id: String,
     pub seq: u64,
     pub occurred_at: u32,
+    pub received_at: u32,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub platform: String,
+    pub influencer_id: String,
+    pub post_id: String,
+    pub campaign_id: String,
+    pub user_id: String,
     /// +1 for a like, -1 for an unlike.
     pub likes: i8,
     pub shares: u8,
     pub comments: u8,
     pub views: u64,
     pub clicks: u8,
+    pub conversions: u8,
+    /// Conversion value in ten-thousandths of `currency`.
+    pub value_e4: i64,
+    pub currency: String,
+    /// +1 for a follow, -1 for an unfollow.
+    pub follows: i8,
+    /// A follower snapshot's count; -1 on other events.
+    pub followers: i64,
+    /// Comment sentiment, -1000..=1000.
+    pub sentiment: i16,
+    /// 1 when received after its minute bucket closed.
+    pub late: u8,
+}
+
+/// A catalogue event, a row of `catalogue`. `has_*` marks a field the event
+/// carried, so partial updates leave the others as they were.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct CatalogueRow {
+    pub tenant: String,
+    pub seq: u64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub occurred_at: u32,
+    pub influencer_id: String,
+    pub post_id: String,
+    pub campaign_id: String,
+    pub platform: String,
+    pub handle: String,
+    pub name: String,
+    pub content_type: String,
+    pub tags: Vec<String>,
+    pub has_tags: u8,
+    pub budget_e4: i64,
+    pub has_budget: u8,
+    pub currency: String,
+    pub starts_at: u32,
+    pub ends_at: u32,
+}
+
+/// An event received after its minute bucket closed, a row of `late_events`.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct LateRow {
+    pub tenant: String,
+    pub seq: u64,
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub post_id: String,
+    pub occurred_at: u32,
+    pub received_at: u32,
+    pub bucket_end: u32,
+    pub lateness_s: u32,
+}
+
+/// What the fold needs to know besides the events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FoldOptions {
+    /// How long after its end a bucket still takes events on time.
+    pub grace_seconds: u32,
 }
 
 /// The rows a batch of events becomes.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Rows {
     pub events: Vec<EventRow>,
-    pub post_metrics: Vec<PostMetricRow>,
+    pub engagements: Vec<EngagementRow>,
+    pub catalogue: Vec<CatalogueRow>,
+    pub late: Vec<LateRow>,
 }
 
 impl Rows {
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.post_metrics.is_empty()
+        self.events.is_empty()
     }
 }
 
-/// Folds `(stream sequence, event)` pairs into rows.
-pub fn fold<'a>(batch: impl IntoIterator<Item = (u64, &'a StoredEvent)>) -> Rows {
+/// The end of the minute bucket holding `at` (seconds since the epoch).
+pub fn minute_bucket_end(at: u32) -> u32 {
+    (at / 60).saturating_add(1).saturating_mul(60)
+}
+
+/// Folds `(stream sequence, event)` pairs into rows. Deterministic: the
+/// same events always give the same rows, whoever folds them and when.
+pub fn fold<'a>(
+    batch: impl IntoIterator<Item = (u64, &'a StoredEvent)>,
+    options: FoldOptions,
+) -> Rows {
     let mut rows = Rows::default();
     for (seq, stored) in batch {
         let event = &stored.event;
         let occurred_at = epoch_seconds(event.occurred_at);
+        let received_at = epoch_seconds(stored.received_at);
+        let id = |value: &Option<String>| value.clone().unwrap_or_default();
+        let platform = event.platform.map(|p| p.as_str()).unwrap_or("").to_owned();
         rows.events.push(EventRow {
             tenant: stored.tenant.clone(),
             seq,
             event_id: event.event_id.clone(),
             kind: event.kind.as_str().to_owned(),
             occurred_at,
-            received_at: epoch_seconds(stored.received_at),
-            platform: event.platform.map(|p| p.as_str()).unwrap_or("").to_owned(),
-            influencer_id: event.influencer_id.clone().unwrap_or_default(),
-            post_id: event.post_id.clone().unwrap_or_default(),
-            campaign_id: event.campaign_id.clone().unwrap_or_default(),
-            user_id: event.user_id.clone().unwrap_or_default(),
+            received_at,
+            platform: platform.clone(),
+            influencer_id: id(&event.influencer_id),
+            post_id: id(&event.post_id),
+            campaign_id: id(&event.campaign_id),
+            user_id: id(&event.user_id),
             payload: serde_json::Value::Object(event.payload.clone()).to_string(),
             schema_version: stored.schema_version,
         });
-        let counted = post_counter(stored);
-        if let (Some(post_id), Some((likes, shares, comments, views, clicks))) =
-            (&event.post_id, counted)
-        {
-            rows.post_metrics.push(PostMetricRow {
+        if event.kind.category() == Category::Catalogue {
+            rows.catalogue.push(CatalogueRow {
                 tenant: stored.tenant.clone(),
-                post_id: post_id.clone(),
                 seq,
+                kind: event.kind.as_str().to_owned(),
                 occurred_at,
-                likes,
-                shares,
-                comments,
-                views,
-                clicks,
+                influencer_id: id(&event.influencer_id),
+                post_id: id(&event.post_id),
+                campaign_id: id(&event.campaign_id),
+                platform,
+                handle: text(stored, "handle"),
+                name: text(stored, "name"),
+                content_type: text(stored, "content_type"),
+                tags: tags(stored).unwrap_or_default(),
+                has_tags: u8::from(tags(stored).is_some()),
+                budget_e4: money_e4(stored, "budget").unwrap_or(0),
+                has_budget: u8::from(money_e4(stored, "budget").is_some()),
+                currency: text(stored, "currency"),
+                starts_at: timestamp(stored, "starts_at"),
+                ends_at: timestamp(stored, "ends_at"),
+            });
+            continue;
+        }
+        let bucket_end = minute_bucket_end(occurred_at);
+        let late = received_at > bucket_end.saturating_add(options.grace_seconds);
+        if late {
+            rows.late.push(LateRow {
+                tenant: stored.tenant.clone(),
+                seq,
+                event_id: event.event_id.clone(),
+                kind: event.kind.as_str().to_owned(),
+                post_id: id(&event.post_id),
+                occurred_at,
+                received_at,
+                bucket_end,
+                lateness_s: received_at - bucket_end,
             });
         }
+        let mut row = EngagementRow {
+            tenant: stored.tenant.clone(),
+            seq,
+            occurred_at,
+            received_at,
+            kind: event.kind.as_str().to_owned(),
+            platform,
+            influencer_id: id(&event.influencer_id),
+            post_id: id(&event.post_id),
+            campaign_id: id(&event.campaign_id),
+            user_id: id(&event.user_id),
+            likes: 0,
+            shares: 0,
+            comments: 0,
+            views: 0,
+            clicks: 0,
+            conversions: 0,
+            value_e4: 0,
+            currency: String::new(),
+            follows: 0,
+            followers: -1,
+            sentiment: 0,
+            late: u8::from(late),
+        };
+        match event.kind {
+            EventKind::Liked => row.likes = 1,
+            EventKind::Unliked => row.likes = -1,
+            EventKind::Shared => row.shares = 1,
+            EventKind::Commented => {
+                row.comments = 1;
+                row.sentiment = sentiment::score(&text(stored, "text"));
+            }
+            EventKind::Viewed => row.views = stored.view_count(),
+            EventKind::Clicked => row.clicks = 1,
+            EventKind::Converted => {
+                row.conversions = 1;
+                row.value_e4 = money_e4(stored, "value").unwrap_or(0);
+                row.currency = text(stored, "currency");
+            }
+            EventKind::Followed => row.follows = 1,
+            EventKind::Unfollowed => row.follows = -1,
+            EventKind::FollowersCounted => {
+                row.followers = stored
+                    .event
+                    .payload
+                    .get("followers")
+                    .and_then(Value::as_u64)
+                    .map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            EventKind::InfluencerRegistered
+            | EventKind::InfluencerUpdated
+            | EventKind::PostPublished
+            | EventKind::CampaignCreated
+            | EventKind::CampaignUpdated => unreachable!("catalogue events return above"),
+        }
+        rows.engagements.push(row);
     }
     rows
 }
 
-/// An event's contribution to its post's (likes, shares, comments, views,
-/// clicks); `None` for kinds the post metrics do not count (yet: conversions
-/// join them with the projections issue).
-fn post_counter(stored: &StoredEvent) -> Option<(i8, u8, u8, u64, u8)> {
-    Some(match stored.event.kind {
-        EventKind::Liked => (1, 0, 0, 0, 0),
-        EventKind::Unliked => (-1, 0, 0, 0, 0),
-        EventKind::Shared => (0, 1, 0, 0, 0),
-        EventKind::Commented => (0, 0, 1, 0, 0),
-        EventKind::Viewed => (0, 0, 0, stored.view_count(), 0),
-        EventKind::Clicked => (0, 0, 0, 0, 1),
-        EventKind::Converted
-        | EventKind::Followed
-        | EventKind::Unfollowed
-        | EventKind::FollowersCounted
-        | EventKind::InfluencerRegistered
-        | EventKind::InfluencerUpdated
-        | EventKind::PostPublished
-        | EventKind::CampaignCreated
-        | EventKind::CampaignUpdated => return None,
-    })
+fn text(stored: &StoredEvent, field: &str) -> String {
+    stored
+        .event
+        .payload
+        .get(field)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned()
+}
+
+fn tags(stored: &StoredEvent) -> Option<Vec<String>> {
+    let tags = stored.event.payload.get("tags")?.as_array()?;
+    Some(
+        tags.iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+/// A money field in ten-thousandths (validation bounds it to 0..=1e12).
+fn money_e4(stored: &StoredEvent, field: &str) -> Option<i64> {
+    let value = stored.event.payload.get(field)?.as_f64()?;
+    Some((value * 10_000.0).round() as i64)
+}
+
+fn timestamp(stored: &StoredEvent, field: &str) -> u32 {
+    stored
+        .event
+        .payload
+        .get(field)
+        .and_then(Value::as_str)
+        .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
+        .map_or(0, epoch_seconds)
 }
 
 /// ClickHouse `DateTime` is unsigned seconds; clamp what it cannot hold.
-fn epoch_seconds(at: time::OffsetDateTime) -> u32 {
+fn epoch_seconds(at: OffsetDateTime) -> u32 {
     u32::try_from(at.unix_timestamp().max(0)).unwrap_or(u32::MAX)
 }
 
@@ -133,67 +311,190 @@ mod tests {
     use tally_shared::event::{validate, Limits, Source};
     use time::macros::datetime;
 
-    fn stored(kind: &str, post: &str, payload: serde_json::Value) -> StoredEvent {
-        let now = datetime!(2026-11-22 12:00:00 UTC);
-        let event = validate(
-            &json!({"event_id": "e", "type": kind, "occurred_at": "2026-11-22T11:00:00Z",
-                    "post_id": post, "payload": payload}),
-            now,
-            &Limits::default(),
-        )
-        .unwrap();
-        StoredEvent::new("acme", Source::Api, event, now)
+    const OPTIONS: FoldOptions = FoldOptions { grace_seconds: 60 };
+
+    fn stored_at(envelope: serde_json::Value, received_at: OffsetDateTime) -> StoredEvent {
+        let event = validate(&envelope, received_at, &Limits::default()).unwrap();
+        StoredEvent::new("acme", Source::Api, event, received_at)
     }
 
-    /// Folds one event and returns its post-metrics contribution as
-    /// (likes, shares, comments, views, clicks).
-    fn check(kind: &str, payload: serde_json::Value, expected: (i8, u8, u8, u64, u8)) {
+    fn stored(kind: &str, post: &str, payload: serde_json::Value) -> StoredEvent {
+        stored_at(
+            json!({"event_id": "e", "type": kind, "occurred_at": "2026-11-22T11:00:00Z",
+                   "post_id": post, "influencer_id": "i1", "payload": payload}),
+            datetime!(2026-11-22 11:00:30 UTC),
+        )
+    }
+
+    fn engagement(kind: &str, payload: serde_json::Value) -> EngagementRow {
         let event = stored(kind, "p1", payload);
-        let rows = fold([(7, &event)]);
+        let rows = fold([(7, &event)], OPTIONS);
         assert_eq!(rows.events.len(), 1);
-        let m = &rows.post_metrics[0];
+        assert!(rows.catalogue.is_empty());
+        let row = rows.engagements.into_iter().next().unwrap();
         assert_eq!(
-            (m.likes, m.shares, m.comments, m.views, m.clicks),
-            expected,
-            "{kind}"
-        );
-        assert_eq!(
-            (m.seq, m.post_id.as_str(), m.tenant.as_str()),
+            (row.seq, row.post_id.as_str(), row.tenant.as_str()),
             (7, "p1", "acme")
         );
+        row
     }
 
     #[test]
-    fn each_kind_contributes_to_its_counter() {
-        check("like", json!({}), (1, 0, 0, 0, 0));
-        check("unlike", json!({}), (-1, 0, 0, 0, 0));
-        check("share", json!({}), (0, 1, 0, 0, 0));
-        check("comment", json!({"text": "nice"}), (0, 0, 1, 0, 0));
-        check("view", json!({}), (0, 0, 0, 1, 0));
-        check("view", json!({"count": 1200}), (0, 0, 0, 1200, 0));
-        check("click", json!({}), (0, 0, 0, 0, 1));
+    fn each_interaction_kind_contributes_to_its_counter() {
+        let counters = |r: EngagementRow| {
+            (
+                r.likes,
+                r.shares,
+                r.comments,
+                r.views,
+                r.clicks,
+                r.conversions,
+            )
+        };
+        assert_eq!(counters(engagement("like", json!({}))), (1, 0, 0, 0, 0, 0));
+        assert_eq!(
+            counters(engagement("unlike", json!({}))),
+            (-1, 0, 0, 0, 0, 0)
+        );
+        assert_eq!(counters(engagement("share", json!({}))), (0, 1, 0, 0, 0, 0));
+        assert_eq!(
+            counters(engagement("comment", json!({"text": "nice"}))),
+            (0, 0, 1, 0, 0, 0)
+        );
+        assert_eq!(counters(engagement("view", json!({}))), (0, 0, 0, 1, 0, 0));
+        assert_eq!(
+            counters(engagement("view", json!({"count": 1200}))),
+            (0, 0, 0, 1200, 0, 0)
+        );
+        assert_eq!(counters(engagement("click", json!({}))), (0, 0, 0, 0, 1, 0));
+        assert_eq!(
+            counters(engagement(
+                "conversion",
+                json!({"value": 19.99, "currency": "EUR"})
+            )),
+            (0, 0, 0, 0, 0, 1)
+        );
     }
 
     #[test]
-    fn catalogue_events_are_recorded_but_count_nothing_on_the_post() {
-        let now = datetime!(2026-11-22 12:00:00 UTC);
-        let event = validate(
-            &json!({"event_id": "e", "type": "post_published", "occurred_at": "2026-11-22T11:00:00Z",
-                    "post_id": "p1", "influencer_id": "i1", "payload": {"content_type": "reel"}}),
-            now,
-            &Limits::default(),
-        )
-        .unwrap();
-        let stored = StoredEvent::new("acme", Source::Api, event, now);
-        let rows = fold([(3, &stored)]);
-        assert_eq!(rows.events.len(), 1);
-        assert!(rows.post_metrics.is_empty());
+    fn conversion_values_are_exact_integers_and_keep_their_currency() {
+        let row = engagement("conversion", json!({"value": 19.99, "currency": "EUR"}));
+        assert_eq!((row.value_e4, row.currency.as_str()), (199_900, "EUR"));
+        let row = engagement("conversion", json!({"value": 0.0001, "currency": "BHD"}));
+        assert_eq!(row.value_e4, 1);
+    }
+
+    #[test]
+    fn comments_carry_their_sentiment() {
+        assert!(engagement("comment", json!({"text": "I love this"})).sentiment > 500);
+        assert!(engagement("comment", json!({"text": "awful"})).sentiment < -500);
+        assert_eq!(engagement("like", json!({})).sentiment, 0);
+    }
+
+    #[test]
+    fn audience_events_carry_follows_and_snapshots() {
+        let event = |kind: &str, payload| {
+            let e = stored_at(
+                json!({"event_id": "f", "type": kind, "occurred_at": "2026-11-22T11:00:00Z",
+                       "influencer_id": "i1", "payload": payload}),
+                datetime!(2026-11-22 11:00:30 UTC),
+            );
+            fold([(1, &e)], OPTIONS).engagements.remove(0)
+        };
+        assert_eq!(
+            (
+                event("follow", json!({})).follows,
+                event("follow", json!({})).followers
+            ),
+            (1, -1)
+        );
+        assert_eq!(event("unfollow", json!({})).follows, -1);
+        let snapshot = event("follower_snapshot", json!({"followers": 12_345}));
+        assert_eq!((snapshot.follows, snapshot.followers), (0, 12_345));
+        assert_eq!(snapshot.influencer_id, "i1");
+        assert_eq!(snapshot.post_id, "");
+    }
+
+    #[test]
+    fn catalogue_events_become_catalogue_rows_with_presence_flags() {
+        let at = datetime!(2026-11-22 12:00:00 UTC);
+        let post = stored_at(
+            json!({"event_id": "c1", "type": "post_published", "occurred_at": "2026-11-22T11:00:00Z",
+                   "post_id": "p1", "influencer_id": "i1", "campaign_id": "c9", "platform": "instagram",
+                   "payload": {"content_type": "reel", "tags": ["summer", "shoes"]}}),
+            at,
+        );
+        let campaign = stored_at(
+            json!({"event_id": "c2", "type": "campaign_updated", "occurred_at": "2026-11-22T11:00:00Z",
+                   "campaign_id": "c9", "payload": {"budget": 2500.5}}),
+            at,
+        );
+        let rows = fold([(3, &post), (4, &campaign)], OPTIONS);
+        assert_eq!(rows.events.len(), 2);
+        assert!(rows.engagements.is_empty());
+        let (post, campaign) = (&rows.catalogue[0], &rows.catalogue[1]);
+        assert_eq!(
+            (
+                post.kind.as_str(),
+                post.post_id.as_str(),
+                post.influencer_id.as_str(),
+                post.campaign_id.as_str()
+            ),
+            ("post_published", "p1", "i1", "c9")
+        );
+        assert_eq!(
+            (post.content_type.as_str(), post.platform.as_str()),
+            ("reel", "instagram")
+        );
+        assert_eq!(
+            (post.tags.clone(), post.has_tags, post.has_budget),
+            (vec!["summer".into(), "shoes".into()], 1, 0)
+        );
+        assert_eq!(
+            (campaign.budget_e4, campaign.has_budget, campaign.has_tags),
+            (25_005_000, 1, 0)
+        );
+        assert_eq!((campaign.name.as_str(), campaign.starts_at), ("", 0));
+    }
+
+    #[test]
+    fn events_received_after_their_bucket_and_grace_are_late_and_listed() {
+        let at = |received| {
+            stored_at(
+                json!({"event_id": "l", "type": "like", "occurred_at": "2026-11-22T11:00:10Z", "post_id": "p1"}),
+                received,
+            )
+        };
+        // Bucket 11:00-11:01, grace 60 s: on time up to 11:02:00.
+        let on_time = at(datetime!(2026-11-22 11:02:00 UTC));
+        let late = at(datetime!(2026-11-22 11:02:01 UTC));
+        let rows = fold([(1, &on_time), (2, &late)], OPTIONS);
+        assert_eq!(
+            rows.engagements.iter().map(|r| r.late).collect::<Vec<_>>(),
+            [0, 1]
+        );
+        assert_eq!(rows.late.len(), 1);
+        let listed = &rows.late[0];
+        assert_eq!(
+            (listed.seq, listed.event_id.as_str(), listed.kind.as_str()),
+            (2, "l", "like")
+        );
+        assert_eq!(listed.bucket_end, minute_bucket_end(listed.occurred_at));
+        assert_eq!(listed.lateness_s, 61);
+    }
+
+    #[test]
+    fn minute_buckets_end_on_the_next_minute() {
+        assert_eq!(minute_bucket_end(0), 60);
+        assert_eq!(minute_bucket_end(59), 60);
+        assert_eq!(minute_bucket_end(60), 120);
+        assert_eq!(minute_bucket_end(u32::MAX), u32::MAX);
     }
 
     #[test]
     fn event_rows_keep_the_whole_event() {
         let event = stored("comment", "p9", json!({"text": "wow"}));
-        let rows = fold([(42, &event)]);
+        let rows = fold([(42, &event)], OPTIONS);
         let row = &rows.events[0];
         assert_eq!(row.seq, 42);
         assert_eq!(row.kind, "comment");
@@ -206,6 +507,9 @@ mod tests {
     fn folding_is_deterministic_so_redelivery_writes_identical_rows() {
         let a = stored("like", "p1", json!({}));
         let b = stored("view", "p2", json!({"count": 3}));
-        assert_eq!(fold([(1, &a), (2, &b)]), fold([(1, &a), (2, &b)]));
+        assert_eq!(
+            fold([(1, &a), (2, &b)], OPTIONS),
+            fold([(1, &a), (2, &b)], OPTIONS)
+        );
     }
 }

@@ -3,20 +3,20 @@
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
+
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::Json;
-use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use tally_shared::auth::Scope;
 use tally_shared::event::is_valid_id;
 use tally_shared::http::ApiError;
-use tally_shared::store;
 
 use crate::AppState;
 
-/// A post's totals. `likes` is net of unlikes.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+/// A post's read model as the API shows it. `likes` is net of unlikes.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct PostMetrics {
     pub post_id: String,
     pub likes: i64,
@@ -24,29 +24,21 @@ pub struct PostMetrics {
     pub comments: u64,
     pub views: u64,
     pub clicks: u64,
+    pub conversions: u64,
+    /// Conversion value per currency (ISO 4217 code to amount).
+    pub conversion_value: BTreeMap<String, f64>,
+    /// (likes + shares + comments) / views.
+    pub engagement_rate: f64,
+    /// Mean comment sentiment from -1 to 1, null without comments.
+    pub sentiment: Option<f64>,
+    pub influencer_id: String,
+    pub campaign_id: String,
+    pub platform: String,
+    pub content_type: String,
+    pub tags: Vec<String>,
     /// Events projected for the post.
     pub events: u64,
 }
-
-#[derive(Row, Deserialize)]
-struct Totals {
-    likes: i64,
-    shares: u64,
-    comments: u64,
-    views: u64,
-    clicks: u64,
-    events: u64,
-}
-
-const TOTALS: &str = "SELECT
-        toInt64(sum(likes)) AS likes,
-        toUInt64(sum(shares)) AS shares,
-        toUInt64(sum(comments)) AS comments,
-        toUInt64(sum(views)) AS views,
-        toUInt64(sum(clicks)) AS clicks,
-        toUInt64(count()) AS events
-    FROM post_metrics FINAL
-    WHERE tenant = ? AND post_id = ?";
 
 pub async fn metrics(
     State(state): State<AppState>,
@@ -60,26 +52,37 @@ pub async fn metrics(
             "post_id must be 1-128 characters of A-Z, a-z, 0-9, '_', ':' or '-'".into(),
         ));
     }
-    let query = state
+    let post = state
         .inner
-        .clickhouse
-        .query(TOTALS)
-        .bind(principal.tenant.as_str())
-        .bind(post_id.as_str());
-    let totals: Totals = store::timed(&state.inner.clickhouse_config, query.fetch_one())
+        .models
+        .post(&principal.tenant, &post_id)
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     // Another tenant's post and an unknown post look the same: not found.
-    if totals.events == 0 {
+    let Some(post) = post else {
         return Err(ApiError::NotFound(format!("no post {post_id}")));
-    }
+    };
+    let counters = &post.counters;
     Ok(Json(PostMetrics {
-        post_id,
-        likes: totals.likes,
-        shares: totals.shares,
-        comments: totals.comments,
-        views: totals.views,
-        clicks: totals.clicks,
-        events: totals.events,
+        likes: counters.likes,
+        shares: counters.shares,
+        comments: counters.comments,
+        views: counters.views,
+        clicks: counters.clicks,
+        conversions: counters.conversions,
+        conversion_value: post
+            .conversion_value_e4
+            .iter()
+            .map(|(currency, e4)| (currency.clone(), *e4 as f64 / 10_000.0))
+            .collect(),
+        engagement_rate: counters.engagement_rate(),
+        sentiment: counters.sentiment(),
+        events: counters.events,
+        post_id: post.post_id,
+        influencer_id: post.influencer_id,
+        campaign_id: post.campaign_id,
+        platform: post.platform,
+        content_type: post.content_type,
+        tags: post.tags,
     }))
 }

@@ -29,6 +29,7 @@ pub struct Config {
     pub command: CommandConfig,
     pub query: QueryConfig,
     pub projector: ProjectorConfig,
+    pub windows: WindowsConfig,
     pub rate_limit: RateLimitConfig,
     pub webhooks: WebhookConfig,
     pub log: LogConfig,
@@ -100,6 +101,14 @@ pub struct ProjectorConfig {
     pub fetch_wait_ms: u64,
     pub max_attempts: i64,
     pub retry_delay_ms: u64,
+    pub position_interval_ms: u64,
+}
+
+/// Event-time windows (minute, hour and day buckets).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowsConfig {
+    pub grace_seconds: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -200,6 +209,14 @@ impl Config {
                 "nats.dedup_horizon_secs is 0",
             ),
             (self.projector.batch_size == 0, "projector.batch_size is 0"),
+            (
+                self.projector.position_interval_ms == 0,
+                "projector.position_interval_ms is 0",
+            ),
+            (
+                self.windows.grace_seconds > 7 * 86_400,
+                "windows.grace_seconds is over 7 days",
+            ),
         ]
         .into_iter()
         .filter_map(|(bad, what)| bad.then_some(what))

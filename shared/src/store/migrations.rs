@@ -16,11 +16,18 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first. Append only: never edit a released one.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "events_and_post_metrics",
-    sql: include_str!("../../migrations/0001_events_and_post_metrics.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "events_and_post_metrics",
+        sql: include_str!("../../migrations/0001_events_and_post_metrics.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "read_models",
+        sql: include_str!("../../migrations/0002_read_models.sql"),
+    },
+];
 
 const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version    UInt32,

@@ -5,6 +5,7 @@
 //! `DateTime64`, no `LowCardinality`, no lightweight deletes.
 
 mod migrations;
+pub mod models;
 
 use std::time::Duration;
 
@@ -13,6 +14,19 @@ use secrecy::ExposeSecret;
 use crate::config::ClickHouseConfig;
 
 pub use migrations::{migrate, pending_migrations, MIGRATIONS};
+
+/// The read models. All are folded from the same batches and share one
+/// stream position (table `projection_positions`).
+pub const READ_MODELS: &[&str] = &[
+    "post_metrics",
+    "influencer_engagement",
+    "followers",
+    "campaigns",
+    "rankings",
+    "sentiment",
+    "anomalies",
+    "late_events",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -30,3 +30,5 @@ mod webhooks;
 mod migrations;
 // docker-compose.yml is valid.
 mod compose;
+// Every read model against values worked out by hand.
+mod read_models;

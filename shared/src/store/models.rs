@@ -1,0 +1,1016 @@
+//! The read models, as queries over the projected facts (ADR 0004).
+//!
+//! The projector writes one row per event, keyed by stream sequence; every
+//! aggregate here is computed from those rows with `FINAL`, so whatever was
+//! redelivered or replayed counts once. Attribution an interaction lacks
+//! (influencer, campaign, platform, content type, tags) is joined from the
+//! latest `post_published` event of its post when read: a catalogue event
+//! that arrives after its interactions still attributes them.
+//!
+//! Every value from a caller is a bound parameter; the only SQL assembled
+//! here is from constants of this module.
+
+use std::collections::BTreeMap;
+
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+
+use super::{timed, StoreError};
+use crate::config::ClickHouseConfig;
+
+/// A read-model query: the ClickHouse client and its timeout.
+#[derive(Clone)]
+pub struct Models {
+    client: clickhouse::Client,
+    config: ClickHouseConfig,
+}
+
+/// Time bucket sizes of the engagement series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Granularity {
+    Minute,
+    Hour,
+    Day,
+}
+
+impl Granularity {
+    pub fn seconds(self) -> u32 {
+        match self {
+            Granularity::Minute => 60,
+            Granularity::Hour => 3_600,
+            Granularity::Day => 86_400,
+        }
+    }
+
+    /// The ClickHouse function that truncates a `DateTime` to the bucket.
+    fn truncate(self) -> &'static str {
+        match self {
+            Granularity::Minute => "toStartOfMinute",
+            Granularity::Hour => "toStartOfHour",
+            // toStartOfDay keeps DateTime (toDate would change the type).
+            Granularity::Day => "toStartOfDay",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Granularity> {
+        match name {
+            "minute" => Some(Granularity::Minute),
+            "hour" => Some(Granularity::Hour),
+            "day" => Some(Granularity::Day),
+            _ => None,
+        }
+    }
+}
+
+/// Metrics that influencers can be ranked by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    Likes,
+    Shares,
+    Comments,
+    Views,
+    Clicks,
+    Conversions,
+    /// likes + shares + comments.
+    Engagements,
+    Follows,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 8] = [
+        Metric::Likes,
+        Metric::Shares,
+        Metric::Comments,
+        Metric::Views,
+        Metric::Clicks,
+        Metric::Conversions,
+        Metric::Engagements,
+        Metric::Follows,
+    ];
+
+    /// The aggregate, over enriched facts, that computes the metric.
+    fn sql(self) -> &'static str {
+        match self {
+            Metric::Likes => "toInt64(sum(likes))",
+            Metric::Shares => "toInt64(sum(shares))",
+            Metric::Comments => "toInt64(sum(comments))",
+            Metric::Views => "toInt64(sum(views))",
+            Metric::Clicks => "toInt64(sum(clicks))",
+            Metric::Conversions => "toInt64(sum(conversions))",
+            Metric::Engagements => "toInt64(sum(likes) + sum(shares) + sum(comments))",
+            Metric::Follows => "toInt64(sum(follows))",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Metric> {
+        Metric::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Likes => "likes",
+            Metric::Shares => "shares",
+            Metric::Comments => "comments",
+            Metric::Views => "views",
+            Metric::Clicks => "clicks",
+            Metric::Conversions => "conversions",
+            Metric::Engagements => "engagements",
+            Metric::Follows => "follows",
+        }
+    }
+}
+
+/// Counters summed over some facts. `likes` is net of unlikes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct Counters {
+    pub likes: i64,
+    pub shares: u64,
+    pub comments: u64,
+    pub views: u64,
+    pub clicks: u64,
+    pub conversions: u64,
+    /// Sum of comment sentiment scores (-1000..=1000 each).
+    pub sentiment_sum: i64,
+    /// Facts counted (interactions and audience events).
+    pub events: u64,
+}
+
+/// The counters' aggregates. Aliases differ from column names so that no
+/// alias shadows a column another expression aggregates.
+const COUNTERS: &str = "toInt64(sum(likes)) AS n_likes, toUInt64(sum(shares)) AS n_shares,
+    toUInt64(sum(comments)) AS n_comments, toUInt64(sum(views)) AS n_views,
+    toUInt64(sum(clicks)) AS n_clicks, toUInt64(sum(conversions)) AS n_conversions,
+    toInt64(sum(sentiment)) AS n_sentiment, toUInt64(count()) AS n_events";
+
+impl Counters {
+    /// (likes + shares + comments) / views; 0 without views.
+    pub fn engagement_rate(&self) -> f64 {
+        if self.views == 0 {
+            return 0.0;
+        }
+        (self.likes.max(0) as f64 + self.shares as f64 + self.comments as f64) / self.views as f64
+    }
+
+    /// Mean comment sentiment from -1 to 1; `None` without comments.
+    pub fn sentiment(&self) -> Option<f64> {
+        (self.comments > 0).then(|| self.sentiment_sum as f64 / self.comments as f64 / 1000.0)
+    }
+
+    /// clicks / views; 0 without views.
+    pub fn ctr(&self) -> f64 {
+        ratio(self.clicks, self.views)
+    }
+
+    /// conversions / clicks; 0 without clicks.
+    pub fn conversion_rate(&self) -> f64 {
+        ratio(self.conversions, self.clicks)
+    }
+}
+
+fn ratio(numerator: u64, denominator: u64) -> f64 {
+    if denominator == 0 {
+        0.0
+    } else {
+        numerator as f64 / denominator as f64
+    }
+}
+
+/// A post's read model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PostMetrics {
+    pub post_id: String,
+    #[serde(flatten)]
+    pub counters: Counters,
+    /// Conversion value per currency, in ten-thousandths.
+    pub conversion_value_e4: BTreeMap<String, i64>,
+    pub influencer_id: String,
+    pub campaign_id: String,
+    pub platform: String,
+    pub content_type: String,
+    pub tags: Vec<String>,
+}
+
+/// One bucket of an engagement series.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bucket {
+    /// Bucket start, seconds since the epoch.
+    pub start: u32,
+    #[serde(flatten)]
+    pub counters: Counters,
+    /// Facts in the bucket that were received after it closed.
+    pub late: u64,
+}
+
+/// The followers of an influencer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Followers {
+    pub influencer_id: String,
+    /// Latest snapshot plus follows and unfollows after it.
+    pub count: i64,
+    /// Per day: (day start, followers at the end of the day).
+    pub series: Vec<(u32, i64)>,
+    /// (last − first) / first over the series; `None` when first is 0.
+    pub growth_rate: Option<f64>,
+}
+
+/// A campaign's aggregates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Campaign {
+    pub campaign_id: String,
+    pub name: String,
+    pub currency: String,
+    /// Budget in ten-thousandths of `currency`; 0 when unknown.
+    pub budget_e4: i64,
+    #[serde(flatten)]
+    pub counters: Counters,
+    /// Conversion value in the campaign's currency, ten-thousandths.
+    pub value_e4: i64,
+    pub ctr: f64,
+    pub conversion_rate: f64,
+    /// value / budget; `None` without a budget.
+    pub roi: Option<f64>,
+    pub by_influencer: Vec<Breakdown>,
+    pub by_platform: Vec<Breakdown>,
+}
+
+/// A campaign's aggregates for one influencer or platform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Breakdown {
+    pub key: String,
+    #[serde(flatten)]
+    pub counters: Counters,
+    pub value_e4: i64,
+}
+
+/// One line of a ranking.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct Ranked {
+    pub influencer_id: String,
+    pub value: i64,
+}
+
+/// An event received after its bucket closed.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct LateEvent {
+    pub seq: u64,
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub post_id: String,
+    pub occurred_at: u32,
+    pub received_at: u32,
+    pub bucket_end: u32,
+    pub lateness_s: u32,
+}
+
+/// A bucket whose engagement stands out against the key's own baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spike {
+    pub influencer_id: String,
+    pub start: u32,
+    pub value: i64,
+    pub baseline_mean: f64,
+    pub baseline_stddev: f64,
+}
+
+/// One user acting on one post many times within a minute.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct Burst {
+    pub user_id: String,
+    pub post_id: String,
+    pub minute: u32,
+    pub events: u64,
+}
+
+/// Where a read model stands.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct Position {
+    pub model: String,
+    pub position: u64,
+    pub stream_last: u64,
+    pub watermark: u32,
+    pub updated_ms: u64,
+}
+
+/// The facts of one tenant with their attribution completed from the
+/// catalogue. `{filter}` is a constant condition on `engagements` (with `?`
+/// parameters bound after the tenant).
+fn enriched(filter: &str) -> String {
+    format!(
+        "SELECT tenant, seq, occurred_at, received_at, type, post_id, user_id,
+                likes, shares, comments, views, clicks, conversions, value_e4, currency,
+                follows, followers, sentiment, late,
+                if(influencer_id != '', influencer_id, p_influencer) AS influencer,
+                if(campaign_id != '', campaign_id, p_campaign) AS campaign,
+                if(platform != '', platform, p_platform) AS plat,
+                p_content_type AS content_type, p_tags AS tags
+         FROM (SELECT * FROM engagements FINAL WHERE tenant = ? {filter})
+         ANY LEFT JOIN (
+             SELECT post_id,
+                    argMaxIf(influencer_id, seq, influencer_id != '') AS p_influencer,
+                    argMaxIf(campaign_id, seq, campaign_id != '') AS p_campaign,
+                    argMaxIf(platform, seq, platform != '') AS p_platform,
+                    argMax(content_type, seq) AS p_content_type,
+                    argMaxIf(tags, seq, has_tags = 1) AS p_tags
+             FROM catalogue FINAL
+             WHERE tenant = ? AND type = 'post_published'
+             GROUP BY post_id
+         ) USING post_id"
+    )
+}
+
+/// A key and its counters as ClickHouse returns them (RowBinary has no
+/// nested structs).
+#[derive(Row, Deserialize)]
+struct KeyedCounters<K> {
+    key: K,
+    likes: i64,
+    shares: u64,
+    comments: u64,
+    views: u64,
+    clicks: u64,
+    conversions: u64,
+    sentiment_sum: i64,
+    events: u64,
+    /// `late` for buckets, `value_e4` for breakdowns.
+    extra: i64,
+}
+
+impl<K> KeyedCounters<K> {
+    fn split(self) -> (K, Counters, i64) {
+        let counters = Counters {
+            likes: self.likes,
+            shares: self.shares,
+            comments: self.comments,
+            views: self.views,
+            clicks: self.clicks,
+            conversions: self.conversions,
+            sentiment_sum: self.sentiment_sum,
+            events: self.events,
+        };
+        (self.key, counters, self.extra)
+    }
+}
+
+#[derive(Row, Deserialize)]
+struct PostRow {
+    likes: i64,
+    shares: u64,
+    comments: u64,
+    views: u64,
+    clicks: u64,
+    conversions: u64,
+    sentiment_sum: i64,
+    events: u64,
+    influencer: String,
+    campaign: String,
+    plat: String,
+    content_type: String,
+    tags: Vec<String>,
+}
+
+#[derive(Row, Deserialize)]
+struct CurrencyValue {
+    currency: String,
+    value_e4: i64,
+}
+
+impl Models {
+    pub fn new(client: clickhouse::Client, config: &ClickHouseConfig) -> Models {
+        Models {
+            client,
+            config: config.clone(),
+        }
+    }
+
+    /// From the configuration alone.
+    pub fn connect(config: &ClickHouseConfig) -> Models {
+        Models::new(super::client(config), config)
+    }
+
+    /// A post's counters and attribution; `None` if the tenant has no fact
+    /// for it.
+    pub async fn post(
+        &self,
+        tenant: &str,
+        post_id: &str,
+    ) -> Result<Option<PostMetrics>, StoreError> {
+        let sql = format!(
+            "SELECT {COUNTERS}, any(influencer) AS post_influencer, any(campaign) AS post_campaign,
+                    any(plat) AS post_platform, any(content_type) AS post_content_type,
+                    any(tags) AS post_tags
+             FROM ({})",
+            enriched("AND post_id = ?")
+        );
+        let query = self
+            .client
+            .query(&sql)
+            .bind(tenant)
+            .bind(post_id)
+            .bind(tenant);
+        let row: PostRow = timed(&self.config, query.fetch_one()).await?;
+        if row.events == 0 {
+            return Ok(None);
+        }
+        let values: Vec<CurrencyValue> = timed(
+            &self.config,
+            self.client
+                .query(
+                    "SELECT currency, toInt64(sum(value_e4)) AS total_e4
+                     FROM engagements FINAL
+                     WHERE tenant = ? AND post_id = ? AND conversions > 0
+                     GROUP BY currency ORDER BY currency",
+                )
+                .bind(tenant)
+                .bind(post_id)
+                .fetch_all(),
+        )
+        .await?;
+        Ok(Some(PostMetrics {
+            post_id: post_id.to_owned(),
+            counters: Counters {
+                likes: row.likes,
+                shares: row.shares,
+                comments: row.comments,
+                views: row.views,
+                clicks: row.clicks,
+                conversions: row.conversions,
+                sentiment_sum: row.sentiment_sum,
+                events: row.events,
+            },
+            conversion_value_e4: values
+                .into_iter()
+                .map(|v| (v.currency, v.value_e4))
+                .collect(),
+            influencer_id: row.influencer,
+            campaign_id: row.campaign,
+            platform: row.plat,
+            content_type: row.content_type,
+            tags: row.tags,
+        }))
+    }
+
+    /// An influencer's engagement in event-time buckets within `[from, to)`
+    /// (seconds since the epoch), oldest first; empty buckets are left out.
+    pub async fn influencer_series(
+        &self,
+        tenant: &str,
+        influencer_id: &str,
+        granularity: Granularity,
+        from: u32,
+        to: u32,
+    ) -> Result<Vec<Bucket>, StoreError> {
+        let sql = format!(
+            "SELECT toUInt32({}(occurred_at)) AS key, {COUNTERS}, toInt64(sum(late)) AS extra
+             FROM ({})
+             WHERE influencer = ? AND follows = 0 AND followers < 0
+             GROUP BY key ORDER BY key",
+            granularity.truncate(),
+            enriched("AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)"),
+        );
+        let query = self
+            .client
+            .query(&sql)
+            .bind(tenant)
+            .bind(from)
+            .bind(to)
+            .bind(tenant)
+            .bind(influencer_id);
+        let rows: Vec<KeyedCounters<u32>> = timed(&self.config, query.fetch_all()).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let (start, counters, late) = row.split();
+                Bucket {
+                    start,
+                    counters,
+                    late: late.unsigned_abs(),
+                }
+            })
+            .collect())
+    }
+
+    /// Top `limit` influencers of a tenant by `metric` over `[from, to)`,
+    /// highest first (ties by id).
+    pub async fn ranking(
+        &self,
+        tenant: &str,
+        metric: Metric,
+        from: u32,
+        to: u32,
+        limit: u32,
+    ) -> Result<Vec<Ranked>, StoreError> {
+        let sql = format!(
+            "SELECT influencer, {} AS metric_value
+             FROM ({})
+             WHERE influencer != ''
+             GROUP BY influencer ORDER BY metric_value DESC, influencer LIMIT {}",
+            metric.sql(),
+            enriched("AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)"),
+            limit.min(10_000),
+        );
+        let query = self
+            .client
+            .query(&sql)
+            .bind(tenant)
+            .bind(from)
+            .bind(to)
+            .bind(tenant);
+        timed(&self.config, query.fetch_all()).await
+    }
+
+    /// An influencer's followers: the latest snapshot plus the follows and
+    /// unfollows after it, and a daily series over `[from, to)`.
+    pub async fn followers(
+        &self,
+        tenant: &str,
+        influencer_id: &str,
+        from: u32,
+        to: u32,
+    ) -> Result<Followers, StoreError> {
+        #[derive(Row, Deserialize)]
+        struct Audience {
+            occurred_at: u32,
+            follows: i8,
+            followers: i64,
+        }
+        let facts: Vec<Audience> = timed(
+            &self.config,
+            self.client
+                .query(
+                    "SELECT toUInt32(occurred_at) AS at_s, follows, followers
+                     FROM engagements FINAL
+                     WHERE tenant = ? AND post_id = '' AND influencer_id = ?
+                       AND (follows != 0 OR followers >= 0)
+                     ORDER BY at_s, seq",
+                )
+                .bind(tenant)
+                .bind(influencer_id)
+                .fetch_all(),
+        )
+        .await?;
+        let facts: Vec<AudienceFact> = facts
+            .into_iter()
+            .map(|f| AudienceFact {
+                at: f.occurred_at,
+                follows: f.follows,
+                snapshot: (f.followers >= 0).then_some(f.followers),
+            })
+            .collect();
+        let count = followers_at(&facts, u32::MAX);
+        let series = follower_series(&facts, from, to);
+        let growth_rate = match (series.first(), series.last()) {
+            (Some((_, first)), Some((_, last))) if *first != 0 => {
+                Some((*last - *first) as f64 / *first as f64)
+            }
+            _ => None,
+        };
+        Ok(Followers {
+            influencer_id: influencer_id.to_owned(),
+            count,
+            series,
+            growth_rate,
+        })
+    }
+
+    /// A campaign's totals, CTR, conversion rate and ROI, with breakdowns
+    /// per influencer and per platform; `None` if nothing is known of it.
+    pub async fn campaign(
+        &self,
+        tenant: &str,
+        campaign_id: &str,
+    ) -> Result<Option<Campaign>, StoreError> {
+        #[derive(Row, Deserialize)]
+        struct Definition {
+            name: String,
+            currency: String,
+            budget_e4: i64,
+            n: u64,
+        }
+        let definition: Definition = timed(
+            &self.config,
+            self.client
+                .query(
+                    "SELECT argMaxIf(name, seq, name != '') AS campaign_name,
+                            argMaxIf(currency, seq, currency != '') AS campaign_currency,
+                            argMaxIf(budget_e4, seq, has_budget = 1) AS campaign_budget,
+                            toUInt64(count()) AS n
+                     FROM catalogue FINAL
+                     WHERE tenant = ? AND campaign_id = ?
+                       AND type IN ('campaign_created', 'campaign_updated')",
+                )
+                .bind(tenant)
+                .bind(campaign_id)
+                .fetch_one(),
+        )
+        .await?;
+        let breakdown = |key: &str| {
+            format!(
+                "SELECT {key} AS key, {COUNTERS},
+                        toInt64(sumIf(value_e4, currency = ?)) AS extra
+                 FROM ({})
+                 WHERE campaign = ?
+                 GROUP BY key ORDER BY key",
+                enriched(""),
+            )
+        };
+        let rows = |key: &str| {
+            self.client
+                .query(&breakdown(key))
+                .bind(definition.currency.as_str())
+                .bind(tenant)
+                .bind(tenant)
+                .bind(campaign_id)
+                .fetch_all::<KeyedCounters<String>>()
+        };
+        let breakdowns = |rows: Vec<KeyedCounters<String>>| -> Vec<Breakdown> {
+            rows.into_iter()
+                .map(|row| {
+                    let (key, counters, value_e4) = row.split();
+                    Breakdown {
+                        key,
+                        counters,
+                        value_e4,
+                    }
+                })
+                .collect()
+        };
+        let by_influencer = breakdowns(timed(&self.config, rows("influencer")).await?);
+        let by_platform = breakdowns(timed(&self.config, rows("plat")).await?);
+        if definition.n == 0 && by_platform.is_empty() {
+            return Ok(None);
+        }
+        let mut counters = Counters::default();
+        let mut value_e4 = 0;
+        for b in &by_platform {
+            let c = &b.counters;
+            counters.likes += c.likes;
+            counters.shares += c.shares;
+            counters.comments += c.comments;
+            counters.views += c.views;
+            counters.clicks += c.clicks;
+            counters.conversions += c.conversions;
+            counters.sentiment_sum += c.sentiment_sum;
+            counters.events += c.events;
+            value_e4 += b.value_e4;
+        }
+        Ok(Some(Campaign {
+            campaign_id: campaign_id.to_owned(),
+            name: definition.name,
+            currency: definition.currency,
+            budget_e4: definition.budget_e4,
+            ctr: counters.ctr(),
+            conversion_rate: counters.conversion_rate(),
+            roi: (definition.budget_e4 > 0).then(|| value_e4 as f64 / definition.budget_e4 as f64),
+            counters,
+            value_e4,
+            by_influencer,
+            by_platform,
+        }))
+    }
+
+    /// The tenant's late events, newest sequence first, and their total.
+    pub async fn late_events(
+        &self,
+        tenant: &str,
+        limit: u32,
+    ) -> Result<(u64, Vec<LateEvent>), StoreError> {
+        let total: u64 = timed(
+            &self.config,
+            self.client
+                .query("SELECT toUInt64(count()) FROM late_events FINAL WHERE tenant = ?")
+                .bind(tenant)
+                .fetch_one(),
+        )
+        .await?;
+        let listed = timed(
+            &self.config,
+            self.client
+                .query(&format!(
+                    "SELECT seq, event_id, type, post_id, toUInt32(occurred_at) AS occurred_s,
+                            toUInt32(received_at) AS received_s, toUInt32(bucket_end) AS bucket_end_s,
+                            lateness_s
+                     FROM late_events FINAL WHERE tenant = ?
+                     ORDER BY seq DESC LIMIT {}",
+                    limit.min(10_000)
+                ))
+                .bind(tenant)
+                .fetch_all(),
+        )
+        .await?;
+        Ok((total, listed))
+    }
+
+    /// Buckets in `[from, to)` where an influencer's engagements exceed its
+    /// own baseline (see [`spikes`]).
+    pub async fn spikes(
+        &self,
+        tenant: &str,
+        influencer_id: &str,
+        granularity: Granularity,
+        from: u32,
+        to: u32,
+    ) -> Result<Vec<Spike>, StoreError> {
+        let buckets = self
+            .influencer_series(tenant, influencer_id, granularity, from, to)
+            .await?;
+        let series: Vec<(u32, i64)> = buckets
+            .iter()
+            .map(|b| {
+                (
+                    b.start,
+                    b.counters.likes.max(0) + (b.counters.shares + b.counters.comments) as i64,
+                )
+            })
+            .collect();
+        Ok(spikes(&series, granularity, &SpikeRule::default())
+            .into_iter()
+            .map(|s| Spike {
+                influencer_id: influencer_id.to_owned(),
+                ..s
+            })
+            .collect())
+    }
+
+    /// Users with more than `threshold` interactions on one post within one
+    /// minute, in `[from, to)`.
+    pub async fn bursts(
+        &self,
+        tenant: &str,
+        from: u32,
+        to: u32,
+        threshold: u64,
+    ) -> Result<Vec<Burst>, StoreError> {
+        let query = self
+            .client
+            .query(
+                "SELECT user_id, post_id, toUInt32(toStartOfMinute(occurred_at)) AS minute,
+                        toUInt64(count()) AS n_events
+                 FROM engagements FINAL
+                 WHERE tenant = ? AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)
+                   AND user_id != '' AND post_id != ''
+                 GROUP BY user_id, post_id, minute
+                 HAVING n_events > ?
+                 ORDER BY minute, user_id, post_id",
+            )
+            .bind(tenant)
+            .bind(from)
+            .bind(to)
+            .bind(threshold);
+        timed(&self.config, query.fetch_all()).await
+    }
+
+    /// Where every read model stands (the newest record of each).
+    pub async fn positions(&self) -> Result<Vec<Position>, StoreError> {
+        timed(
+            &self.config,
+            self.client
+                .query(
+                    "SELECT model, argMax(position, updated_ms) AS at_position,
+                            argMax(stream_last, updated_ms) AS at_stream_last,
+                            toUInt32(argMax(watermark, updated_ms)) AS at_watermark,
+                            max(updated_ms) AS last_update
+                     FROM projection_positions GROUP BY model ORDER BY model",
+                )
+                .fetch_all(),
+        )
+        .await
+    }
+}
+
+/// A bucket is complete once its end plus the grace period is at or before
+/// the watermark.
+pub fn is_complete(
+    start: u32,
+    granularity: Granularity,
+    grace_seconds: u32,
+    watermark: u32,
+) -> bool {
+    start
+        .saturating_add(granularity.seconds())
+        .saturating_add(grace_seconds)
+        <= watermark
+}
+
+/// One audience fact: a follow (+1), an unfollow (-1) or a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AudienceFact {
+    pub at: u32,
+    pub follows: i8,
+    pub snapshot: Option<i64>,
+}
+
+/// Followers at `at` (inclusive): the latest snapshot at or before it, plus
+/// follows and unfollows after that snapshot up to `at`. `facts` are in
+/// event-time order.
+pub fn followers_at(facts: &[AudienceFact], at: u32) -> i64 {
+    let upto: Vec<&AudienceFact> = facts.iter().filter(|f| f.at <= at).collect();
+    let last_snapshot = upto.iter().rposition(|f| f.snapshot.is_some());
+    let (base, rest) = match last_snapshot {
+        Some(i) => (upto[i].snapshot.unwrap_or(0), &upto[i + 1..]),
+        None => (0, &upto[..]),
+    };
+    base + rest.iter().map(|f| i64::from(f.follows)).sum::<i64>()
+}
+
+/// Followers at the end of each day in `[from, to)` (days start at
+/// midnight UTC).
+pub fn follower_series(facts: &[AudienceFact], from: u32, to: u32) -> Vec<(u32, i64)> {
+    let day = 86_400;
+    let mut series = Vec::new();
+    let mut start = from / day * day;
+    while start < to {
+        series.push((start, followers_at(facts, start.saturating_add(day - 1))));
+        start = match start.checked_add(day) {
+            Some(next) => next,
+            None => break,
+        };
+    }
+    series
+}
+
+/// When a bucket counts as a spike.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpikeRule {
+    /// Buckets before it that form the baseline.
+    pub window: usize,
+    /// Fewest baseline buckets needed to judge.
+    pub min_history: usize,
+    /// Standard deviations above the mean.
+    pub sigmas: f64,
+    /// Smallest value that can be a spike at all.
+    pub min_value: i64,
+}
+
+impl Default for SpikeRule {
+    fn default() -> SpikeRule {
+        SpikeRule {
+            window: 24,
+            min_history: 6,
+            sigmas: 3.0,
+            min_value: 10,
+        }
+    }
+}
+
+/// Spikes in a series of (bucket start, value), sorted by start, with
+/// missing buckets meaning zero: a bucket is a spike when its value is at
+/// least `min_value` and above mean + `sigmas` × standard deviation of the
+/// `window` buckets before it.
+pub fn spikes(series: &[(u32, i64)], granularity: Granularity, rule: &SpikeRule) -> Vec<Spike> {
+    let step = granularity.seconds();
+    let Some(&(first, _)) = series.first() else {
+        return Vec::new();
+    };
+    let values: BTreeMap<u32, i64> = series.iter().copied().collect();
+    let mut found = Vec::new();
+    for &(start, value) in series {
+        if value < rule.min_value {
+            continue;
+        }
+        let history: Vec<f64> = (1..=rule.window as u32)
+            .filter_map(|back| start.checked_sub(back * step))
+            .filter(|at| *at >= first)
+            .map(|at| *values.get(&at).unwrap_or(&0) as f64)
+            .collect();
+        if history.len() < rule.min_history {
+            continue;
+        }
+        let mean = history.iter().sum::<f64>() / history.len() as f64;
+        let variance =
+            history.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / history.len() as f64;
+        let stddev = variance.sqrt();
+        if value as f64 > mean + rule.sigmas * stddev.max(1.0) {
+            found.push(Spike {
+                influencer_id: String::new(),
+                start,
+                value,
+                baseline_mean: mean,
+                baseline_stddev: stddev,
+            });
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fact(at: u32, follows: i8, snapshot: Option<i64>) -> AudienceFact {
+        AudienceFact {
+            at,
+            follows,
+            snapshot,
+        }
+    }
+
+    #[test]
+    fn followers_start_from_the_latest_snapshot() {
+        let facts = [
+            fact(10, 1, None),
+            fact(20, 1, None),
+            fact(30, 0, Some(1_000)),
+            fact(40, 1, None),
+            fact(50, -1, None),
+            fact(60, 1, None),
+        ];
+        assert_eq!(followers_at(&facts, 25), 2);
+        assert_eq!(followers_at(&facts, 30), 1_000);
+        assert_eq!(followers_at(&facts, 55), 1_000);
+        assert_eq!(followers_at(&facts, u32::MAX), 1_001);
+        assert_eq!(followers_at(&[], 100), 0);
+    }
+
+    #[test]
+    fn the_follower_series_has_one_point_per_day() {
+        let day = 86_400;
+        let facts = [
+            fact(day / 2, 0, Some(100)),
+            fact(day + 5, 1, None),
+            fact(day + 6, 1, None),
+            fact(3 * day + 1, -1, None),
+        ];
+        assert_eq!(
+            follower_series(&facts, 0, 4 * day),
+            vec![(0, 100), (day, 102), (2 * day, 102), (3 * day, 101)]
+        );
+        assert!(follower_series(&facts, 5, 5).is_empty());
+    }
+
+    #[test]
+    fn completeness_needs_the_bucket_end_and_grace_behind_the_watermark() {
+        assert!(!is_complete(0, Granularity::Minute, 30, 89));
+        assert!(is_complete(0, Granularity::Minute, 30, 90));
+        assert!(!is_complete(0, Granularity::Day, 0, 86_399));
+        assert!(is_complete(u32::MAX - 10, Granularity::Hour, 60, u32::MAX));
+    }
+
+    #[test]
+    fn a_spike_stands_out_against_its_own_baseline() {
+        let hour = 3_600;
+        let mut series: Vec<(u32, i64)> =
+            (0..12).map(|i| (i * hour, 10 + i64::from(i % 3))).collect();
+        series.push((12 * hour, 60));
+        series.push((13 * hour, 12));
+        let found = spikes(&series, Granularity::Hour, &SpikeRule::default());
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].start, found[0].value), (12 * hour, 60));
+        assert!((found[0].baseline_mean - 11.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn no_spike_without_history_or_below_the_floor() {
+        let hour = 3_600;
+        let short: Vec<(u32, i64)> = vec![(0, 1), (hour, 1), (2 * hour, 500)];
+        assert!(spikes(&short, Granularity::Hour, &SpikeRule::default()).is_empty());
+        let quiet: Vec<(u32, i64)> = (0..10)
+            .map(|i| (i * hour, 0))
+            .chain([(10 * hour, 9)])
+            .collect();
+        assert!(spikes(&quiet, Granularity::Hour, &SpikeRule::default()).is_empty());
+        // Missing buckets count as zero in the baseline.
+        let sparse: Vec<(u32, i64)> = vec![(0, 1), (20 * hour, 40)];
+        assert_eq!(
+            spikes(&sparse, Granularity::Hour, &SpikeRule::default()).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn metric_names_round_trip() {
+        for metric in Metric::ALL {
+            assert_eq!(Metric::parse(metric.as_str()), Some(metric));
+        }
+        assert_eq!(Metric::parse("likes; DROP TABLE"), None);
+        assert_eq!(Granularity::parse("hour"), Some(Granularity::Hour));
+        assert_eq!(Granularity::parse("week"), None);
+    }
+
+    #[test]
+    fn rates_are_zero_without_a_denominator() {
+        let c = Counters::default();
+        assert_eq!(
+            (c.ctr(), c.conversion_rate(), c.engagement_rate()),
+            (0.0, 0.0, 0.0)
+        );
+        assert_eq!(c.sentiment(), None);
+        let c = Counters {
+            likes: 3,
+            shares: 1,
+            comments: 2,
+            views: 60,
+            clicks: 6,
+            conversions: 3,
+            sentiment_sum: 1_000,
+            events: 0,
+        };
+        assert_eq!(
+            (c.ctr(), c.conversion_rate(), c.engagement_rate()),
+            (0.1, 0.5, 0.1)
+        );
+        assert_eq!(c.sentiment(), Some(0.5));
+    }
+}
