@@ -1,5 +1,5 @@
-//! The fold: pure arithmetic from recorded events to read-model rows. No
-//! I/O here, so replay tooling and tests reuse it as it is.
+//! The fold: pure arithmetic from recorded events to read-model rows, so
+//! replay tooling and tests reuse it as it is; [`write`] is its one I/O.
 //!
 //! Every row is keyed by the event's stream sequence, which makes writing a
 //! batch idempotent: a redelivered event produces the identical row, and the
@@ -261,6 +261,36 @@ pub fn fold<'a>(
         rows.engagements.push(row);
     }
     rows
+}
+
+/// Writes a batch's rows, one INSERT per table. Idempotent: the rows are
+/// keyed by stream sequence.
+pub async fn write(
+    client: &clickhouse::Client,
+    rows: &Rows,
+) -> Result<(), tally_shared::store::StoreError> {
+    insert(client, "events", &rows.events).await?;
+    insert(client, "engagements", &rows.engagements).await?;
+    insert(client, "catalogue", &rows.catalogue).await?;
+    insert(client, "late_events", &rows.late).await
+}
+
+async fn insert<T>(
+    client: &clickhouse::Client,
+    table: &str,
+    rows: &[T],
+) -> Result<(), tally_shared::store::StoreError>
+where
+    T: clickhouse::RowOwned + clickhouse::RowWrite,
+{
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut insert = client.insert::<T>(table).await?;
+    for row in rows {
+        insert.write(row).await?;
+    }
+    Ok(insert.end().await?)
 }
 
 fn text(stored: &StoredEvent, field: &str) -> String {

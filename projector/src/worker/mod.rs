@@ -20,7 +20,7 @@ use tally_shared::store::{self, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::deadletter::DeadLetters;
-use crate::fold::{fold, CatalogueRow, EngagementRow, EventRow, FoldOptions, LateRow, Rows};
+use crate::fold::{fold, FoldOptions, Rows};
 use metrics::counter;
 use tally_shared::metrics as names;
 
@@ -228,34 +228,11 @@ impl Worker {
             return Ok(());
         }
         let limit = Duration::from_millis(self.clickhouse_config.timeout_ms);
-        match tokio::time::timeout(limit, self.write_rows(rows)).await {
+        match tokio::time::timeout(limit, crate::fold::write(&self.clickhouse, rows)).await {
             Ok(result) => result,
             // Dropping the inserts aborts their requests.
             Err(_) => Err(StoreError::Timeout(limit)),
         }
-    }
-
-    async fn write_rows(&self, rows: &Rows) -> Result<(), StoreError> {
-        self.insert::<EventRow>("events", &rows.events).await?;
-        self.insert::<EngagementRow>("engagements", &rows.engagements)
-            .await?;
-        self.insert::<CatalogueRow>("catalogue", &rows.catalogue)
-            .await?;
-        self.insert::<LateRow>("late_events", &rows.late).await
-    }
-
-    async fn insert<T>(&self, table: &str, rows: &[T]) -> Result<(), StoreError>
-    where
-        T: clickhouse::RowOwned + clickhouse::RowWrite,
-    {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let mut insert = self.clickhouse.insert::<T>(table).await?;
-        for row in rows {
-            insert.write(row).await?;
-        }
-        Ok(insert.end().await?)
     }
 }
 
