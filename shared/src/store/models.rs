@@ -815,11 +815,14 @@ pub fn followers_at(facts: &[AudienceFact], at: u32) -> i64 {
     base + rest.iter().map(|f| i64::from(f.follows)).sum::<i64>()
 }
 
-/// Followers at the end of each day in `[from, to)` (days start at
-/// midnight UTC).
+/// Followers at the end of each day that overlaps `[from, to)` (days start
+/// at midnight UTC); empty for an empty range.
 pub fn follower_series(facts: &[AudienceFact], from: u32, to: u32) -> Vec<(u32, i64)> {
     let day = 86_400;
     let mut series = Vec::new();
+    if from >= to {
+        return series;
+    }
     let mut start = from / day * day;
     while start < to {
         series.push((start, followers_at(facts, start.saturating_add(day - 1))));
