@@ -354,22 +354,8 @@ impl<K> KeyedCounters<K> {
     }
 }
 
-#[derive(Row, Deserialize)]
-struct PostRow {
-    likes: i64,
-    shares: u64,
-    comments: u64,
-    views: u64,
-    clicks: u64,
-    conversions: u64,
-    sentiment_sum: i64,
-    events: u64,
-    influencer: String,
-    campaign: String,
-    plat: String,
-    content_type: String,
-    tags: Vec<String>,
-}
+/// A post's attribution: influencer, campaign, platform, content type, tags.
+type Attribution = (String, String, String, String, Vec<String>);
 
 #[derive(Row, Deserialize)]
 struct CurrencyValue {
@@ -398,9 +384,9 @@ impl Models {
         post_id: &str,
     ) -> Result<Option<PostMetrics>, StoreError> {
         let sql = format!(
-            "SELECT {COUNTERS}, any(influencer) AS post_influencer, any(campaign) AS post_campaign,
-                    any(plat) AS post_platform, any(content_type) AS post_content_type,
-                    any(tags) AS post_tags
+            "SELECT tuple(any(influencer), any(campaign), any(plat), any(content_type), any(tags))
+                        AS attribution,
+                    {COUNTERS}, toInt64(0) AS extra
              FROM ({})",
             enriched("AND post_id = ?")
         );
@@ -410,8 +396,9 @@ impl Models {
             .bind(tenant)
             .bind(post_id)
             .bind(tenant);
-        let row: PostRow = timed(&self.config, query.fetch_one()).await?;
-        if row.events == 0 {
+        let row: KeyedCounters<Attribution> = timed(&self.config, query.fetch_one()).await?;
+        let ((influencer_id, campaign_id, platform, content_type, tags), counters, _) = row.split();
+        if counters.events == 0 {
             return Ok(None);
         }
         let values: Vec<CurrencyValue> = timed(
@@ -430,25 +417,16 @@ impl Models {
         .await?;
         Ok(Some(PostMetrics {
             post_id: post_id.to_owned(),
-            counters: Counters {
-                likes: row.likes,
-                shares: row.shares,
-                comments: row.comments,
-                views: row.views,
-                clicks: row.clicks,
-                conversions: row.conversions,
-                sentiment_sum: row.sentiment_sum,
-                events: row.events,
-            },
+            counters,
             conversion_value_e4: values
                 .into_iter()
                 .map(|v| (v.currency, v.value_e4))
                 .collect(),
-            influencer_id: row.influencer,
-            campaign_id: row.campaign,
-            platform: row.plat,
-            content_type: row.content_type,
-            tags: row.tags,
+            influencer_id,
+            campaign_id,
+            platform,
+            content_type,
+            tags,
         }))
     }
 
