@@ -1,28 +1,41 @@
-//! Fold benchmark: one worker's fold rate beside the raw ClickHouse insert
-//! rate of the same rows, measured in the same run.
+//! Fold benchmark: one projector worker's rate beside the raw ClickHouse
+//! insert rate of the same rows, measured in the same run.
 //!
 //! ```text
-//! ./dev up     # or any ClickHouse; the configuration is read as usual
-//! cargo run --release -p tally-projector --example fold_bench -- [events]
+//! ./dev up     # or any NATS and ClickHouse; the configuration is read as usual
+//! cargo run --release -p tally-projector --example fold_bench -- [events] [batch]
 //! ```
 //!
-//! It generates `events` (default 500,000) recorded events with the v1 mix,
-//! encoded as they lie on the stream, then measures on one thread:
-//! 1. decode + fold (the worker's CPU work per batch);
-//! 2. raw insert: the folded rows written to ClickHouse, nothing else;
-//! 3. decode + fold + insert, batch after batch (one worker's whole path).
+//! It generates `events` (default 500,000) recorded events with the v1 mix
+//! (2% of them late), publishes them to a scratch stream, and measures:
+//! 1. decode + fold alone, in batches of `batch` (default: the projector's
+//!    `batch_size`): the worker's CPU work;
+//! 2. raw insert: the folded rows written to ClickHouse, one insert per
+//!    table and batch, nothing else (the limit);
+//! 3. raw consume: pull batches from the stream and ack them, no work
+//!    between (the other limit);
+//! 4. one projector [`Worker`], as it runs in production, over the scratch
+//!    stream: fetch, decode, fold, insert, ack (pipelined).
 //!
-//! Rows go to a scratch database (`<database>_bench`), dropped at the end.
+//! Rows go to a scratch database (`<database>_bench`) and the events to a
+//! scratch stream (`TALLY_BENCH_FOLD`); both are deleted at the end.
 
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use serde_json::json;
+use tally_projector::deadletter::DeadLetters;
 use tally_projector::fold::{fold, write, FoldOptions, Rows};
+use tally_projector::{Progress, Worker};
 use tally_shared::event::{validate, Limits, Source, StoredEvent};
-use tally_shared::{store, Config};
+use tally_shared::{nats, store, Config};
 use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
 
-const BATCH: usize = 1000;
+const STREAM: &str = "TALLY_BENCH_FOLD";
+const SUBJECT: &str = "bench.fold";
 
 fn events(n: usize) -> Vec<Vec<u8>> {
     let now = OffsetDateTime::now_utc();
@@ -46,8 +59,15 @@ fn events(n: usize) -> Vec<Vec<u8>> {
                 93..=97 => ("click", json!({})),
                 _ => ("conversion", json!({"value": 19.99, "currency": "EUR"})),
             };
+            // Most events arrive within seconds of happening; 2% arrive
+            // minutes to an hour late (past their bucket's grace).
+            let age = if next(100) < 2 {
+                300 + next(3300)
+            } else {
+                next(20)
+            };
             let envelope = json!({"event_id": format!("e-{i}"), "type": kind,
-                "occurred_at": (now - time::Duration::seconds(next(3600) as i64 + 1))
+                "occurred_at": (now - time::Duration::seconds(age as i64))
                     .format(&time::format_description::well_known::Rfc3339).unwrap(),
                 "post_id": post, "user_id": format!("u{}", next(100_000)),
                 "platform": "instagram", "payload": payload});
@@ -72,14 +92,19 @@ fn fold_batch(first_seq: u64, batch: &[Vec<u8>], options: FoldOptions) -> Rows {
     fold(decoded.iter().map(|(seq, e)| (*seq, e)), options)
 }
 
-#[tokio::main(flavor = "current_thread")]
+fn arg(n: usize) -> anyhow::Result<Option<usize>> {
+    Ok(std::env::args().nth(n).map(|s| s.parse()).transpose()?)
+}
+
+#[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::args()
-        .nth(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(500_000);
     let mut config = Config::load()?;
+    if std::env::var_os("RUST_LOG").is_some() {
+        tally_shared::telemetry::init_tracing(&config.log, "fold-bench");
+    }
+    let n = arg(1)?.unwrap_or(500_000);
+    let batch_size = arg(2)?.unwrap_or(config.projector.batch_size);
+    config.projector.batch_size = batch_size;
     config.clickhouse.database = format!("{}_bench", config.clickhouse.database);
     config.clickhouse.timeout_ms = 120_000;
     let options = FoldOptions {
@@ -87,60 +112,135 @@ async fn main() -> anyhow::Result<()> {
     };
     println!("generating {n} events…");
     let encoded = events(n);
+    let bytes: usize = encoded.iter().map(Vec::len).sum();
+
+    // The scratch stream, filled by raw async publishes.
+    let client = nats::connect(&config.nats, "tally-fold-bench").await?;
+    let js = nats::jetstream(client, &config.nats);
+    let _ = js.delete_stream(STREAM).await;
+    let stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: STREAM.into(),
+            subjects: vec![format!("{SUBJECT}.>")],
+            ..Default::default()
+        })
+        .await?;
+    println!("publishing them to {STREAM}…");
+    let started = Instant::now();
+    let mut acks = Vec::with_capacity(4096);
+    for (i, payload) in encoded.iter().enumerate() {
+        let subject = format!("{SUBJECT}.{}", ["acme", "globex", "initech"][i % 3]);
+        acks.push(js.publish(subject, payload.clone().into()).await?);
+        if acks.len() == 4096 {
+            for ack in acks.drain(..) {
+                ack.await?;
+            }
+        }
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    let publish_secs = started.elapsed().as_secs_f64();
 
     // 1. Decode + fold.
     let started = Instant::now();
-    let mut all_rows = Vec::new();
-    for (i, batch) in encoded.chunks(BATCH).enumerate() {
-        all_rows.push(fold_batch((i * BATCH) as u64 + 1, batch, options));
-    }
+    let all_rows: Vec<Rows> = encoded
+        .chunks(batch_size)
+        .enumerate()
+        .map(|(i, batch)| fold_batch((i * batch_size) as u64 + 1, batch, options))
+        .collect();
     let fold_secs = started.elapsed().as_secs_f64();
-    let rows_per_event: f64 = all_rows
+    let rows_per_event = all_rows
         .iter()
-        .map(|r| r.events.len() + r.engagements.len() + r.catalogue.len() + r.late.len())
+        .map(|r| r.engagements.len() + r.catalogue.len() + r.late.len())
         .sum::<usize>() as f64
         / n as f64;
 
-    store::migrate(&config.clickhouse).await?;
-    let client = store::client(&config.clickhouse);
-
     // 2. Raw insert of the same rows.
+    store::migrate(&config.clickhouse).await?;
+    let clickhouse = store::client(&config.clickhouse);
     let started = Instant::now();
     for rows in &all_rows {
-        write(&client, rows).await?;
+        write(&clickhouse, rows).await?;
     }
     let insert_secs = started.elapsed().as_secs_f64();
+    drop(all_rows);
 
-    // 3. The whole path, into fresh rows (new sequences).
+    // 3. Raw consume: the same pull batches, acked, with no work between.
+    let mut raw = nats::projector_consumer_config("bench-raw");
+    raw.filter_subject = format!("{SUBJECT}.>");
+    let raw = stream.create_consumer(raw).await?;
     let started = Instant::now();
-    for (i, batch) in encoded.chunks(BATCH).enumerate() {
-        let rows = fold_batch((n + i * BATCH) as u64 + 1, batch, options);
-        write(&client, &rows).await?;
+    let mut consumed = 0;
+    while consumed < n {
+        let mut messages = raw
+            .fetch()
+            .max_messages(batch_size)
+            .max_bytes(config.projector.batch_bytes)
+            .expires(Duration::from_millis(config.projector.fetch_wait_ms))
+            .messages()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut batch = Vec::with_capacity(batch_size);
+        while let Some(Ok(message)) = messages.next().await {
+            batch.push(message);
+        }
+        for message in &batch {
+            message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        consumed += batch.len();
     }
-    let path_secs = started.elapsed().as_secs_f64();
+    let consume_secs = started.elapsed().as_secs_f64();
+
+    // 4. One worker over the stream, into fresh tables.
+    for table in ["engagements", "catalogue", "late_events"] {
+        let sql = format!("TRUNCATE TABLE {table}");
+        store::timed(&config.clickhouse, clickhouse.query(&sql).execute()).await?;
+    }
+    let mut consumer = nats::projector_consumer_config("bench");
+    consumer.filter_subject = format!("{SUBJECT}.>");
+    let consumer = stream.create_consumer(consumer).await?;
+    let progress = Arc::new(Progress::default());
+    let shutdown = CancellationToken::new();
+    let worker = Worker::new(
+        consumer,
+        DeadLetters::new(js.clone()),
+        &config.clickhouse,
+        &config.projector,
+        options,
+        progress.clone(),
+    );
+    let started = Instant::now();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    while progress.projected.load(Ordering::Relaxed) < n as u64 {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "the worker stalled"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let worker_secs = started.elapsed().as_secs_f64();
+    shutdown.cancel();
+    running.await?;
 
     let sql = format!("DROP DATABASE IF EXISTS {}", config.clickhouse.database);
-    store::timed(&config.clickhouse, client.query(&sql).execute()).await?;
+    store::timed(&config.clickhouse, clickhouse.query(&sql).execute()).await?;
+    js.delete_stream(STREAM).await?;
 
     let rate = |secs: f64| n as f64 / secs;
     let raw = rate(insert_secs);
-    println!("\nfold benchmark: {n} events, batches of {BATCH}, one worker (one thread), {rows_per_event:.2} rows per event");
-    println!("{:<36} {:>14} {:>10}", "measure", "events/s", "vs raw");
     println!(
-        "{:<36} {:>14.0} {:>9.2}x",
-        "decode + fold (CPU only)",
-        rate(fold_secs),
-        rate(fold_secs) / raw
+        "\nfold benchmark: {n} events ({:.0} bytes each), batches of {batch_size}, {rows_per_event:.2} rows per event",
+        bytes as f64 / n as f64
     );
-    println!(
-        "{:<36} {:>14.0} {:>9.2}x",
-        "raw ClickHouse insert, same rows", raw, 1.0
-    );
-    println!(
-        "{:<36} {:>14.0} {:>9.2}x",
-        "decode + fold + insert (per worker)",
-        rate(path_secs),
-        rate(path_secs) / raw
-    );
+    println!("{:<44} {:>12} {:>10}", "measure", "events/s", "vs raw");
+    let line = |name: &str, secs: f64| {
+        println!("{name:<44} {:>12.0} {:>9.2}x", rate(secs), rate(secs) / raw);
+    };
+    line("raw ClickHouse insert of the rows (limit)", insert_secs);
+    line("decode + fold alone (one thread)", fold_secs);
+    line("projector worker: fetch, fold, insert, ack", worker_secs);
+    line("raw JetStream fetch + ack, no work (limit)", consume_secs);
+    line("(raw JetStream publish, for scale)", publish_secs);
     Ok(())
 }

@@ -27,8 +27,7 @@ use tally_shared::{nats, store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use worker::Progress;
-use worker::Worker;
+pub use worker::{Progress, Worker};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -14,26 +14,6 @@ use tally_shared::event::{Category, EventKind, StoredEvent};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-/// One row of `events`.
-#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
-pub struct EventRow {
-    pub tenant: String,
-    pub seq: u64,
-    pub event_id: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// DateTime: seconds since the epoch.
-    pub occurred_at: u32,
-    pub received_at: u32,
-    pub platform: String,
-    pub influencer_id: String,
-    pub post_id: String,
-    pub campaign_id: String,
-    pub user_id: String,
-    pub payload: String,
-    pub schema_version: u16,
-}
-
 /// An interaction or audience event's contribution, a row of `engagements`.
 /// Attribution the event lacks (influencer, campaign, content type, tags)
 /// is joined from the catalogue when read, never frozen here.
@@ -120,15 +100,19 @@ pub struct FoldOptions {
 /// The rows a batch of events becomes.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Rows {
-    pub events: Vec<EventRow>,
     pub engagements: Vec<EngagementRow>,
     pub catalogue: Vec<CatalogueRow>,
     pub late: Vec<LateRow>,
 }
 
 impl Rows {
+    /// Events folded: each is an engagement or a catalogue row.
+    pub fn len(&self) -> usize {
+        self.engagements.len() + self.catalogue.len()
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.len() == 0
     }
 }
 
@@ -150,22 +134,8 @@ pub fn fold<'a>(
         let received_at = epoch_seconds(stored.received_at);
         let id = |value: &Option<String>| value.clone().unwrap_or_default();
         let platform = event.platform.map(|p| p.as_str()).unwrap_or("").to_owned();
-        rows.events.push(EventRow {
-            tenant: stored.tenant.clone(),
-            seq,
-            event_id: event.event_id.clone(),
-            kind: event.kind.as_str().to_owned(),
-            occurred_at,
-            received_at,
-            platform: platform.clone(),
-            influencer_id: id(&event.influencer_id),
-            post_id: id(&event.post_id),
-            campaign_id: id(&event.campaign_id),
-            user_id: id(&event.user_id),
-            payload: serde_json::Value::Object(event.payload.clone()).to_string(),
-            schema_version: stored.schema_version,
-        });
         if event.kind.category() == Category::Catalogue {
+            let (tags, budget_e4) = (tags(stored), money_e4(stored, "budget"));
             rows.catalogue.push(CatalogueRow {
                 tenant: stored.tenant.clone(),
                 seq,
@@ -178,10 +148,10 @@ pub fn fold<'a>(
                 handle: text(stored, "handle"),
                 name: text(stored, "name"),
                 content_type: text(stored, "content_type"),
-                tags: tags(stored).unwrap_or_default(),
-                has_tags: u8::from(tags(stored).is_some()),
-                budget_e4: money_e4(stored, "budget").unwrap_or(0),
-                has_budget: u8::from(money_e4(stored, "budget").is_some()),
+                has_tags: u8::from(tags.is_some()),
+                tags: tags.unwrap_or_default(),
+                has_budget: u8::from(budget_e4.is_some()),
+                budget_e4: budget_e4.unwrap_or(0),
                 currency: text(stored, "currency"),
                 starts_at: timestamp(stored, "starts_at"),
                 ends_at: timestamp(stored, "ends_at"),
@@ -269,7 +239,6 @@ pub async fn write(
     client: &clickhouse::Client,
     rows: &Rows,
 ) -> Result<(), tally_shared::store::StoreError> {
-    insert(client, "events", &rows.events).await?;
     insert(client, "engagements", &rows.engagements).await?;
     insert(client, "catalogue", &rows.catalogue).await?;
     insert(client, "late_events", &rows.late).await
@@ -359,7 +328,7 @@ mod tests {
     fn engagement(kind: &str, payload: serde_json::Value) -> EngagementRow {
         let event = stored(kind, "p1", payload);
         let rows = fold([(7, &event)], OPTIONS);
-        assert_eq!(rows.events.len(), 1);
+        assert_eq!(rows.len(), 1);
         assert!(rows.catalogue.is_empty());
         let row = rows.engagements.into_iter().next().unwrap();
         assert_eq!(
@@ -460,7 +429,7 @@ mod tests {
             at,
         );
         let rows = fold([(3, &post), (4, &campaign)], OPTIONS);
-        assert_eq!(rows.events.len(), 2);
+        assert_eq!(rows.len(), 2);
         assert!(rows.engagements.is_empty());
         let (post, campaign) = (&rows.catalogue[0], &rows.catalogue[1]);
         assert_eq!(
@@ -519,18 +488,6 @@ mod tests {
         assert_eq!(minute_bucket_end(59), 60);
         assert_eq!(minute_bucket_end(60), 120);
         assert_eq!(minute_bucket_end(u32::MAX), u32::MAX);
-    }
-
-    #[test]
-    fn event_rows_keep_the_whole_event() {
-        let event = stored("comment", "p9", json!({"text": "wow"}));
-        let rows = fold([(42, &event)], OPTIONS);
-        let row = &rows.events[0];
-        assert_eq!(row.seq, 42);
-        assert_eq!(row.kind, "comment");
-        assert_eq!(row.occurred_at, 1_795_345_200);
-        assert_eq!(row.payload, r#"{"text":"wow"}"#);
-        assert_eq!(row.schema_version, tally_shared::event::SCHEMA_VERSION);
     }
 
     #[test]

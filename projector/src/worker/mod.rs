@@ -1,5 +1,6 @@
 //! The worker loop: fetch a batch from the durable pull consumer, fold it,
 //! write the rows to ClickHouse, and only then acknowledge the messages.
+//! Fetching and folding the next batch overlaps the current batch's write.
 //!
 //! A crash anywhere before the acks means redelivery; the rows are keyed by
 //! stream sequence, so writing them again changes nothing. An event that is
@@ -9,7 +10,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Message};
@@ -17,6 +18,7 @@ use futures::StreamExt;
 use tally_shared::config::{ClickHouseConfig, ProjectorConfig};
 use tally_shared::event::StoredEvent;
 use tally_shared::store::{self, StoreError};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::deadletter::DeadLetters;
@@ -43,16 +45,39 @@ pub struct Progress {
 }
 
 pub struct Worker {
+    fetcher: Fetcher,
+    writer: Writer,
+}
+
+/// Pulls batches and folds them (the CPU half of the pipeline).
+struct Fetcher {
     consumer: PullConsumer,
+    batch_size: usize,
+    batch_bytes: usize,
+    fetch_wait: Duration,
+    fold_options: FoldOptions,
+}
+
+/// Writes folded batches to ClickHouse and only then acknowledges them
+/// (the I/O half of the pipeline).
+struct Writer {
     clickhouse: clickhouse::Client,
     clickhouse_config: ClickHouseConfig,
-    batch_size: usize,
-    fetch_wait: Duration,
     max_attempts: i64,
     retry_delay: Duration,
-    fold_options: FoldOptions,
     dead_letters: DeadLetters,
     progress: Arc<Progress>,
+}
+
+/// A fetched batch, folded: its messages (to acknowledge), their rows, and
+/// the messages that are the input's fault.
+struct Folded {
+    batch: Vec<Message>,
+    rows: Rows,
+    /// Stream sequences of the decoded events.
+    seqs: Vec<u64>,
+    /// Index in `batch`, stream sequence, delivery count and error.
+    poison: Vec<(usize, u64, i64, String)>,
 }
 
 impl Worker {
@@ -65,25 +90,72 @@ impl Worker {
         progress: Arc<Progress>,
     ) -> Worker {
         Worker {
-            consumer,
-            clickhouse: store::client(clickhouse_config),
-            clickhouse_config: clickhouse_config.clone(),
-            batch_size: config.batch_size.max(1),
-            fetch_wait: Duration::from_millis(config.fetch_wait_ms.max(10)),
-            max_attempts: config.max_attempts.max(1),
-            retry_delay: Duration::from_millis(config.retry_delay_ms),
-            fold_options,
-            dead_letters,
-            progress,
+            fetcher: Fetcher {
+                consumer,
+                batch_size: config.batch_size.max(1),
+                batch_bytes: config.batch_bytes.max(1),
+                fetch_wait: Duration::from_millis(config.fetch_wait_ms.max(10)),
+                fold_options,
+            },
+            writer: Writer {
+                clickhouse: store::client(clickhouse_config),
+                clickhouse_config: clickhouse_config.clone(),
+                max_attempts: config.max_attempts.max(1),
+                retry_delay: Duration::from_millis(config.retry_delay_ms),
+                dead_letters,
+                progress,
+            },
         }
     }
 
-    /// Runs until `shutdown`. A batch in flight when it fires is finished if
-    /// its write succeeds, or abandoned unacknowledged (to be redelivered).
+    /// Runs until `shutdown`, as a three-stage pipeline: while one batch is
+    /// written to ClickHouse, the next is folded and the one after fetched.
+    /// Each stage hands over through a channel holding one batch, so memory
+    /// stays bounded by a few batches. A batch in flight when shutdown fires
+    /// is finished if its write succeeds, or abandoned unacknowledged (to be
+    /// redelivered).
     pub async fn run(self, shutdown: CancellationToken) {
+        let Worker { fetcher, writer } = self;
+        let fetcher = Arc::new(fetcher);
+        let (fetched_tx, mut fetched_rx) = mpsc::channel::<Vec<Message>>(1);
+        let (folded_tx, mut folded_rx) = mpsc::channel::<Folded>(1);
+        let writing = {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                while let Some(folded) = folded_rx.recv().await {
+                    writer.project(folded, &shutdown).await;
+                }
+            })
+        };
+        let folding = {
+            let fetcher = fetcher.clone();
+            tokio::spawn(async move {
+                while let Some(batch) = fetched_rx.recv().await {
+                    // Decoding and folding is CPU work: off the async threads.
+                    let (events, started) = (batch.len(), Instant::now());
+                    let fetcher = fetcher.clone();
+                    let folded = match tokio::task::spawn_blocking(move || fetcher.fold(batch))
+                        .await
+                    {
+                        Ok(folded) => folded,
+                        Err(e) => {
+                            tracing::error!(error = %e, "folding a batch panicked; it will be redelivered");
+                            continue;
+                        }
+                    };
+                    let fold_ms = started.elapsed().as_millis() as u64;
+                    tracing::debug!(events, fold_ms, "folded batch");
+                    if folded_tx.send(folded).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        };
         let mut backoff = Backoff::new();
         while !shutdown.is_cancelled() {
-            let batch = match self.fetch().await {
+            // Not cut short by shutdown: a fetch ends within `fetch_wait`,
+            // and what it received is then written like any batch.
+            let batch = match fetcher.fetch().await {
                 Ok(batch) => batch,
                 Err(e) => {
                     tracing::warn!(error = %e, "fetching from JetStream failed; retrying");
@@ -92,36 +164,46 @@ impl Worker {
                 }
             };
             backoff.reset();
-            if batch.is_empty() {
-                continue;
+            if !batch.is_empty() && fetched_tx.send(batch).await.is_err() {
+                break;
             }
-            self.project(batch, &shutdown).await;
+        }
+        drop(fetched_tx);
+        for (stage, task) in [("folder", folding), ("writer", writing)] {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, stage, "a projector stage stopped abnormally");
+            }
         }
         tracing::info!("projector worker stopped");
     }
+}
 
-    /// One batch: at most `batch_size` messages, waiting at most `fetch_wait`.
-    /// The server stops serving a pull request when it expires, but
-    /// nats-server 2.9 sends no end-of-request status after a partial
-    /// delivery, and the client would then wait 5 s more. Our own deadline
-    /// ends the batch shortly after the expiry instead (what was received is
-    /// kept and acked normally). Found by the fault test: redeliveries came
-    /// a few per pull, and each pull then idled for 5 s.
+impl Fetcher {
+    /// One batch: at most `batch_size` messages and about `batch_bytes`
+    /// bytes, waiting at most `fetch_wait` for it to fill. The server stops
+    /// serving a pull request when it expires, but nats-server 2.9 sends no
+    /// end-of-request status after a partial delivery, and the client would
+    /// then wait 5 s more. Our own deadline ends the batch shortly after the
+    /// expiry instead (what was received is kept and acked normally). Found
+    /// by the fault test: redeliveries came a few per pull, and each pull
+    /// then idled for 5 s.
     async fn fetch(&self) -> Result<Vec<Message>, async_nats::Error> {
-        let mut batch = Vec::with_capacity(self.batch_size);
+        let started = Instant::now();
+        let mut batch = Vec::with_capacity(self.batch_size.min(4096));
         let collect = async {
             let mut messages = self
                 .consumer
                 .fetch()
                 .max_messages(self.batch_size)
+                .max_bytes(self.batch_bytes)
                 .expires(self.fetch_wait)
                 .messages()
                 .await?;
             while let Some(message) = messages.next().await {
                 match message {
                     Ok(message) => batch.push(message),
-                    // A status such as a server timeout ends the batch early;
-                    // what was fetched so far is still good.
+                    // A status (server timeout, batch bytes reached) ends the
+                    // batch early; what was fetched so far is still good.
                     Err(e) => {
                         tracing::debug!(error = %e, "fetch ended early");
                         break;
@@ -135,16 +217,19 @@ impl Worker {
             Ok(result) => result?,
             Err(_) => tracing::trace!(received = batch.len(), "pull request expired"),
         }
+        if !batch.is_empty() {
+            let fetch_ms = started.elapsed().as_millis() as u64;
+            tracing::debug!(events = batch.len(), fetch_ms, "fetched batch");
+        }
         Ok(batch)
     }
 
-    async fn project(&self, batch: Vec<Message>, shutdown: &CancellationToken) {
+    /// Decodes and folds a batch; unreadable events become poison.
+    fn fold(&self, batch: Vec<Message>) -> Folded {
         let mut events = Vec::with_capacity(batch.len());
-        // Messages that are the input's fault, with their sequence, delivery
-        // count and error.
-        let mut poison: Vec<(usize, u64, i64, String)> = Vec::new();
+        let mut poison = Vec::new();
         for (index, message) in batch.iter().enumerate() {
-            let info = match message.info() {
+            let (seq, delivered) = match message.info() {
                 Ok(info) => (info.stream_sequence, info.delivered),
                 Err(e) => {
                     tracing::error!(error = %e, "message without JetStream metadata");
@@ -152,33 +237,55 @@ impl Worker {
                 }
             };
             match StoredEvent::decode(&message.payload) {
-                Ok(event) => events.push((info.0, event)),
-                Err(e) => poison.push((index, info.0, info.1, e.to_string())),
+                Ok(event) => events.push((seq, event)),
+                Err(e) => poison.push((index, seq, delivered, e.to_string())),
             }
         }
         let rows = fold(
             events.iter().map(|(seq, event)| (*seq, event)),
             self.fold_options,
         );
+        Folded {
+            batch,
+            rows,
+            seqs: events.into_iter().map(|(seq, _)| seq).collect(),
+            poison,
+        }
+    }
+}
+
+impl Writer {
+    async fn project(&self, folded: Folded, shutdown: &CancellationToken) {
+        let Folded {
+            batch,
+            rows,
+            seqs,
+            poison,
+        } = folded;
+        let started = Instant::now();
         let mut backoff = Backoff::new();
         loop {
             match self.write(&rows).await {
                 Ok(()) => break,
                 Err(e) => {
                     counter!(names::CLICKHOUSE_ERRORS).increment(1);
-                    tracing::warn!(error = %e, events = rows.events.len(), "writing to ClickHouse failed; retrying");
+                    tracing::warn!(error = %e, events = rows.len(), "writing to ClickHouse failed; retrying");
                     // Keep the batch ours while we retry.
                     for message in &batch {
                         let _ = message.ack_with(AckKind::Progress).await;
                     }
                     if shutdown.is_cancelled() {
                         tracing::info!("abandoning an unwritten batch; it will be redelivered");
+                        for message in &batch {
+                            let _ = message.ack_with(AckKind::Nak(None)).await;
+                        }
                         return;
                     }
                     backoff.wait(shutdown).await;
                 }
             }
         }
+        let written = started.elapsed();
         let mut settled = vec![false; batch.len()];
         for (index, seq, attempts, error) in &poison {
             let message = &batch[*index];
@@ -201,7 +308,6 @@ impl Worker {
                 Err(e) => tracing::warn!(seq, error = %e, "dead-lettering failed; will retry"),
             }
         }
-        let max_seq = events.iter().map(|(seq, _)| *seq).max().unwrap_or(0);
         for (message, settled) in batch.iter().zip(settled) {
             if settled {
                 continue;
@@ -211,13 +317,20 @@ impl Worker {
                 tracing::warn!(error = %e, "ack failed; the event will be redelivered harmlessly");
             }
         }
+        let max_seq = seqs.iter().copied().max().unwrap_or(0);
         self.progress.last_seq.fetch_max(max_seq, Ordering::Relaxed);
         self.progress
             .projected
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
-        counter!(names::EVENTS_PROJECTED).increment(events.len() as u64);
+            .fetch_add(seqs.len() as u64, Ordering::Relaxed);
+        counter!(names::EVENTS_PROJECTED).increment(seqs.len() as u64);
         counter!(names::LATE_EVENTS).increment(rows.late.len() as u64);
-        tracing::debug!(events = events.len(), max_seq, "projected batch");
+        tracing::debug!(
+            events = seqs.len(),
+            max_seq,
+            write_ms = written.as_millis() as u64,
+            ack_ms = (started.elapsed() - written).as_millis() as u64,
+            "projected batch"
+        );
     }
 
     /// Writes a batch's rows, all of it under one deadline: every await

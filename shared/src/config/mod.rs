@@ -98,6 +98,7 @@ pub struct ProjectorConfig {
     pub listen: SocketAddr,
     pub consumer: String,
     pub batch_size: usize,
+    pub batch_bytes: usize,
     pub fetch_wait_ms: u64,
     pub max_attempts: i64,
     pub retry_delay_ms: u64,
@@ -209,6 +210,10 @@ impl Config {
                 "nats.dedup_horizon_secs is 0",
             ),
             (self.projector.batch_size == 0, "projector.batch_size is 0"),
+            (
+                self.projector.batch_bytes == 0,
+                "projector.batch_bytes is 0",
+            ),
             (
                 self.projector.position_interval_ms == 0,
                 "projector.position_interval_ms is 0",

@@ -27,6 +27,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "read_models",
         sql: include_str!("../../migrations/0002_read_models.sql"),
     },
+    Migration {
+        version: 3,
+        name: "drop_events_copy",
+        sql: include_str!("../../migrations/0003_drop_events_copy.sql"),
+    },
 ];
 
 const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
