@@ -18,13 +18,16 @@ use futures::StreamExt;
 use tally_shared::config::{ClickHouseConfig, ProjectorConfig};
 use tally_shared::event::StoredEvent;
 use tally_shared::store::{self, StoreError};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::deadletter::DeadLetters;
 use crate::fold::{fold, FoldOptions, Rows};
 use metrics::counter;
 use tally_shared::metrics as names;
+
+/// Batches a worker holds unacknowledged at most: one per pipeline stage.
+const IN_FLIGHT: usize = 3;
 
 /// How long after a pull request's expiry its messages may still arrive.
 const FETCH_GRACE: Duration = Duration::from_millis(200);
@@ -72,6 +75,8 @@ struct Writer {
 /// A fetched batch, folded: its messages (to acknowledge), their rows, and
 /// the messages that are the input's fault.
 struct Folded {
+    /// Held until the batch is settled: bounds the batches in flight.
+    _slot: OwnedSemaphorePermit,
     batch: Vec<Message>,
     rows: Rows,
     /// Stream sequences of the decoded events.
@@ -110,15 +115,18 @@ impl Worker {
 
     /// Runs until `shutdown`, as a three-stage pipeline: while one batch is
     /// written to ClickHouse, the next is folded and the one after fetched.
-    /// Each stage hands over through a channel holding one batch, so memory
-    /// stays bounded by a few batches. A batch in flight when shutdown fires
+    /// At most [`IN_FLIGHT`] batches are unacknowledged at once, which bounds
+    /// memory and what a killed worker leaves to be redelivered after the
+    /// consumer's `ack_wait`. A batch in flight when shutdown fires
     /// is finished if its write succeeds, or abandoned unacknowledged (to be
     /// redelivered).
     pub async fn run(self, shutdown: CancellationToken) {
         let Worker { fetcher, writer } = self;
         let fetcher = Arc::new(fetcher);
-        let (fetched_tx, mut fetched_rx) = mpsc::channel::<Vec<Message>>(1);
-        let (folded_tx, mut folded_rx) = mpsc::channel::<Folded>(1);
+        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+        let (fetched_tx, mut fetched_rx) =
+            mpsc::channel::<(OwnedSemaphorePermit, Vec<Message>)>(IN_FLIGHT);
+        let (folded_tx, mut folded_rx) = mpsc::channel::<Folded>(IN_FLIGHT);
         let writing = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
@@ -130,12 +138,14 @@ impl Worker {
         let folding = {
             let fetcher = fetcher.clone();
             tokio::spawn(async move {
-                while let Some(batch) = fetched_rx.recv().await {
+                while let Some((slot, batch)) = fetched_rx.recv().await {
                     // Decoding and folding is CPU work: off the async threads.
                     let (events, started) = (batch.len(), Instant::now());
                     let fetcher = fetcher.clone();
-                    let folded = match tokio::task::spawn_blocking(move || fetcher.fold(batch))
-                        .await
+                    let folded = match tokio::task::spawn_blocking(move || {
+                        fetcher.fold(slot, batch)
+                    })
+                    .await
                     {
                         Ok(folded) => folded,
                         Err(e) => {
@@ -153,6 +163,9 @@ impl Worker {
         };
         let mut backoff = Backoff::new();
         while !shutdown.is_cancelled() {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                break;
+            };
             // Not cut short by shutdown: a fetch ends within `fetch_wait`,
             // and what it received is then written like any batch.
             let batch = match fetcher.fetch().await {
@@ -164,7 +177,7 @@ impl Worker {
                 }
             };
             backoff.reset();
-            if !batch.is_empty() && fetched_tx.send(batch).await.is_err() {
+            if !batch.is_empty() && fetched_tx.send((slot, batch)).await.is_err() {
                 break;
             }
         }
@@ -225,7 +238,7 @@ impl Fetcher {
     }
 
     /// Decodes and folds a batch; unreadable events become poison.
-    fn fold(&self, batch: Vec<Message>) -> Folded {
+    fn fold(&self, slot: OwnedSemaphorePermit, batch: Vec<Message>) -> Folded {
         let mut events = Vec::with_capacity(batch.len());
         let mut poison = Vec::new();
         for (index, message) in batch.iter().enumerate() {
@@ -246,6 +259,7 @@ impl Fetcher {
             self.fold_options,
         );
         Folded {
+            _slot: slot,
             batch,
             rows,
             seqs: events.into_iter().map(|(seq, _)| seq).collect(),
@@ -257,6 +271,7 @@ impl Fetcher {
 impl Writer {
     async fn project(&self, folded: Folded, shutdown: &CancellationToken) {
         let Folded {
+            _slot,
             batch,
             rows,
             seqs,
