@@ -4,9 +4,20 @@
 //! Entry points: [`run`] binds the configured address; [`serve`] takes a
 //! listener (tests bind `127.0.0.1:0`).
 
+mod campaigns;
+mod cursor;
+mod freshness;
+mod influencers;
+mod lists;
+mod params;
 mod posts;
+mod respond;
+mod trends;
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -41,6 +52,10 @@ struct Inner {
     auth: Authenticator,
     models: store::models::Models,
     clickhouse_config: ClickHouseConfig,
+    tracker: freshness::Tracker,
+    cursors: cursor::Cursors,
+    min_seq_wait: Duration,
+    grace_seconds: u32,
 }
 
 impl AppState {
@@ -50,6 +65,12 @@ impl AppState {
                 auth: Authenticator::from_config(&config.auth)?,
                 models: store::models::Models::connect(&config.clickhouse),
                 clickhouse_config: config.clickhouse.clone(),
+                tracker: freshness::Tracker::new(store::models::Models::connect(
+                    &config.clickhouse,
+                )),
+                cursors: cursor::Cursors::new(config.query.cursor_secret.expose_secret()),
+                min_seq_wait: Duration::from_millis(config.query.min_seq_wait_ms),
+                grace_seconds: config.windows.grace_seconds,
             }),
         })
     }
@@ -58,6 +79,22 @@ impl AppState {
 pub fn router(state: AppState, config: &tally_shared::config::QueryConfig) -> Router {
     Router::new()
         .route("/v1/posts/{post_id}/metrics", get(posts::metrics))
+        .route(
+            "/v1/influencers/{influencer_id}/engagement",
+            get(influencers::engagement),
+        )
+        .route(
+            "/v1/influencers/{influencer_id}/followers",
+            get(influencers::followers),
+        )
+        .route("/v1/influencers/rankings", get(influencers::rankings))
+        .route(
+            "/v1/campaigns/{campaign_id}/aggregates",
+            get(campaigns::aggregates),
+        )
+        .route("/v1/trends", get(trends::trends))
+        .route("/v1/late-events", get(lists::late_events))
+        .route("/v1/anomalies", get(lists::anomalies))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(readyz))
         .fallback(api::not_found)
@@ -67,6 +104,76 @@ pub fn router(state: AppState, config: &tally_shared::config::QueryConfig) -> Ro
             api::deadline,
         ))
         .with_state(state)
+}
+
+/// What every report handler starts from: the caller (authenticated, with
+/// `reports:read`) and its parameters; then, once the handler has validated
+/// them, the read models' position (after waiting for `min_seq` when asked)
+/// from [`Ask::settle`]. Bad input is answered before ClickHouse is asked.
+struct Ask {
+    tenant: String,
+    params: params::Params,
+    snapshot: freshness::Snapshot,
+    stale: bool,
+}
+
+impl Ask {
+    fn new(
+        state: &AppState,
+        headers: &axum::http::HeaderMap,
+        query: Option<&str>,
+        allowed: &[&str],
+    ) -> Result<Ask, api::ApiError> {
+        let principal = state.inner.auth.authenticate(headers)?;
+        principal.require(tally_shared::auth::Scope::ReportsRead)?;
+        let mut names = allowed.to_vec();
+        names.push("min_seq");
+        let params = params::Params::parse(query, &names)?;
+        params.min_seq()?;
+        Ok(Ask {
+            tenant: principal.tenant,
+            params,
+            snapshot: freshness::Snapshot::default(),
+            stale: false,
+        })
+    }
+
+    /// Reads the read models' position, waiting for `min_seq` if asked.
+    async fn settle(&mut self, state: &AppState) -> Result<(), api::ApiError> {
+        let (snapshot, stale) = state
+            .inner
+            .tracker
+            .at_least(self.params.min_seq()?, state.inner.min_seq_wait)
+            .await?;
+        self.snapshot = snapshot;
+        self.stale = stale;
+        Ok(())
+    }
+
+    /// The answer, with this request's freshness.
+    fn answer<T: serde::Serialize>(
+        &self,
+        headers: &axum::http::HeaderMap,
+        data: &T,
+    ) -> axum::response::Response {
+        let freshness = freshness::Freshness::of(
+            self.snapshot,
+            time::OffsetDateTime::now_utc(),
+            false,
+            self.stale,
+        );
+        respond::report(headers, data, freshness)
+    }
+
+    /// Now, in seconds since the epoch.
+    fn now(&self) -> u32 {
+        u32::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(u32::MAX)
+    }
+}
+
+/// A read model query failed: the store is unavailable (503).
+fn unavailable(e: store::StoreError) -> api::ApiError {
+    api::ApiError::Unavailable(e.to_string())
 }
 
 /// `/readyz`: ClickHouse answers and its schema is current.

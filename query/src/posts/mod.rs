@@ -5,15 +5,14 @@ mod tests;
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
-use axum::Json;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
-use tally_shared::auth::Scope;
 use tally_shared::event::is_valid_id;
 use tally_shared::http::ApiError;
 
-use crate::AppState;
+use crate::{unavailable, AppState, Ask};
 
 /// A post's read model as the API shows it. `likes` is net of unlikes.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -44,26 +43,27 @@ pub async fn metrics(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(post_id): Path<String>,
-) -> Result<Json<PostMetrics>, ApiError> {
-    let principal = state.inner.auth.authenticate(&headers)?;
-    principal.require(Scope::ReportsRead)?;
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let mut ask = Ask::new(&state, &headers, query.as_deref(), &[])?;
     if !is_valid_id(&post_id) {
         return Err(ApiError::Malformed(
             "post_id must be 1-128 characters of A-Z, a-z, 0-9, '_', ':' or '-'".into(),
         ));
     }
+    ask.settle(&state).await?;
     let post = state
         .inner
         .models
-        .post(&principal.tenant, &post_id)
+        .post(&ask.tenant, &post_id)
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .map_err(unavailable)?;
     // Another tenant's post and an unknown post look the same: not found.
     let Some(post) = post else {
         return Err(ApiError::NotFound(format!("no post {post_id}")));
     };
     let counters = &post.counters;
-    Ok(Json(PostMetrics {
+    let metrics = PostMetrics {
         likes: counters.likes,
         shares: counters.shares,
         comments: counters.comments,
@@ -84,5 +84,6 @@ pub async fn metrics(
         platform: post.platform,
         content_type: post.content_type,
         tags: post.tags,
-    }))
+    };
+    Ok(ask.answer(&headers, &metrics))
 }

@@ -90,6 +90,10 @@ pub struct CommandConfig {
 pub struct QueryConfig {
     pub listen: SocketAddr,
     pub request_timeout_ms: u64,
+    /// Longest wait for the read models to reach a requested `min_seq`.
+    pub min_seq_wait_ms: u64,
+    /// Signs page cursors; the same on every query API replica.
+    pub cursor_secret: SecretString,
 }
 
 #[derive(Debug, Clone, Deserialize)]

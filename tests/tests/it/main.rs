@@ -32,3 +32,5 @@ mod migrations;
 mod compose;
 // Every read model against values worked out by hand.
 mod read_models;
+// The query API's reports over HTTP on the same dataset.
+mod reports;

@@ -3,7 +3,8 @@
 //! attribution from the catalogue (one post catalogued only after its
 //! interactions), influencer buckets, rankings, followers, a campaign with
 //! CTR, conversion rate and ROI, sentiment, late events, bursts, and the
-//! position and watermark the projector records.
+//! position and watermark the projector records; then the query API's
+//! reports over the same dataset (`reports.rs`).
 
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use tally_tests::{eventually, read, Stack, TokenScope as Scope};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-fn at(seconds: i64) -> String {
+pub fn at(seconds: i64) -> String {
     OffsetDateTime::from_unix_timestamp(seconds)
         .unwrap()
         .format(&Rfc3339)
@@ -21,7 +22,7 @@ fn at(seconds: i64) -> String {
 }
 
 /// Posts `events` as one batch and returns the highest sequence stored.
-async fn ingest(stack: &Stack, token: &str, events: &[Value]) -> u64 {
+pub async fn ingest(stack: &Stack, token: &str, events: &[Value]) -> u64 {
     let response = stack
         .http
         .post(format!("{}/v1/events/batch", stack.command.url()))
@@ -354,7 +355,11 @@ async fn every_read_model_matches_values_worked_out_by_hand() {
     assert_eq!(followers.count, 1002);
 
     // The campaign: p1 (i1, instagram) and p2 (i2, tiktok).
-    let campaign = models.campaign("acme", "c1").await.unwrap().unwrap();
+    let campaign = models
+        .campaign("acme", "c1", (0, u32::MAX))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (
             campaign.name.as_str(),
@@ -388,7 +393,11 @@ async fn every_read_model_matches_values_worked_out_by_hand() {
             ("tiktok".into(), 50, 250_000)
         ]
     );
-    assert!(models.campaign("globex", "c1").await.unwrap().is_none());
+    assert!(models
+        .campaign("globex", "c1", (0, u32::MAX))
+        .await
+        .unwrap()
+        .is_none());
 
     // Late events: every interaction and audience event but the recent like.
     let (late, listed) = models.late_events("acme", 100).await.unwrap();
@@ -421,4 +430,15 @@ async fn every_read_model_matches_values_worked_out_by_hand() {
         "{text}"
     );
     assert!(text.contains("tally_late_events_total"), "{text}");
+
+    // The same numbers through the query API.
+    crate::reports::check(
+        &stack,
+        crate::reports::Dataset {
+            t0,
+            last,
+            late: interactions.len() as u64 - 1,
+        },
+    )
+    .await;
 }

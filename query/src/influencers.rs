@@ -1,0 +1,282 @@
+//! Influencer reports: engagement series, followers, rankings.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde::Serialize;
+use tally_shared::event::is_valid_id;
+use tally_shared::http::ApiError;
+use tally_shared::store::models::{is_complete, Counters, Granularity, Metric};
+
+use crate::cursor::Page;
+use crate::params::check_points;
+use crate::{unavailable, AppState, Ask};
+
+#[derive(Serialize)]
+struct Engagement {
+    influencer_id: String,
+    granularity: Granularity,
+    from: u32,
+    to: u32,
+    buckets: Vec<Bucket>,
+}
+
+#[derive(Serialize)]
+struct Bucket {
+    /// Bucket start, seconds since the epoch.
+    start: u32,
+    #[serde(flatten)]
+    counters: Counters,
+    engagement_rate: f64,
+    /// Events counted here that arrived after the bucket closed.
+    late: u64,
+    /// The bucket's end plus the grace period is behind the watermark:
+    /// only late events can still change it.
+    complete: bool,
+}
+
+/// `GET /v1/influencers/{id}/engagement?granularity&period|from&to`.
+pub async fn engagement(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(influencer_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let allowed = ["granularity", "period", "from", "to"];
+    let mut ask = Ask::new(&state, &headers, query.as_deref(), &allowed)?;
+    let granularity = ask.params.granularity(Granularity::Hour)?;
+    let (from, to) = ask.params.range(ask.now(), 86_400)?;
+    check_points((from, to), granularity.seconds())?;
+    valid(&influencer_id)?;
+    ask.settle(&state).await?;
+    known(&state, &ask, &influencer_id).await?;
+    let series = state
+        .inner
+        .models
+        .influencer_series(&ask.tenant, &influencer_id, granularity, from, to)
+        .await
+        .map_err(unavailable)?;
+    let grace = state.inner.grace_seconds;
+    let buckets = series
+        .into_iter()
+        .map(|b| Bucket {
+            complete: is_complete(b.start, granularity, grace, ask.snapshot.watermark),
+            engagement_rate: b.counters.engagement_rate(),
+            start: b.start,
+            counters: b.counters,
+            late: b.late,
+        })
+        .collect();
+    let answer = Engagement {
+        influencer_id,
+        granularity,
+        from,
+        to,
+        buckets,
+    };
+    Ok(ask.answer(&headers, &answer))
+}
+
+#[derive(Serialize)]
+struct Followers {
+    influencer_id: String,
+    count: i64,
+    growth_rate: Option<f64>,
+    /// Followers at the end of each day in the range.
+    series: Vec<Day>,
+}
+
+#[derive(Serialize)]
+struct Day {
+    start: u32,
+    followers: i64,
+}
+
+/// `GET /v1/influencers/{id}/followers?period|from&to`.
+pub async fn followers(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(influencer_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let mut ask = Ask::new(
+        &state,
+        &headers,
+        query.as_deref(),
+        &["period", "from", "to"],
+    )?;
+    let (from, to) = ask.params.range(ask.now(), 30 * 86_400)?;
+    valid(&influencer_id)?;
+    ask.settle(&state).await?;
+    known(&state, &ask, &influencer_id).await?;
+    let followers = state
+        .inner
+        .models
+        .followers(&ask.tenant, &influencer_id, from, to)
+        .await
+        .map_err(unavailable)?;
+    let answer = Followers {
+        influencer_id,
+        count: followers.count,
+        growth_rate: followers.growth_rate,
+        series: followers
+            .series
+            .into_iter()
+            .map(|(start, followers)| Day { start, followers })
+            .collect(),
+    };
+    Ok(ask.answer(&headers, &answer))
+}
+
+#[derive(Serialize)]
+struct Ranking {
+    metric: Metric,
+    from: u32,
+    to: u32,
+    items: Vec<Ranked>,
+    /// Pass as `cursor` (with the same parameters) for the next page;
+    /// absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Ranked {
+    rank: u64,
+    influencer_id: String,
+    value: i64,
+}
+
+/// `GET /v1/influencers/rankings?metric&period|from&to&limit&cursor` and
+/// the filters `platform`, `campaign_id`, `content_type`, `tag`.
+pub async fn rankings(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let allowed = [
+        "metric",
+        "period",
+        "from",
+        "to",
+        "limit",
+        "cursor",
+        "platform",
+        "campaign_id",
+        "content_type",
+        "tag",
+    ];
+    let mut ask = Ask::new(&state, &headers, query.as_deref(), &allowed)?;
+    let metric = ask.params.metric(Metric::Engagements)?;
+    let limit = ask.params.limit()?;
+    let filters = ask.params.filters()?;
+    // A relative period is fixed by the first page: later pages carry it.
+    let scope = scope(&ask, "rankings", &allowed);
+    let continued = ask
+        .params
+        .get("cursor")
+        .map(|cursor| state.inner.cursors.check(&scope, cursor))
+        .transpose()?;
+    let first_range = ask.params.range(ask.now(), 7 * 86_400)?;
+    ask.settle(&state).await?;
+    let (page, (from, to)) = match continued {
+        Some(page) => (page, page_range(&page)),
+        None => {
+            let page = Page {
+                position: ask.snapshot.position,
+                after: 0,
+                range: Some(first_range),
+            };
+            (page, first_range)
+        }
+    };
+    let offset =
+        u32::try_from(page.after).map_err(|_| ApiError::Malformed("invalid cursor".into()))?;
+    let rows = state
+        .inner
+        .models
+        .ranking_page(
+            &ask.tenant,
+            metric,
+            (from, to),
+            &filters,
+            page.position,
+            offset,
+            limit,
+        )
+        .await
+        .map_err(unavailable)?;
+    let next_cursor = (rows.len() == limit as usize).then(|| {
+        state.inner.cursors.issue(
+            &scope,
+            Page {
+                after: page.after + u64::from(limit),
+                ..page
+            },
+        )
+    });
+    let items = rows
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| Ranked {
+            rank: page.after + i as u64 + 1,
+            influencer_id: r.influencer_id,
+            value: r.value,
+        })
+        .collect();
+    let answer = Ranking {
+        metric,
+        from,
+        to,
+        items,
+        next_cursor,
+    };
+    Ok(ask.answer(&headers, &answer))
+}
+
+/// The range a cursor's listing was pinned to.
+fn page_range(page: &Page) -> (u32, u32) {
+    page.range.unwrap_or((0, u32::MAX))
+}
+
+/// What a cursor belongs to: the tenant, the listing and every parameter
+/// but the cursor, the page size and `min_seq`.
+pub fn scope(ask: &Ask, listing: &str, allowed: &[&str]) -> String {
+    let mut scope = format!("{}\n{listing}", ask.tenant);
+    for name in allowed {
+        if matches!(*name, "cursor" | "limit") {
+            continue;
+        }
+        if let Some(value) = ask.params.get(name) {
+            scope.push_str(&format!("\n{name}={value}"));
+        }
+    }
+    scope
+}
+
+/// 400 unless the path's influencer id is id-shaped.
+fn valid(influencer_id: &str) -> Result<(), ApiError> {
+    if is_valid_id(influencer_id) {
+        Ok(())
+    } else {
+        Err(ApiError::Malformed(
+            "influencer_id must be 1-128 characters of A-Z, a-z, 0-9, '_', ':' or '-'".into(),
+        ))
+    }
+}
+
+/// 404 unless the tenant knows the influencer (another tenant's included).
+async fn known(state: &AppState, ask: &Ask, influencer_id: &str) -> Result<(), ApiError> {
+    let not_found = || ApiError::NotFound(format!("no influencer {influencer_id}"));
+    let known = state
+        .inner
+        .models
+        .influencer_known(&ask.tenant, influencer_id)
+        .await
+        .map_err(unavailable)?;
+    if known {
+        Ok(())
+    } else {
+        Err(not_found())
+    }
+}

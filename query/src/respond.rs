@@ -1,0 +1,131 @@
+//! Every report answer: the data with its freshness in the body and in
+//! headers, an `ETag` over the data (so a client polling unchanged numbers
+//! gets `304 Not Modified`), and `Cache-Control`.
+
+use axum::http::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::freshness::Freshness;
+
+pub const POSITION: HeaderName = HeaderName::from_static("tally-position");
+pub const WATERMARK: HeaderName = HeaderName::from_static("tally-watermark");
+pub const LAG_EVENTS: HeaderName = HeaderName::from_static("tally-lag-events");
+pub const LAG_SECONDS: HeaderName = HeaderName::from_static("tally-lag-seconds");
+pub const CACHE: HeaderName = HeaderName::from_static("tally-cache");
+pub const STALE: HeaderName = HeaderName::from_static("tally-stale");
+
+/// Answers are per tenant (never shared caches) and change within seconds.
+const CACHE_POLICY: &str = "private, max-age=1";
+
+/// Serialises `data` (an object), adds `freshness`, and answers `304` when
+/// the request's `If-None-Match` names the data's entity tag.
+pub fn report<T: Serialize>(request: &HeaderMap, data: &T, freshness: Freshness) -> Response {
+    let mut body = serde_json::to_value(data).expect("report data serialises");
+    let etag = entity_tag(&body);
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        ETAG,
+        HeaderValue::from_str(&etag).expect("hex is a header value"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static(CACHE_POLICY));
+    let number = |n: u64| HeaderValue::from(n);
+    headers.insert(POSITION, number(freshness.position));
+    headers.insert(LAG_EVENTS, number(freshness.lag_events));
+    headers.insert(LAG_SECONDS, number(freshness.lag_seconds));
+    if let Ok(watermark) = HeaderValue::from_str(&freshness.watermark) {
+        headers.insert(WATERMARK, watermark);
+    }
+    let flag = |on: bool, yes: &'static str, no: &'static str| {
+        HeaderValue::from_static(if on { yes } else { no })
+    };
+    headers.insert(CACHE, flag(freshness.cached, "hit", "miss"));
+    headers.insert(STALE, flag(freshness.stale, "true", "false"));
+    if matches_any(request, &etag) {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    }
+    if let Value::Object(map) = &mut body {
+        map.insert(
+            "freshness".into(),
+            serde_json::to_value(freshness).expect("freshness serialises"),
+        );
+    }
+    (headers, Json(body)).into_response()
+}
+
+/// A strong entity tag over the data (not the freshness, which moves even
+/// when the numbers do not).
+fn entity_tag(body: &Value) -> String {
+    let digest = Sha256::digest(body.to_string().as_bytes());
+    format!("\"{}\"", hex::encode(&digest[..16]))
+}
+
+fn matches_any(request: &HeaderMap, etag: &str) -> bool {
+    request
+        .get_all(IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == etag || tag == "*")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::freshness::Snapshot;
+    use serde_json::json;
+
+    fn freshness() -> Freshness {
+        Freshness::of(
+            Snapshot {
+                position: 7,
+                stream_last: 9,
+                watermark: 1_795_381_200,
+                recorded_ms: 1_795_381_200_000,
+            },
+            time::OffsetDateTime::from_unix_timestamp(1_795_381_205).unwrap(),
+            false,
+            false,
+        )
+    }
+
+    #[test]
+    fn the_answer_carries_freshness_and_an_entity_tag() {
+        let response = report(&HeaderMap::new(), &json!({"likes": 3}), freshness());
+        assert_eq!(response.status(), StatusCode::OK);
+        let headers = response.headers();
+        assert_eq!(headers[POSITION], "7");
+        assert_eq!(headers[LAG_EVENTS], "2");
+        assert_eq!(headers[LAG_SECONDS], "5");
+        assert_eq!(headers[CACHE], "miss");
+        assert_eq!(headers[STALE], "false");
+        assert_eq!(headers[CACHE_CONTROL], CACHE_POLICY);
+        assert!(headers[ETAG].to_str().unwrap().starts_with('"'));
+    }
+
+    #[test]
+    fn unchanged_data_is_not_modified_whatever_the_freshness() {
+        let first = report(&HeaderMap::new(), &json!({"likes": 3}), freshness());
+        let etag = first.headers()[ETAG].clone();
+        let mut request = HeaderMap::new();
+        request.insert(IF_NONE_MATCH, etag.clone());
+        let mut later = freshness();
+        later.position = 8;
+        let again = report(&request, &json!({"likes": 3}), later.clone());
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(again.headers()[POSITION], "8");
+        let changed = report(&request, &json!({"likes": 4}), later);
+        assert_eq!(changed.status(), StatusCode::OK);
+        let mut list = HeaderMap::new();
+        list.insert(
+            IF_NONE_MATCH,
+            HeaderValue::from_str(&format!("\"x\", W/{}", etag.to_str().unwrap())).unwrap(),
+        );
+        assert!(matches_any(&list, etag.to_str().unwrap()));
+    }
+}

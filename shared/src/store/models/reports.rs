@@ -1,0 +1,307 @@
+//! Report queries with filters, paging pinned to a stream position, and
+//! trends. Pinning works because every fact carries its stream sequence:
+//! `seq <= position` is the read model exactly as it stood at `position`.
+
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+
+use super::{enriched_with, timed, LateEvent, Metric, Models, Ranked, StoreError};
+
+/// Optional filters on enriched facts (attribution included).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Filters {
+    pub platform: Option<String>,
+    pub campaign_id: Option<String>,
+    pub content_type: Option<String>,
+    pub tag: Option<String>,
+}
+
+impl Filters {
+    /// The conditions (constants of this module) and their values, in order.
+    fn conditions(&self) -> (String, Vec<&str>) {
+        let mut sql = String::new();
+        let mut values = Vec::new();
+        for (value, condition) in [
+            (&self.platform, " AND plat = ?"),
+            (&self.campaign_id, " AND campaign = ?"),
+            (&self.content_type, " AND content_type = ?"),
+            (&self.tag, " AND has(tags, ?)"),
+        ] {
+            if let Some(value) = value {
+                sql.push_str(condition);
+                values.push(value.as_str());
+            }
+        }
+        (sql, values)
+    }
+}
+
+/// What a trend follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entity {
+    Post(String),
+    Influencer(String),
+    Campaign(String),
+}
+
+/// One point of a trend: a window starting at `start` and its value.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct TrendPoint {
+    pub start: u32,
+    pub value: i64,
+}
+
+/// The facts of a range pinned at a position: enriched facts with
+/// `occurred_at` in `[from, to)` and `seq <= position`; binds from, to,
+/// position.
+const RANGE_AT: &str =
+    "AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?) AND seq <= ?";
+/// The catalogue as it stood at a position; binds position.
+const CATALOGUE_AT: &str = "AND seq <= ?";
+
+impl Models {
+    /// One page of influencers ranked by `metric` over `[from, to)`, as the
+    /// read model stood at `position`: highest first, ties by id, skipping
+    /// `offset` lines. Pages of the same position never overlap or miss.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn ranking_page(
+        &self,
+        tenant: &str,
+        metric: Metric,
+        (from, to): (u32, u32),
+        filters: &Filters,
+        position: u64,
+        offset: u32,
+        limit: u32,
+    ) -> Result<Vec<Ranked>, StoreError> {
+        let (conditions, values) = filters.conditions();
+        let sql = format!(
+            "SELECT influencer, {} AS metric_value
+             FROM ({})
+             WHERE influencer != '' {conditions}
+             GROUP BY influencer ORDER BY metric_value DESC, influencer
+             LIMIT {}, {}",
+            metric.sql(),
+            enriched_with(RANGE_AT, CATALOGUE_AT),
+            offset,
+            limit.min(1_000),
+        );
+        let mut query = self
+            .client
+            .query(&sql)
+            .bind(tenant)
+            .bind(from)
+            .bind(to)
+            .bind(position)
+            .bind(tenant)
+            .bind(position);
+        for value in values {
+            query = query.bind(value);
+        }
+        timed(&self.config, query.fetch_all()).await
+    }
+
+    /// `metric` of `entity` per `step` seconds over `[from, to)` at
+    /// `position`, one point per step that has facts, oldest first.
+    pub async fn trend_steps(
+        &self,
+        tenant: &str,
+        entity: &Entity,
+        metric: Metric,
+        (from, to): (u32, u32),
+        step: u32,
+        position: u64,
+    ) -> Result<Vec<TrendPoint>, StoreError> {
+        let (inner, outer, id) = match entity {
+            Entity::Post(id) => (" AND post_id = ?", "", id),
+            Entity::Influencer(id) => ("", "WHERE influencer = ?", id),
+            Entity::Campaign(id) => ("", "WHERE campaign = ?", id),
+        };
+        let sql = format!(
+            "SELECT toUInt32(intDiv(toUInt32(occurred_at), {step}) * {step}) AS step_start,
+                    {} AS metric_value
+             FROM ({})
+             {outer}
+             GROUP BY step_start ORDER BY step_start",
+            metric.sql(),
+            enriched_with(&format!("{RANGE_AT}{inner}"), CATALOGUE_AT),
+            step = step.max(1),
+        );
+        let mut query = self
+            .client
+            .query(&sql)
+            .bind(tenant)
+            .bind(from)
+            .bind(to)
+            .bind(position);
+        if !inner.is_empty() {
+            query = query.bind(id.as_str());
+        }
+        query = query.bind(tenant).bind(position);
+        if !outer.is_empty() {
+            query = query.bind(id.as_str());
+        }
+        timed(&self.config, query.fetch_all()).await
+    }
+
+    /// The tenant's late events at `position`, newest sequence first,
+    /// below `before` (a sequence; `u64::MAX` for the first page), and their
+    /// total at `position`.
+    pub async fn late_events_page(
+        &self,
+        tenant: &str,
+        position: u64,
+        before: u64,
+        limit: u32,
+    ) -> Result<(u64, Vec<LateEvent>), StoreError> {
+        let total: u64 = timed(
+            &self.config,
+            self.client
+                .query(
+                    "SELECT toUInt64(count()) FROM late_events FINAL
+                     WHERE tenant = ? AND seq <= ?",
+                )
+                .bind(tenant)
+                .bind(position)
+                .fetch_one(),
+        )
+        .await?;
+        let listed = timed(
+            &self.config,
+            self.client
+                .query(&format!(
+                    "SELECT seq, event_id, type, post_id, toUInt32(occurred_at) AS occurred_s,
+                            toUInt32(received_at) AS received_s, toUInt32(bucket_end) AS bucket_end_s,
+                            lateness_s
+                     FROM late_events FINAL WHERE tenant = ? AND seq <= ? AND seq < ?
+                     ORDER BY seq DESC LIMIT {}",
+                    limit.min(1_000)
+                ))
+                .bind(tenant)
+                .bind(position)
+                .bind(before)
+                .fetch_all(),
+        )
+        .await?;
+        Ok((total, listed))
+    }
+
+    /// Whether the tenant knows the influencer (a catalogue event or a fact
+    /// names it). Another tenant's influencer is unknown.
+    pub async fn influencer_known(
+        &self,
+        tenant: &str,
+        influencer_id: &str,
+    ) -> Result<bool, StoreError> {
+        let known: u8 = timed(
+            &self.config,
+            self.client
+                .query(
+                    "SELECT toUInt8(
+                        (SELECT count() FROM catalogue WHERE tenant = ? AND influencer_id = ?)
+                      + (SELECT count() FROM engagements WHERE tenant = ? AND influencer_id = ?) > 0)",
+                )
+                .bind(tenant)
+                .bind(influencer_id)
+                .bind(tenant)
+                .bind(influencer_id)
+                .fetch_one(),
+        )
+        .await?;
+        Ok(known == 1)
+    }
+}
+
+/// Sliding windows of `window` seconds every `step` seconds over `[from,
+/// to)`, from per-step values (`window` a multiple of `step`, `from` aligned
+/// to `step`). Tumbling windows are `window == step`. A window starting at
+/// `s` sums the steps in `[s, s + window)`; windows are listed from `from`
+/// while they start before `to`, empty ones with 0.
+pub fn sliding(
+    steps: &[TrendPoint],
+    from: u32,
+    to: u32,
+    step: u32,
+    window: u32,
+) -> Vec<TrendPoint> {
+    let step = step.max(1);
+    let per_window = (window / step).max(1) as usize;
+    let slots = to.saturating_sub(from).div_ceil(step) as usize;
+    let mut values = vec![0i64; slots + per_window];
+    for point in steps {
+        if point.start >= from && point.start < to {
+            values[((point.start - from) / step) as usize] += point.value;
+        }
+    }
+    let mut windows = Vec::with_capacity(slots);
+    let mut sum: i64 = values[..per_window.min(values.len())].iter().sum();
+    for slot in 0..slots {
+        windows.push(TrendPoint {
+            start: from + slot as u32 * step,
+            value: sum,
+        });
+        sum -= values[slot];
+        sum += values.get(slot + per_window).copied().unwrap_or(0);
+    }
+    windows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(start: u32, value: i64) -> TrendPoint {
+        TrendPoint { start, value }
+    }
+
+    #[test]
+    fn tumbling_windows_are_the_steps_with_gaps_filled() {
+        let steps = [p(100, 3), p(120, 5)];
+        assert_eq!(
+            sliding(&steps, 100, 140, 10, 10),
+            [p(100, 3), p(110, 0), p(120, 5), p(130, 0)]
+        );
+    }
+
+    #[test]
+    fn sliding_windows_sum_the_steps_they_cover() {
+        // A 60 s window stepped every 10 s over 100 s.
+        let steps: Vec<TrendPoint> = (0..10).map(|i| p(i * 10, 1 + i as i64)).collect();
+        let windows = sliding(&steps, 0, 100, 10, 60);
+        assert_eq!(windows.len(), 10);
+        assert_eq!(windows[0], p(0, 1 + 2 + 3 + 4 + 5 + 6));
+        assert_eq!(windows[1], p(10, 2 + 3 + 4 + 5 + 6 + 7));
+        // The last windows run past the data: only what exists is summed.
+        assert_eq!(windows[9], p(90, 10));
+        for (i, w) in windows.iter().enumerate() {
+            let expected: i64 = steps
+                .iter()
+                .filter(|s| s.start >= w.start && s.start < w.start + 60)
+                .map(|s| s.value)
+                .sum();
+            assert_eq!(w.value, expected, "window {i}");
+        }
+    }
+
+    #[test]
+    fn points_outside_the_range_are_ignored() {
+        assert_eq!(
+            sliding(&[p(90, 7), p(100, 1), p(200, 9)], 100, 120, 10, 20),
+            [p(100, 1), p(110, 0)]
+        );
+        assert!(sliding(&[], 100, 100, 10, 10).is_empty());
+    }
+
+    #[test]
+    fn filters_become_conditions_in_a_fixed_order() {
+        let filters = Filters {
+            platform: Some("tiktok".into()),
+            tag: Some("summer".into()),
+            ..Filters::default()
+        };
+        let (sql, values) = filters.conditions();
+        assert_eq!(sql, " AND plat = ? AND has(tags, ?)");
+        assert_eq!(values, ["tiktok", "summer"]);
+        assert_eq!(Filters::default().conditions().0, "");
+    }
+}
