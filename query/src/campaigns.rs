@@ -83,30 +83,35 @@ pub async fn aggregates(
         (0, u32::MAX)
     };
     ask.settle(&state).await?;
-    let Some(campaign) = state
-        .inner
-        .models
-        .campaign(&ask.tenant, &campaign_id, range)
-        .await
-        .map_err(unavailable)?
-    else {
-        return Err(ApiError::NotFound(format!("no campaign {campaign_id}")));
-    };
-    let answer = Aggregates {
-        campaign_id,
-        name: campaign.name,
-        currency: campaign.currency,
-        budget: (campaign.budget_e4 > 0).then(|| campaign.budget_e4 as f64 / 10_000.0),
-        conversion_value: campaign.value_e4 as f64 / 10_000.0,
-        ctr: campaign.ctr,
-        conversion_rate: campaign.conversion_rate,
-        engagement_rate: campaign.counters.engagement_rate(),
-        roi: campaign.roi,
-        counters: campaign.counters,
-        by_influencer: campaign.by_influencer.into_iter().map(Line::from).collect(),
-        by_platform: campaign.by_platform.into_iter().map(Line::from).collect(),
-        from: ranged.then_some(range.0),
-        to: ranged.then_some(range.1),
-    };
-    Ok(ask.answer(&headers, &answer))
+    let listing = format!("campaigns/{campaign_id}/aggregates");
+    let (ask, state) = (&ask, &state);
+    ask.answer(state, &headers, &listing, || async move {
+        let Some(campaign) = state
+            .inner
+            .models
+            .campaign(&ask.tenant, &campaign_id, range)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Err(ApiError::NotFound(format!("no campaign {campaign_id}")));
+        };
+        let answer = Aggregates {
+            campaign_id,
+            name: campaign.name,
+            currency: campaign.currency,
+            budget: (campaign.budget_e4 > 0).then(|| campaign.budget_e4 as f64 / 10_000.0),
+            conversion_value: campaign.value_e4 as f64 / 10_000.0,
+            ctr: campaign.ctr,
+            conversion_rate: campaign.conversion_rate,
+            engagement_rate: campaign.counters.engagement_rate(),
+            roi: campaign.roi,
+            counters: campaign.counters,
+            by_influencer: campaign.by_influencer.into_iter().map(Line::from).collect(),
+            by_platform: campaign.by_platform.into_iter().map(Line::from).collect(),
+            from: ranged.then_some(range.0),
+            to: ranged.then_some(range.1),
+        };
+        Ok(answer)
+    })
+    .await
 }

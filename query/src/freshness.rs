@@ -84,18 +84,24 @@ impl Tracker {
     }
 
     /// The current snapshot, read from ClickHouse when the shared one is
-    /// older than [`REFRESH`].
-    pub async fn current(&self) -> Result<Snapshot, ApiError> {
-        if let Some((at, snapshot)) = *self.last.lock().expect("not poisoned") {
+    /// older than [`REFRESH`]. If ClickHouse fails, the last one read, and
+    /// `true` (degraded); 503 if there is none.
+    pub async fn current(&self) -> Result<(Snapshot, bool), ApiError> {
+        let last = *self.last.lock().expect("not poisoned");
+        if let Some((at, snapshot)) = last {
             if at.elapsed() < REFRESH {
-                return Ok(snapshot);
+                return Ok((snapshot, false));
             }
         }
-        let positions = self
-            .models
-            .positions()
-            .await
-            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let positions = match self.models.positions().await {
+            Ok(positions) => positions,
+            Err(e) => {
+                return match last {
+                    Some((_, snapshot)) => Ok((snapshot, true)),
+                    None => Err(ApiError::Unavailable(e.to_string())),
+                }
+            }
+        };
         // Every read model is written by the same batches; the least
         // advanced one is what all of them reflect.
         let snapshot = positions
@@ -109,11 +115,11 @@ impl Tracker {
             })
             .unwrap_or_default();
         *self.last.lock().expect("not poisoned") = Some((Instant::now(), snapshot));
-        Ok(snapshot)
+        Ok((snapshot, false))
     }
 
     /// The current snapshot, after waiting up to `wait` for it to reach
-    /// `min_seq`; `stale` when it did not.
+    /// `min_seq`; `stale` when it did not, or ClickHouse failed.
     pub async fn at_least(
         &self,
         min_seq: Option<u64>,
@@ -121,7 +127,10 @@ impl Tracker {
     ) -> Result<(Snapshot, bool), ApiError> {
         let started = Instant::now();
         loop {
-            let snapshot = self.current().await?;
+            let (snapshot, degraded) = self.current().await?;
+            if degraded {
+                return Ok((snapshot, true));
+            }
             match min_seq {
                 Some(seq) if snapshot.position < seq => {
                     if started.elapsed() + POLL > wait {

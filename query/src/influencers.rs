@@ -49,32 +49,37 @@ pub async fn engagement(
     check_points((from, to), granularity.seconds())?;
     valid(&influencer_id)?;
     ask.settle(&state).await?;
-    known(&state, &ask, &influencer_id).await?;
-    let series = state
-        .inner
-        .models
-        .influencer_series(&ask.tenant, &influencer_id, granularity, from, to)
-        .await
-        .map_err(unavailable)?;
-    let grace = state.inner.grace_seconds;
-    let buckets = series
-        .into_iter()
-        .map(|b| Bucket {
-            complete: is_complete(b.start, granularity, grace, ask.snapshot.watermark),
-            engagement_rate: b.counters.engagement_rate(),
-            start: b.start,
-            counters: b.counters,
-            late: b.late,
-        })
-        .collect();
-    let answer = Engagement {
-        influencer_id,
-        granularity,
-        from,
-        to,
-        buckets,
-    };
-    Ok(ask.answer(&headers, &answer))
+    let listing = format!("influencers/{influencer_id}/engagement");
+    let (ask, state) = (&ask, &state);
+    ask.answer(state, &headers, &listing, || async move {
+        known(state, ask, &influencer_id).await?;
+        let series = state
+            .inner
+            .models
+            .influencer_series(&ask.tenant, &influencer_id, granularity, from, to)
+            .await
+            .map_err(unavailable)?;
+        let grace = state.inner.grace_seconds;
+        let buckets = series
+            .into_iter()
+            .map(|b| Bucket {
+                complete: is_complete(b.start, granularity, grace, ask.snapshot.watermark),
+                engagement_rate: b.counters.engagement_rate(),
+                start: b.start,
+                counters: b.counters,
+                late: b.late,
+            })
+            .collect();
+        let answer = Engagement {
+            influencer_id,
+            granularity,
+            from,
+            to,
+            buckets,
+        };
+        Ok(answer)
+    })
+    .await
 }
 
 #[derive(Serialize)]
@@ -108,24 +113,29 @@ pub async fn followers(
     let (from, to) = ask.params.range(ask.now(), 30 * 86_400)?;
     valid(&influencer_id)?;
     ask.settle(&state).await?;
-    known(&state, &ask, &influencer_id).await?;
-    let followers = state
-        .inner
-        .models
-        .followers(&ask.tenant, &influencer_id, from, to)
-        .await
-        .map_err(unavailable)?;
-    let answer = Followers {
-        influencer_id,
-        count: followers.count,
-        growth_rate: followers.growth_rate,
-        series: followers
-            .series
-            .into_iter()
-            .map(|(start, followers)| Day { start, followers })
-            .collect(),
-    };
-    Ok(ask.answer(&headers, &answer))
+    let listing = format!("influencers/{influencer_id}/followers");
+    let (ask, state) = (&ask, &state);
+    ask.answer(state, &headers, &listing, || async move {
+        known(state, ask, &influencer_id).await?;
+        let followers = state
+            .inner
+            .models
+            .followers(&ask.tenant, &influencer_id, from, to)
+            .await
+            .map_err(unavailable)?;
+        let answer = Followers {
+            influencer_id,
+            count: followers.count,
+            growth_rate: followers.growth_rate,
+            series: followers
+                .series
+                .into_iter()
+                .map(|(start, followers)| Day { start, followers })
+                .collect(),
+        };
+        Ok(answer)
+    })
+    .await
 }
 
 #[derive(Serialize)]
@@ -179,59 +189,64 @@ pub async fn rankings(
         .transpose()?;
     let first_range = ask.params.range(ask.now(), 7 * 86_400)?;
     ask.settle(&state).await?;
-    let (page, (from, to)) = match continued {
-        Some(page) => (page, page_range(&page)),
-        None => {
-            let page = Page {
-                position: ask.snapshot.position,
-                after: 0,
-                range: Some(first_range),
-            };
-            (page, first_range)
-        }
-    };
-    let offset =
-        u32::try_from(page.after).map_err(|_| ApiError::Malformed("invalid cursor".into()))?;
-    let rows = state
-        .inner
-        .models
-        .ranking_page(
-            &ask.tenant,
+    let listing = "influencers/rankings".to_owned();
+    let (ask, state) = (&ask, &state);
+    ask.answer(state, &headers, &listing, || async move {
+        let (page, (from, to)) = match continued {
+            Some(page) => (page, page_range(&page)),
+            None => {
+                let page = Page {
+                    position: ask.snapshot.position,
+                    after: 0,
+                    range: Some(first_range),
+                };
+                (page, first_range)
+            }
+        };
+        let offset =
+            u32::try_from(page.after).map_err(|_| ApiError::Malformed("invalid cursor".into()))?;
+        let rows = state
+            .inner
+            .models
+            .ranking_page(
+                &ask.tenant,
+                metric,
+                (from, to),
+                &filters,
+                page.position,
+                offset,
+                limit,
+            )
+            .await
+            .map_err(unavailable)?;
+        let next_cursor = (rows.len() == limit as usize).then(|| {
+            state.inner.cursors.issue(
+                &scope,
+                Page {
+                    after: page.after + u64::from(limit),
+                    ..page
+                },
+            )
+        });
+        let items = rows
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| Ranked {
+                rank: page.after + i as u64 + 1,
+                influencer_id: r.influencer_id,
+                value: r.value,
+            })
+            .collect();
+        let answer = Ranking {
             metric,
-            (from, to),
-            &filters,
-            page.position,
-            offset,
-            limit,
-        )
-        .await
-        .map_err(unavailable)?;
-    let next_cursor = (rows.len() == limit as usize).then(|| {
-        state.inner.cursors.issue(
-            &scope,
-            Page {
-                after: page.after + u64::from(limit),
-                ..page
-            },
-        )
-    });
-    let items = rows
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| Ranked {
-            rank: page.after + i as u64 + 1,
-            influencer_id: r.influencer_id,
-            value: r.value,
-        })
-        .collect();
-    let answer = Ranking {
-        metric,
-        from,
-        to,
-        items,
-        next_cursor,
-    };
-    Ok(ask.answer(&headers, &answer))
+            from,
+            to,
+            items,
+            next_cursor,
+        };
+        Ok(answer)
+    })
+    .await
 }
 
 /// The range a cursor's listing was pinned to.

@@ -7,6 +7,7 @@
 mod campaigns;
 mod cursor;
 mod freshness;
+mod hot;
 mod influencers;
 mod lists;
 mod params;
@@ -53,6 +54,7 @@ struct Inner {
     models: store::models::Models,
     clickhouse_config: ClickHouseConfig,
     tracker: freshness::Tracker,
+    hot: hot::Hot,
     cursors: cursor::Cursors,
     min_seq_wait: Duration,
     grace_seconds: u32,
@@ -68,6 +70,11 @@ impl AppState {
                 tracker: freshness::Tracker::new(store::models::Models::connect(
                     &config.clickhouse,
                 )),
+                hot: hot::Hot::new(
+                    config.query.cache_max_bytes,
+                    Duration::from_millis(config.query.cache_fresh_ms),
+                    Duration::from_millis(config.query.cache_stale_ms),
+                ),
                 cursors: cursor::Cursors::new(config.query.cursor_secret.expose_secret()),
                 min_seq_wait: Duration::from_millis(config.query.min_seq_wait_ms),
                 grace_seconds: config.windows.grace_seconds,
@@ -150,19 +157,37 @@ impl Ask {
         Ok(())
     }
 
-    /// The answer, with this request's freshness.
-    fn answer<T: serde::Serialize>(
+    /// The answer `compute` gives, through the hot tier (keyed by tenant,
+    /// `listing` and every parameter but `min_seq`), with this request's
+    /// freshness.
+    async fn answer<T, F, Fut>(
         &self,
+        state: &AppState,
         headers: &axum::http::HeaderMap,
-        data: &T,
-    ) -> axum::response::Response {
+        listing: &str,
+        compute: F,
+    ) -> Result<axum::response::Response, api::ApiError>
+    where
+        T: serde::Serialize,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, api::ApiError>>,
+    {
+        let key = format!("{}\n{listing}\n{}", self.tenant, self.params.canonical());
+        let (entry, source) = state
+            .inner
+            .hot
+            .get(key, self.snapshot.position, || async {
+                let data = compute().await?;
+                Ok(serde_json::to_value(data).expect("report data serialises"))
+            })
+            .await?;
         let freshness = freshness::Freshness::of(
             self.snapshot,
             time::OffsetDateTime::now_utc(),
-            false,
-            self.stale,
+            source != hot::Source::Store,
+            self.stale || source == hot::Source::Fallback,
         );
-        respond::report(headers, data, freshness)
+        Ok(respond::report(headers, &entry.data, freshness))
     }
 
     /// Now, in seconds since the epoch.

@@ -37,36 +37,41 @@ pub async fn late_events(
         .map(|cursor| state.inner.cursors.check(&scope, cursor))
         .transpose()?;
     ask.settle(&state).await?;
-    let page = match continued {
-        Some(page) => page,
-        None => Page {
-            position: ask.snapshot.position,
-            after: u64::MAX,
-            range: None,
-        },
-    };
-    let (total, items) = state
-        .inner
-        .models
-        .late_events_page(&ask.tenant, page.position, page.after, limit)
-        .await
-        .map_err(unavailable)?;
-    let next_cursor = match items.last() {
-        Some(last) if items.len() == limit as usize => Some(state.inner.cursors.issue(
-            &scope,
-            Page {
-                after: last.seq,
-                ..page
+    let listing = "late-events".to_owned();
+    let (ask, state) = (&ask, &state);
+    ask.answer(state, &headers, &listing, || async move {
+        let page = match continued {
+            Some(page) => page,
+            None => Page {
+                position: ask.snapshot.position,
+                after: u64::MAX,
+                range: None,
             },
-        )),
-        _ => None,
-    };
-    let answer = LateEvents {
-        total,
-        items,
-        next_cursor,
-    };
-    Ok(ask.answer(&headers, &answer))
+        };
+        let (total, items) = state
+            .inner
+            .models
+            .late_events_page(&ask.tenant, page.position, page.after, limit)
+            .await
+            .map_err(unavailable)?;
+        let next_cursor = match items.last() {
+            Some(last) if items.len() == limit as usize => Some(state.inner.cursors.issue(
+                &scope,
+                Page {
+                    after: last.seq,
+                    ..page
+                },
+            )),
+            _ => None,
+        };
+        let answer = LateEvents {
+            total,
+            items,
+            next_cursor,
+        };
+        Ok(answer)
+    })
+    .await
 }
 
 #[derive(Serialize)]
@@ -111,23 +116,28 @@ pub async fn anomalies(
     };
     let influencer = ask.params.id("influencer_id")?;
     ask.settle(&state).await?;
-    let models = &state.inner.models;
-    let spikes = match influencer {
-        Some(influencer) => models
-            .spikes(&ask.tenant, &influencer, granularity, from, to)
+    let listing = "anomalies".to_owned();
+    let (ask, state) = (&ask, &state);
+    ask.answer(state, &headers, &listing, || async move {
+        let models = &state.inner.models;
+        let spikes = match influencer {
+            Some(influencer) => models
+                .spikes(&ask.tenant, &influencer, granularity, from, to)
+                .await
+                .map_err(unavailable)?,
+            None => Vec::new(),
+        };
+        let bursts = models
+            .bursts(&ask.tenant, from, to, threshold)
             .await
-            .map_err(unavailable)?,
-        None => Vec::new(),
-    };
-    let bursts = models
-        .bursts(&ask.tenant, from, to, threshold)
-        .await
-        .map_err(unavailable)?;
-    let answer = Anomalies {
-        from,
-        to,
-        spikes,
-        bursts,
-    };
-    Ok(ask.answer(&headers, &answer))
+            .map_err(unavailable)?;
+        let answer = Anomalies {
+            from,
+            to,
+            spikes,
+            bursts,
+        };
+        Ok(answer)
+    })
+    .await
 }

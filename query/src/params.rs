@@ -38,6 +38,17 @@ impl Params {
         Ok(Params(map))
     }
 
+    /// Every parameter but `min_seq`, sorted: what identifies an answer.
+    pub fn canonical(&self) -> String {
+        let mut pairs: Vec<_> = self.0.iter().filter(|(k, _)| *k != "min_seq").collect();
+        pairs.sort();
+        pairs
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
     }

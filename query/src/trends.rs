@@ -49,32 +49,37 @@ pub async fn trends(
     let from = from - from % step;
     check_points((from, to), step)?;
     ask.settle(&state).await?;
-    let steps = state
-        .inner
-        .models
-        .trend_steps(
-            &ask.tenant,
-            &entity,
+    let listing = "trends".to_owned();
+    let (ask, state) = (&ask, &state);
+    ask.answer(state, &headers, &listing, || async move {
+        let steps = state
+            .inner
+            .models
+            .trend_steps(
+                &ask.tenant,
+                &entity,
+                metric,
+                (from, to),
+                step,
+                ask.snapshot.position,
+            )
+            .await
+            .map_err(unavailable)?;
+        if steps.is_empty() && !known(state, &ask.tenant, &entity).await? {
+            return Err(ApiError::NotFound(format!("no {}", describe(&entity))));
+        }
+        let answer = Trend {
+            entity: describe(&entity),
             metric,
-            (from, to),
+            window,
             step,
-            ask.snapshot.position,
-        )
-        .await
-        .map_err(unavailable)?;
-    if steps.is_empty() && !known(&state, &ask.tenant, &entity).await? {
-        return Err(ApiError::NotFound(format!("no {}", describe(&entity))));
-    }
-    let answer = Trend {
-        entity: describe(&entity),
-        metric,
-        window,
-        step,
-        from,
-        to,
-        points: sliding(&steps, from, to, step, window),
-    };
-    Ok(ask.answer(&headers, &answer))
+            from,
+            to,
+            points: sliding(&steps, from, to, step, window),
+        };
+        Ok(answer)
+    })
+    .await
 }
 
 fn describe(entity: &Entity) -> String {

@@ -52,10 +52,20 @@ pub async fn metrics(
         ));
     }
     ask.settle(&state).await?;
+    let listing = format!("posts/{post_id}/metrics");
+    ask.answer(&state, &headers, &listing, || {
+        load(&state, &ask.tenant, &post_id)
+    })
+    .await
+}
+
+/// A post's metrics from the read model; 404 for a post the tenant does
+/// not have.
+pub async fn load(state: &AppState, tenant: &str, post_id: &str) -> Result<PostMetrics, ApiError> {
     let post = state
         .inner
         .models
-        .post(&ask.tenant, &post_id)
+        .post(tenant, post_id)
         .await
         .map_err(unavailable)?;
     // Another tenant's post and an unknown post look the same: not found.
@@ -85,5 +95,5 @@ pub async fn metrics(
         content_type: post.content_type,
         tags: post.tags,
     };
-    Ok(ask.answer(&headers, &metrics))
+    Ok(metrics)
 }

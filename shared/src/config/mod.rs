@@ -94,6 +94,12 @@ pub struct QueryConfig {
     pub min_seq_wait_ms: u64,
     /// Signs page cursors; the same on every query API replica.
     pub cursor_secret: SecretString,
+    /// The hot tier: memory for kept answers, how long one is reused while
+    /// the position stands, and how old one may be served (marked stale)
+    /// while ClickHouse is unavailable.
+    pub cache_max_bytes: u64,
+    pub cache_fresh_ms: u64,
+    pub cache_stale_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

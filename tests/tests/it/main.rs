@@ -34,3 +34,5 @@ mod compose;
 mod read_models;
 // The query API's reports over HTTP on the same dataset.
 mod reports;
+// The query API without ClickHouse: stale cached answers, prompt 503s.
+mod degraded;
