@@ -10,6 +10,7 @@ mod freshness;
 mod hot;
 mod influencers;
 mod lists;
+mod live;
 mod params;
 mod posts;
 mod respond;
@@ -55,6 +56,7 @@ struct Inner {
     clickhouse_config: ClickHouseConfig,
     tracker: freshness::Tracker,
     hot: hot::Hot,
+    live: live::Hub,
     cursors: cursor::Cursors,
     min_seq_wait: Duration,
     grace_seconds: u32,
@@ -75,6 +77,7 @@ impl AppState {
                     Duration::from_millis(config.query.cache_fresh_ms),
                     Duration::from_millis(config.query.cache_stale_ms),
                 ),
+                live: live::Hub::default(),
                 cursors: cursor::Cursors::new(config.query.cursor_secret.expose_secret()),
                 min_seq_wait: Duration::from_millis(config.query.min_seq_wait_ms),
                 grace_seconds: config.windows.grace_seconds,
@@ -86,6 +89,7 @@ impl AppState {
 pub fn router(state: AppState, config: &tally_shared::config::QueryConfig) -> Router {
     Router::new()
         .route("/v1/posts/{post_id}/metrics", get(posts::metrics))
+        .route("/v1/posts/{post_id}/live", get(live::live))
         .route(
             "/v1/influencers/{influencer_id}/engagement",
             get(influencers::engagement),

@@ -36,3 +36,5 @@ mod read_models;
 mod reports;
 // The query API without ClickHouse: stale cached answers, prompt 503s.
 mod degraded;
+// Live counters over Server-Sent Events.
+mod live;

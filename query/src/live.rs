@@ -1,0 +1,131 @@
+//! `GET /v1/posts/{id}/live`: Server-Sent Events with a post's counters,
+//! one `counters` event at once and another whenever they change.
+//!
+//! One poller per live post (not per client) reads the read model every
+//! [`POLL`] and publishes changes on a `watch` channel that every client of
+//! the post follows. A client that disconnects drops its receiver; the
+//! poller ends once a post has none left, so idle posts cost nothing.
+//! `EventSource` cannot send headers, so the token may also come as the
+//! `access_token` query parameter.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header::AUTHORIZATION, HeaderMap, HeaderValue};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use serde_json::Value;
+use tally_shared::auth::Scope;
+use tally_shared::event::is_valid_id;
+use tally_shared::http::ApiError;
+use tokio::sync::watch;
+
+use crate::params::Params;
+use crate::AppState;
+
+/// How often a live post's counters are read.
+const POLL: Duration = Duration::from_millis(500);
+
+type Key = (String, String);
+
+/// The live posts and their channels.
+#[derive(Default)]
+pub struct Hub {
+    posts: Mutex<HashMap<Key, watch::Sender<Arc<Value>>>>,
+}
+
+impl Hub {
+    /// Follows `key`, starting its poller with `first` if nobody did.
+    fn follow(&self, state: &AppState, key: Key, first: Value) -> watch::Receiver<Arc<Value>> {
+        // Under the lock the poller also takes to leave: a post is either
+        // followed through its running poller or gets a new one.
+        let mut posts = self.posts.lock().expect("not poisoned");
+        if let Some(sender) = posts.get(&key) {
+            return sender.subscribe();
+        }
+        let (sender, receiver) = watch::channel(Arc::new(first));
+        posts.insert(key.clone(), sender.clone());
+        tokio::spawn(poll(state.clone(), key, sender));
+        receiver
+    }
+}
+
+/// Reads the post every [`POLL`] and publishes changes, until no client
+/// follows it.
+async fn poll(state: AppState, key: Key, sender: watch::Sender<Arc<Value>>) {
+    let (tenant, post_id) = &key;
+    loop {
+        tokio::time::sleep(POLL).await;
+        {
+            let mut posts = state.inner.live.posts.lock().expect("not poisoned");
+            if sender.receiver_count() == 0 {
+                posts.remove(&key);
+                return;
+            }
+        }
+        match crate::posts::load(&state, tenant, post_id).await {
+            Ok(metrics) => {
+                let value = serde_json::to_value(metrics).expect("metrics serialise");
+                sender.send_if_modified(|current| {
+                    let changed = **current != value;
+                    if changed {
+                        *current = Arc::new(value);
+                    }
+                    changed
+                });
+            }
+            Err(e) => tracing::debug!(error = %e, post_id, "live read failed; retrying"),
+        }
+    }
+}
+
+pub async fn live(
+    State(state): State<AppState>,
+    mut headers: HeaderMap,
+    Path(post_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(query.as_deref(), &["access_token"])?;
+    if let Some(token) = params.get("access_token") {
+        if headers.contains_key(AUTHORIZATION) {
+            return Err(ApiError::Malformed(
+                "give the token in the Authorization header or as access_token, not both".into(),
+            ));
+        }
+        let value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| ApiError::Malformed("access_token is not a token".into()))?;
+        headers.insert(AUTHORIZATION, value);
+    }
+    let principal = state.inner.auth.authenticate(&headers)?;
+    principal.require(Scope::ReportsRead)?;
+    if !is_valid_id(&post_id) {
+        return Err(ApiError::Malformed(
+            "post_id must be 1-128 characters of A-Z, a-z, 0-9, '_', ':' or '-'".into(),
+        ));
+    }
+    let first = crate::posts::load(&state, &principal.tenant, &post_id).await?;
+    let first = serde_json::to_value(first).expect("metrics serialise");
+    let receiver = state
+        .inner
+        .live
+        .follow(&state, (principal.tenant, post_id), first);
+    Ok(Sse::new(events(receiver))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+/// The current counters, then every change.
+fn events(receiver: watch::Receiver<Arc<Value>>) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold((receiver, true), |(mut receiver, first)| async move {
+        if !first && receiver.changed().await.is_err() {
+            return None;
+        }
+        let data = receiver.borrow_and_update().to_string();
+        let event = Event::default().event("counters").data(data);
+        Some((Ok(event), (receiver, false)))
+    })
+}
