@@ -8,7 +8,6 @@ mod catalogue;
 mod ingest;
 mod likes;
 mod metrics;
-mod ratelimit;
 pub mod webhooks;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +22,7 @@ use tally_shared::auth::{Authenticator, KeyError};
 use tally_shared::config::{CommandConfig, Config};
 use tally_shared::event::Limits;
 use tally_shared::http as api;
+use tally_shared::http::ratelimit::forget_idle_buckets;
 use tally_shared::nats;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -55,7 +55,7 @@ struct Inner {
     publisher: Publisher,
     limits: Limits,
     max_batch_events: usize,
-    rate_limits: ratelimit::RateLimits,
+    rate_limits: tally_shared::http::ratelimit::RateLimits,
     catalogue: Arc<catalogue::Catalogue>,
     webhooks: tally_shared::config::WebhookConfig,
     /// The event stream exists (applied at start-up).
@@ -89,7 +89,7 @@ impl AppState {
                 catalogue: Arc::new(catalogue::Catalogue::new(
                     config.command.catalogue_cache_entries,
                 )),
-                rate_limits: ratelimit::RateLimits::new(
+                rate_limits: tally_shared::http::ratelimit::RateLimits::new(
                     &config.rate_limit,
                     u32::try_from(config.command.max_batch_events).unwrap_or(u32::MAX),
                 ),
@@ -168,7 +168,12 @@ pub async fn serve(
         config.clone(),
         shutdown.clone(),
     ));
-    tokio::spawn(forget_idle_buckets(state.clone(), shutdown.clone()));
+    {
+        let (state, shutdown) = (state.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            forget_idle_buckets(&state.inner.rate_limits, shutdown).await;
+        });
+    }
     tokio::spawn(catalogue::follow(
         state.inner.catalogue.clone(),
         nats::jetstream(state.inner.nats.clone(), &config.nats),
@@ -181,27 +186,6 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .map_err(Error::Serve)
-}
-
-/// Drops full rate-limit buckets every minute, so memory follows the
-/// active tenants and tokens rather than every one ever seen.
-async fn forget_idle_buckets(state: AppState, shutdown: CancellationToken) {
-    let mut every = tokio::time::interval(Duration::from_secs(60));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = every.tick() => state.inner.rate_limits.forget_idle(),
-        }
-    }
-}
-
-/// The caller's bearer token (already authenticated), to key its bucket.
-fn bearer_token(headers: &axum::http::HeaderMap) -> &str {
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .map_or("", |(_, token)| token.trim())
 }
 
 /// Applies the stream definition, retrying until NATS answers.

@@ -56,7 +56,3 @@ pub fn like_changed(attempts: u32) {
 pub fn like_conflict() {
     counter!(names::LIKE_CONFLICTS).increment(1);
 }
-
-pub fn rate_limited(limit: &'static str) {
-    counter!(names::RATE_LIMITED, "limit" => limit).increment(1);
-}

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
+use tally_shared::http::ratelimit::{bearer_token, forget_idle_buckets, RateHeaders, RateLimits};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -56,6 +57,7 @@ struct Inner {
     clickhouse_config: ClickHouseConfig,
     tracker: freshness::Tracker,
     hot: hot::Hot,
+    rate_limits: RateLimits,
     live: live::Hub,
     cursors: cursor::Cursors,
     min_seq_wait: Duration,
@@ -78,6 +80,7 @@ impl AppState {
                     Duration::from_millis(config.query.cache_stale_ms),
                 ),
                 live: live::Hub::default(),
+                rate_limits: RateLimits::new(&config.query.rate_limit, 1),
                 cursors: cursor::Cursors::new(config.query.cursor_secret.expose_secret()),
                 min_seq_wait: Duration::from_millis(config.query.min_seq_wait_ms),
                 grace_seconds: config.windows.grace_seconds,
@@ -123,6 +126,7 @@ pub fn router(state: AppState, config: &tally_shared::config::QueryConfig) -> Ro
 /// from [`Ask::settle`]. Bad input is answered before ClickHouse is asked.
 struct Ask {
     tenant: String,
+    rate: RateHeaders,
     params: params::Params,
     snapshot: freshness::Snapshot,
     stale: bool,
@@ -137,12 +141,17 @@ impl Ask {
     ) -> Result<Ask, api::ApiError> {
         let principal = state.inner.auth.authenticate(headers)?;
         principal.require(tally_shared::auth::Scope::ReportsRead)?;
+        let rate = state
+            .inner
+            .rate_limits
+            .spend(&principal.tenant, bearer_token(headers), 1)?;
         let mut names = allowed.to_vec();
         names.push("min_seq");
         let params = params::Params::parse(query, &names)?;
         params.min_seq()?;
         Ok(Ask {
             tenant: principal.tenant,
+            rate,
             params,
             snapshot: freshness::Snapshot::default(),
             stale: false,
@@ -191,7 +200,11 @@ impl Ask {
             source != hot::Source::Store,
             self.stale || source == hot::Source::Fallback,
         );
-        Ok(respond::report(headers, &entry.data, freshness))
+        let response = respond::report(headers, &entry.data, freshness);
+        Ok(axum::response::IntoResponse::into_response((
+            self.rate.clone(),
+            response,
+        )))
     }
 
     /// Now, in seconds since the epoch.
@@ -236,7 +249,14 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let app = router(AppState::new(&config)?, &config.query);
+    let state = AppState::new(&config)?;
+    {
+        let (state, shutdown) = (state.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            forget_idle_buckets(&state.inner.rate_limits, shutdown).await;
+        });
+    }
+    let app = router(state, &config.query);
     tracing::info!(addr = %listener.local_addr().map_err(Error::Serve)?, "query API listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())

@@ -21,6 +21,7 @@ use futures::Stream;
 use serde_json::Value;
 use tally_shared::auth::Scope;
 use tally_shared::event::is_valid_id;
+use tally_shared::http::ratelimit::bearer_token;
 use tally_shared::http::ApiError;
 use tokio::sync::watch;
 
@@ -102,6 +103,10 @@ pub async fn live(
     }
     let principal = state.inner.auth.authenticate(&headers)?;
     principal.require(Scope::ReportsRead)?;
+    let rate = state
+        .inner
+        .rate_limits
+        .spend(&principal.tenant, bearer_token(&headers), 1)?;
     if !is_valid_id(&post_id) {
         return Err(ApiError::Malformed(
             "post_id must be 1-128 characters of A-Z, a-z, 0-9, '_', ':' or '-'".into(),
@@ -113,9 +118,9 @@ pub async fn live(
         .inner
         .live
         .follow(&state, (principal.tenant, post_id), first);
-    Ok(Sse::new(events(receiver))
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+    let stream =
+        Sse::new(events(receiver)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)));
+    Ok((rate, stream).into_response())
 }
 
 /// The current counters, then every change.

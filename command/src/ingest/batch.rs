@@ -18,7 +18,8 @@ use tally_shared::http::{body_rejection, parse_json, ApiError};
 use time::OffsetDateTime;
 
 use super::Outcome;
-use crate::{bearer_token, AppState};
+use crate::AppState;
+use tally_shared::http::ratelimit::bearer_token;
 
 /// How the batch is encoded, from its content type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

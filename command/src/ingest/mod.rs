@@ -20,8 +20,9 @@ use time::OffsetDateTime;
 pub use batch::{post_batch, store_items, BatchResult};
 pub use publish::{AppendError, Publisher};
 
-use crate::ratelimit::RateHeaders;
-use crate::{bearer_token, AppState};
+use crate::AppState;
+use tally_shared::http::ratelimit::bearer_token;
+use tally_shared::http::ratelimit::RateHeaders;
 
 /// The answer for one stored event.
 #[derive(Debug, Serialize)]

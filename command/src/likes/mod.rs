@@ -23,8 +23,9 @@ use time::OffsetDateTime;
 pub use decide::{decide, Decision, LikeState};
 
 use crate::ingest::AppendError;
-use crate::ratelimit::RateHeaders;
-use crate::{bearer_token, AppState};
+use crate::AppState;
+use tally_shared::http::ratelimit::bearer_token;
+use tally_shared::http::ratelimit::RateHeaders;
 
 /// How often a conflicting append is retried before answering 409.
 pub const MAX_ATTEMPTS: u32 = 8;

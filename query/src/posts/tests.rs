@@ -76,3 +76,31 @@ async fn clickhouse_down_is_a_503() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(content_type, "application/problem+json");
 }
+
+#[tokio::test]
+async fn requests_spend_the_rate_limit_before_anything_else() {
+    let mut config = Config::development();
+    config.clickhouse.url = "http://127.0.0.1:1".into();
+    config.clickhouse.timeout_ms = 2000;
+    config.query.rate_limit.token_per_second = 1;
+    config.query.rate_limit.token_burst = 2;
+    let app = router(AppState::new(&config).unwrap(), &config.query);
+    let reader = mint_token(&config.auth, "x", "acme", &[Scope::ReportsRead], 60);
+    for _ in 0..2 {
+        // Spent, then answered (503: nothing listens for ClickHouse).
+        let (status, _, _) = get(app.clone(), "/v1/posts/p1/metrics", Some(reader.clone())).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let (status, content_type, body) = get(
+        app.clone(),
+        "/v1/influencers/rankings",
+        Some(reader.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(content_type, "application/problem+json");
+    // Another tenant's token has its own bucket.
+    let other = mint_token(&config.auth, "x", "globex", &[Scope::ReportsRead], 60);
+    let (status, _, _) = get(app, "/v1/posts/p1/metrics?limit=x", Some(other)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

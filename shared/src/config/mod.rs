@@ -100,6 +100,8 @@ pub struct QueryConfig {
     pub cache_max_bytes: u64,
     pub cache_fresh_ms: u64,
     pub cache_stale_ms: u64,
+    /// Per tenant and per token, one unit per request.
+    pub rate_limit: RateLimitConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -3,6 +3,7 @@
 //! every service has (`/healthz`, unknown paths, wrong methods).
 
 mod problem;
+pub mod ratelimit;
 
 pub use problem::{ApiError, PROBLEM_JSON};
 

@@ -1,5 +1,6 @@
 //! Token-bucket rate limits per tenant and per token (`governor`'s GCRA),
-//! spent one unit per event (a batch spends one per item). Answers carry
+//! shared by both APIs: the command API spends one unit per event (a batch
+//! one per item), the query API one per request. Answers carry
 //! `RateLimit-Policy` and `RateLimit` (IETF httpapi rate-limit headers);
 //! refusals are 429 with `Retry-After`.
 
@@ -13,8 +14,11 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
-use tally_shared::config::RateLimitConfig;
-use tally_shared::http::ApiError;
+use metrics::counter;
+
+use crate::config::RateLimitConfig;
+use crate::http::ApiError;
+use crate::metrics as names;
 
 type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, StateInformationMiddleware>;
 
@@ -57,7 +61,7 @@ impl<K: Hash + Eq + Clone> Limit<K> {
     }
 
     fn refuse(&self, wait: Duration) -> ApiError {
-        crate::metrics::rate_limited(self.name);
+        counter!(names::RATE_LIMITED, "limit" => self.name).increment(1);
         ApiError::RateLimited {
             limit: self.name,
             retry_after_secs: wait.as_secs_f64().ceil() as u64,
@@ -78,7 +82,7 @@ impl<K: Hash + Eq + Clone> Limit<K> {
     }
 }
 
-/// The command API's limits.
+/// An API's limits.
 pub struct RateLimits {
     enabled: bool,
     tenant: Limit<String>,
@@ -86,6 +90,7 @@ pub struct RateLimits {
 }
 
 /// Headers describing the limits after a request spent its units.
+#[derive(Clone)]
 pub struct RateHeaders(Option<(String, String)>);
 
 impl RateLimits {
@@ -138,6 +143,30 @@ impl RateLimits {
         self.tenant.buckets.retain_recent();
         self.token.buckets.retain_recent();
     }
+}
+
+/// Drops full buckets every minute until `shutdown`, so memory follows the
+/// active tenants and tokens rather than every one ever seen.
+pub async fn forget_idle_buckets(
+    limits: &RateLimits,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => limits.forget_idle(),
+        }
+    }
+}
+
+/// The caller's bearer token (already authenticated), to key its bucket.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> &str {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .map_or("", |(_, token)| token.trim())
 }
 
 /// Tokens are keyed by a hash: the limiter never holds a credential.
