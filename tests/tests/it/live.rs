@@ -112,3 +112,39 @@ async fn live_counters_arrive_as_server_sent_events() {
         assert_eq!(response.status(), status, "{path}");
     }
 }
+
+/// Read your writes: the `seq` the command API answered, passed as
+/// `min_seq`, gives an answer that holds the event, not marked stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_with_min_seq_sees_the_write() {
+    let stack = Stack::start("min_seq").await;
+    let writer = stack.token("acme", &[Scope::EventsWrite]);
+    let reader = stack.token("acme", &[Scope::ReportsRead]);
+    for i in 1..=3 {
+        let (status, body) = stack
+            .post_event(
+                &writer,
+                &json!({"event_id": format!("w{i}"), "type": "like",
+                        "occurred_at": tally_tests::rfc3339_ago(1),
+                        "post_id": "rw", "user_id": format!("u{i}")}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        let seq = body["seq"].as_u64().unwrap();
+        let response = stack
+            .http
+            .get(format!(
+                "{}/v1/posts/rw/metrics?min_seq={seq}",
+                stack.query.url()
+            ))
+            .bearer_auth(&reader)
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = tally_tests::read(response).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["likes"], i, "{body}");
+        assert_eq!(body["freshness"]["stale"], false, "{body}");
+        assert!(body["freshness"]["position"].as_u64().unwrap() >= seq);
+    }
+}

@@ -400,14 +400,17 @@ impl Models {
                         AS attribution,
                     {COUNTERS}, toInt64(0) AS extra
              FROM ({})",
-            enriched("AND post_id = ?")
+            // The catalogue side is narrowed to the post too: one post's
+            // metrics read one post's facts and catalogue events.
+            enriched_with("AND post_id = ?", "AND post_id = ?")
         );
         let query = self
             .client
             .query(&sql)
             .bind(tenant)
             .bind(post_id)
-            .bind(tenant);
+            .bind(tenant)
+            .bind(post_id);
         let row: KeyedCounters<Attribution> = timed(&self.config, query.fetch_one()).await?;
         let ((influencer_id, campaign_id, platform, content_type, tags), counters, _) = row.split();
         if counters.events == 0 {
