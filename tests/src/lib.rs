@@ -23,6 +23,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod bench;
+
 pub use servers::{clickhouse, ClickHouseServer, NatsServer, WorkerProcess};
 
 /// A database name for `test`, unique within the run.

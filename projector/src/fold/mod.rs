@@ -241,13 +241,20 @@ pub async fn write(
 ) -> Result<(), tally_shared::store::StoreError> {
     insert(client, "engagements", &rows.engagements).await?;
     insert(client, "catalogue", &rows.catalogue).await?;
+    // Posts again, sorted by post for attribution lookups.
+    let posts: Vec<&CatalogueRow> = rows
+        .catalogue
+        .iter()
+        .filter(|row| row.kind == EventKind::PostPublished.as_str())
+        .collect();
+    insert::<CatalogueRow>(client, "post_catalogue", &posts).await?;
     insert(client, "late_events", &rows.late).await
 }
 
 async fn insert<T>(
     client: &clickhouse::Client,
     table: &str,
-    rows: &[T],
+    rows: &[impl std::borrow::Borrow<T>],
 ) -> Result<(), tally_shared::store::StoreError>
 where
     T: clickhouse::RowOwned + clickhouse::RowWrite,
@@ -257,7 +264,7 @@ where
     }
     let mut insert = client.insert::<T>(table).await?;
     for row in rows {
-        insert.write(row).await?;
+        insert.write(row.borrow()).await?;
     }
     Ok(insert.end().await?)
 }

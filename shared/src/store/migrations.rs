@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "drop_events_copy",
         sql: include_str!("../../migrations/0003_drop_events_copy.sql"),
     },
+    Migration {
+        version: 4,
+        name: "post_catalogue",
+        sql: include_str!("../../migrations/0004_post_catalogue.sql"),
+    },
 ];
 
 const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -326,7 +326,7 @@ fn enriched_with(filter: &str, catalogue_filter: &str) -> String {
                     argMaxIf(platform, seq, platform != '') AS p_platform,
                     argMax(content_type, seq) AS p_content_type,
                     argMaxIf(tags, seq, has_tags = 1) AS p_tags
-             FROM catalogue FINAL
+             FROM post_catalogue FINAL
              WHERE tenant = ? AND type = 'post_published' {catalogue_filter}
              GROUP BY post_id
          ) USING post_id"
@@ -411,25 +411,28 @@ impl Models {
             .bind(post_id)
             .bind(tenant)
             .bind(post_id);
-        let row: KeyedCounters<Attribution> = timed(&self.config, query.fetch_one()).await?;
+        let values = self
+            .client
+            .query(
+                "SELECT currency, toInt64(sum(value_e4)) AS total_e4
+                 FROM engagements FINAL
+                 WHERE tenant = ? AND post_id = ? AND conversions > 0
+                 GROUP BY currency ORDER BY currency",
+            )
+            .bind(tenant)
+            .bind(post_id);
+        // Both at once: one round trip's latency, not two.
+        let (row, values) = tokio::try_join!(
+            timed(
+                &self.config,
+                query.fetch_one::<KeyedCounters<Attribution>>()
+            ),
+            timed(&self.config, values.fetch_all::<CurrencyValue>()),
+        )?;
         let ((influencer_id, campaign_id, platform, content_type, tags), counters, _) = row.split();
         if counters.events == 0 {
             return Ok(None);
         }
-        let values: Vec<CurrencyValue> = timed(
-            &self.config,
-            self.client
-                .query(
-                    "SELECT currency, toInt64(sum(value_e4)) AS total_e4
-                     FROM engagements FINAL
-                     WHERE tenant = ? AND post_id = ? AND conversions > 0
-                     GROUP BY currency ORDER BY currency",
-                )
-                .bind(tenant)
-                .bind(post_id)
-                .fetch_all(),
-        )
-        .await?;
         Ok(Some(PostMetrics {
             post_id: post_id.to_owned(),
             counters,

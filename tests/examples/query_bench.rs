@@ -1,0 +1,334 @@
+//! Query API benchmark at a stated data size: cache-hit latency, ClickHouse-
+//! backed latency of post metrics and rankings, and accept-to-visible
+//! latency (command API 202 → query API shows the event) under load.
+//!
+//! ```text
+//! cargo run --release -p tally-tests --example query_bench -- [posts] [events] [load/s]
+//! ./dev bench-query [posts] [events] [load/s]
+//! ```
+//!
+//! Defaults: 100,000 posts, 1,000,000 events, 2,000 events/s of load. It
+//! starts its own nats-server and clickhouse-server (the test harness's),
+//! and the three services in this process. The dataset is published
+//! straight to JetStream (with `Nats-Msg-Id`, as the command API does) and
+//! projected by the projector, so every read model holds it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use serde_json::{json, Value};
+use tally_shared::event::{validate, Limits, Source, StoredEvent};
+use tally_shared::store::models::Models;
+use tally_tests::bench::summary;
+use tally_tests::{read, Stack, TokenScope as Scope};
+use time::OffsetDateTime;
+
+const TENANT: &str = "bench";
+const INFLUENCERS: u64 = 2_000;
+const CAMPAIGNS: u64 = 50;
+
+/// xorshift: deterministic and cheap.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+
+    /// Skewed towards 0: a few posts take most of the traffic.
+    fn skewed(&mut self, n: u64) -> u64 {
+        let u = self.below(1 << 30) as f64 / (1u64 << 30) as f64;
+        ((u * u * u) * n as f64) as u64
+    }
+}
+
+fn arg(n: usize, default: u64) -> u64 {
+    std::env::args()
+        .nth(n)
+        .map(|s| s.parse().expect("a number"))
+        .unwrap_or(default)
+}
+
+fn stored(envelope: Value, now: OffsetDateTime) -> StoredEvent {
+    let event = validate(&envelope, now, &Limits::default()).expect("a valid generated event");
+    StoredEvent::new(TENANT, Source::Import, event, now)
+}
+
+/// The catalogue, then `events` interactions over the last six hours.
+fn dataset(posts: u64, events: u64) -> Vec<StoredEvent> {
+    let now = OffsetDateTime::now_utc();
+    let at = |ago: u64| {
+        (now - time::Duration::seconds(ago as i64))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut all = Vec::with_capacity((posts + events) as usize);
+    for p in 0..posts {
+        all.push(stored(
+            json!({"event_id": format!("cat-{p}"), "type": "post_published", "occurred_at": at(86_400),
+                   "post_id": format!("post-{p}"), "influencer_id": format!("inf-{}", p % INFLUENCERS),
+                   "campaign_id": format!("camp-{}", p % CAMPAIGNS), "platform": "instagram",
+                   "payload": {"content_type": "reel"}}),
+            now,
+        ));
+    }
+    for i in 0..events {
+        let post = format!("post-{}", rng.skewed(posts));
+        let (kind, payload) = match rng.below(100) {
+            0..=54 => ("view", json!({"count": 1 + rng.below(5)})),
+            55..=79 => ("like", json!({})),
+            80..=87 => ("comment", json!({"text": "love this"})),
+            88..=92 => ("share", json!({})),
+            93..=98 => ("click", json!({})),
+            _ => ("conversion", json!({"value": 9.99, "currency": "EUR"})),
+        };
+        all.push(stored(
+            json!({"event_id": format!("e-{i}"), "type": kind, "occurred_at": at(rng.below(6 * 3600)),
+                   "post_id": post, "user_id": format!("u{}", rng.below(1_000_000)), "payload": payload}),
+            now,
+        ));
+    }
+    all
+}
+
+async fn publish(stack: &Stack, events: &[StoredEvent]) -> u64 {
+    let client = async_nats::connect(stack.nats.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let mut pending = Vec::with_capacity(4096);
+    let mut last = 0;
+    for event in events {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", event.msg_id().as_str());
+        pending.push(
+            js.publish_with_headers(event.subject(), headers, event.encode().into())
+                .await
+                .unwrap(),
+        );
+        if pending.len() == 4096 {
+            for ack in pending.drain(..) {
+                last = ack.await.unwrap().sequence;
+            }
+        }
+    }
+    for ack in pending {
+        last = ack.await.unwrap().sequence;
+    }
+    last
+}
+
+async fn timed_get(stack: &Stack, token: &str, path: &str) -> (Duration, u16, bool) {
+    let started = Instant::now();
+    let response = stack
+        .http
+        .get(format!("{}{path}", stack.query.url()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let hit = response
+        .headers()
+        .get("tally-cache")
+        .is_some_and(|v| v == "hit");
+    let status = response.status().as_u16();
+    let _ = response.bytes().await;
+    (started.elapsed(), status, hit)
+}
+
+#[tokio::main]
+async fn main() {
+    let posts = arg(1, 100_000);
+    let events = arg(2, 1_000_000);
+    let load_per_second = arg(3, 2_000);
+    let stack = Stack::start_with("query_bench", |config| {
+        config.rate_limit.enabled = false;
+        config.query.rate_limit.enabled = false;
+        config.clickhouse.timeout_ms = 120_000;
+        config.log.filter = "error".into();
+        // The projector as shipped (the harness shortens its fetch wait).
+        config.projector.fetch_wait_ms = tally_shared::Config::defaults().projector.fetch_wait_ms;
+    })
+    .await;
+    let reader = stack.token(TENANT, &[Scope::ReportsRead]);
+    let writer = stack.token(TENANT, &[Scope::EventsWrite]);
+
+    println!("generating {posts} posts and {events} events…");
+    let data = dataset(posts, events);
+    let started = Instant::now();
+    let last = publish(&stack, &data).await;
+    println!(
+        "published {} events in {:.1} s; projecting…",
+        data.len(),
+        started.elapsed().as_secs_f64()
+    );
+    drop(data);
+    let models = Models::connect(&stack.config.clickhouse);
+    let started = Instant::now();
+    loop {
+        let positions = models.positions().await.unwrap_or_default();
+        if !positions.is_empty() && positions.iter().all(|p| p.position >= last) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "projected in {:.1} s (stream at {last})",
+        started.elapsed().as_secs_f64()
+    );
+
+    if std::env::var_os("QUERY_BENCH_HOLD").is_some() {
+        println!(
+            "holding: ClickHouse {} database {}",
+            stack.config.clickhouse.url, stack.config.clickhouse.database
+        );
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    // 1. Cache hits: one post, asked again and again (only hits counted).
+    let mut hits = Vec::new();
+    for _ in 0..3_000 {
+        let (took, status, hit) = timed_get(&stack, &reader, "/v1/posts/post-1/metrics").await;
+        assert_eq!(status, 200);
+        if hit {
+            hits.push(took);
+        }
+    }
+    // 2. Post metrics from ClickHouse: distinct posts, every one a miss.
+    let mut rng = Rng(42);
+    let mut post_misses = Vec::new();
+    for _ in 0..500 {
+        let path = format!("/v1/posts/post-{}/metrics", rng.below(posts));
+        let (took, status, hit) = timed_get(&stack, &reader, &path).await;
+        if status == 200 && !hit {
+            post_misses.push(took);
+        }
+    }
+    // 3. Rankings from ClickHouse: metric, period and page size varied so
+    // that no two requests share an answer.
+    let metrics = [
+        "likes",
+        "views",
+        "comments",
+        "shares",
+        "clicks",
+        "engagements",
+    ];
+    let mut rankings = Vec::new();
+    for i in 0..60 {
+        let path = format!(
+            "/v1/influencers/rankings?metric={}&period={}&limit={}",
+            metrics[i % metrics.len()],
+            ["24h", "7d", "30d"][i % 3],
+            10 + i
+        );
+        let (took, status, hit) = timed_get(&stack, &reader, &path).await;
+        assert_eq!(status, 200, "{path}");
+        if !hit {
+            rankings.push(took);
+        }
+    }
+
+    // 4. Accept-to-visible under load: batches of 100 at the load rate,
+    // and probes (a like on a fresh post, then polling its metrics).
+    let running = Arc::new(AtomicBool::new(true));
+    let load = {
+        let (http, url, token, running) = (
+            stack.http.clone(),
+            format!("{}/v1/events/batch", stack.command.url()),
+            writer.clone(),
+            running.clone(),
+        );
+        tokio::spawn(async move {
+            let every = Duration::from_secs_f64(100.0 / load_per_second.max(1) as f64);
+            let mut tick = tokio::time::interval(every);
+            let mut n = 0u64;
+            let mut sent = 0u64;
+            while running.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let batch: Vec<Value> = (0..100)
+                    .map(|_| {
+                        n += 1;
+                        json!({"event_id": format!("load-{n}"), "type": "view",
+                               "occurred_at": tally_tests::rfc3339_ago(1),
+                               "post_id": format!("post-{}", n % 1000)})
+                    })
+                    .collect();
+                if let Ok(r) = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&batch)
+                    .send()
+                    .await
+                {
+                    if r.status() == 202 {
+                        sent += 100;
+                    }
+                }
+            }
+            sent
+        })
+    };
+    let mut visible = Vec::new();
+    let load_started = Instant::now();
+    for i in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let post = format!("probe-{i}");
+        let (status, body) = stack
+            .post_event(
+                &writer,
+                &json!({"event_id": format!("probe-{i}"), "type": "like",
+                        "occurred_at": tally_tests::rfc3339_ago(1), "post_id": post, "user_id": "p"}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        let accepted = Instant::now();
+        loop {
+            let response = stack
+                .http
+                .get(format!("{}/v1/posts/{post}/metrics", stack.query.url()))
+                .bearer_auth(&reader)
+                .send()
+                .await
+                .unwrap();
+            let (status, body) = read(response).await;
+            if status == 200 && body["likes"] == 1 {
+                visible.push(accepted.elapsed());
+                break;
+            }
+            assert!(
+                accepted.elapsed() < Duration::from_secs(30),
+                "probe {i} never visible"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    running.store(false, Ordering::Relaxed);
+    let sent = load.await.unwrap();
+    let load_rate = sent as f64 / load_started.elapsed().as_secs_f64();
+
+    println!(
+        "\nquery benchmark: {posts} posts, {} events ({} catalogue), tenant '{TENANT}'; one client, sequential requests",
+        posts + events,
+        posts
+    );
+    println!("{:<44} {}", "cache hit, post metrics", summary(&hits));
+    println!(
+        "{:<44} {}",
+        "ClickHouse, post metrics (distinct posts)",
+        summary(&post_misses)
+    );
+    println!(
+        "{:<44} {}",
+        "ClickHouse, rankings (varied)",
+        summary(&rankings)
+    );
+    println!(
+        "{:<44} {}",
+        format!("accept-to-visible, load {load_rate:.0} events/s"),
+        summary(&visible)
+    );
+}
