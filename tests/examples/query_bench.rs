@@ -12,6 +12,8 @@
 //! and the three services in this process. The dataset is published
 //! straight to JetStream (with `Nats-Msg-Id`, as the command API does) and
 //! projected by the projector, so every read model holds it.
+//! With `QUERY_BENCH_HOLD=1` it stops after loading and prints where its
+//! ClickHouse is, to look at queries by hand.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
