@@ -4,10 +4,11 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Serialize;
-use tally_shared::event::is_valid_id;
+
 use tally_shared::http::ApiError;
 use tally_shared::store::models::{Breakdown, Counters};
 
+use crate::params::path_id;
 use crate::{unavailable, AppState, Ask};
 
 #[derive(Serialize)]
@@ -69,11 +70,7 @@ pub async fn aggregates(
         query.as_deref(),
         &["period", "from", "to"],
     )?;
-    if !is_valid_id(&campaign_id) {
-        return Err(ApiError::Malformed(
-            "campaign_id must be 1-128 characters of A-Z, a-z, 0-9, '_', ':' or '-'".into(),
-        ));
-    }
+    path_id("campaign_id", &campaign_id)?;
     let ranged = ["period", "from", "to"]
         .iter()
         .any(|name| ask.params.get(name).is_some());

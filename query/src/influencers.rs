@@ -4,12 +4,12 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Serialize;
-use tally_shared::event::is_valid_id;
+
 use tally_shared::http::ApiError;
 use tally_shared::store::models::{is_complete, Counters, Granularity, Metric};
 
 use crate::cursor::Page;
-use crate::params::check_points;
+use crate::params::{check_points, path_id};
 use crate::{unavailable, AppState, Ask};
 
 #[derive(Serialize)]
@@ -47,7 +47,7 @@ pub async fn engagement(
     let granularity = ask.params.granularity(Granularity::Hour)?;
     let (from, to) = ask.params.range(ask.now(), 86_400)?;
     check_points((from, to), granularity.seconds())?;
-    valid(&influencer_id)?;
+    path_id("influencer_id", &influencer_id)?;
     ask.settle(&state).await?;
     let listing = format!("influencers/{influencer_id}/engagement");
     let (ask, state) = (&ask, &state);
@@ -111,7 +111,7 @@ pub async fn followers(
         &["period", "from", "to"],
     )?;
     let (from, to) = ask.params.range(ask.now(), 30 * 86_400)?;
-    valid(&influencer_id)?;
+    path_id("influencer_id", &influencer_id)?;
     ask.settle(&state).await?;
     let listing = format!("influencers/{influencer_id}/followers");
     let (ask, state) = (&ask, &state);
@@ -267,17 +267,6 @@ pub fn scope(ask: &Ask, listing: &str, allowed: &[&str]) -> String {
         }
     }
     scope
-}
-
-/// 400 unless the path's influencer id is id-shaped.
-fn valid(influencer_id: &str) -> Result<(), ApiError> {
-    if is_valid_id(influencer_id) {
-        Ok(())
-    } else {
-        Err(ApiError::Malformed(
-            "influencer_id must be 1-128 characters of A-Z, a-z, 0-9, '_', ':' or '-'".into(),
-        ))
-    }
 }
 
 /// 404 unless the tenant knows the influencer (another tenant's included).

@@ -20,12 +20,12 @@ use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use serde_json::Value;
 use tally_shared::auth::Scope;
-use tally_shared::event::is_valid_id;
+
 use tally_shared::http::ratelimit::bearer_token;
 use tally_shared::http::ApiError;
 use tokio::sync::watch;
 
-use crate::params::Params;
+use crate::params::{path_id, Params};
 use crate::AppState;
 
 /// How often a live post's counters are read.
@@ -107,11 +107,7 @@ pub async fn live(
         .inner
         .rate_limits
         .spend(&principal.tenant, bearer_token(&headers), 1)?;
-    if !is_valid_id(&post_id) {
-        return Err(ApiError::Malformed(
-            "post_id must be 1-128 characters of A-Z, a-z, 0-9, '_', ':' or '-'".into(),
-        ));
-    }
+    path_id("post_id", &post_id)?;
     let first = crate::posts::load(&state, &principal.tenant, &post_id).await?;
     let first = serde_json::to_value(first).expect("metrics serialise");
     let receiver = state

@@ -55,13 +55,9 @@ impl Params {
 
     /// An id-shaped parameter (the same rule as event ids).
     pub fn id(&self, name: &str) -> Result<Option<String>, ApiError> {
-        match self.get(name) {
-            None => Ok(None),
-            Some(value) if is_valid_id(value) => Ok(Some(value.to_owned())),
-            Some(_) => Err(bad(&format!(
-                "{name} must be 1-128 characters of A-Z, a-z, 0-9, '_', ':' or '-'"
-            ))),
-        }
+        self.get(name)
+            .map(|value| path_id(name, value).map(|()| value.to_owned()))
+            .transpose()
     }
 
     /// `[from, to)` from `period` (`1h`, `24h`, `7d`, `30d`: ending now) or
@@ -201,6 +197,17 @@ impl Params {
                     ))
                 }),
         }
+    }
+}
+
+/// 400 unless `value` (the path's or parameter's `name`) is id-shaped.
+pub fn path_id(name: &str, value: &str) -> Result<(), ApiError> {
+    if is_valid_id(value) {
+        Ok(())
+    } else {
+        Err(bad(&format!(
+            "{name} must be 1-128 characters of A-Z, a-z, 0-9, '_', ':' or '-'"
+        )))
     }
 }
 

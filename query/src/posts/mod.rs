@@ -9,9 +9,10 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
-use tally_shared::event::is_valid_id;
+
 use tally_shared::http::ApiError;
 
+use crate::params::path_id;
 use crate::{unavailable, AppState, Ask};
 
 /// A post's read model as the API shows it. `likes` is net of unlikes.
@@ -46,11 +47,7 @@ pub async fn metrics(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let mut ask = Ask::new(&state, &headers, query.as_deref(), &[])?;
-    if !is_valid_id(&post_id) {
-        return Err(ApiError::Malformed(
-            "post_id must be 1-128 characters of A-Z, a-z, 0-9, '_', ':' or '-'".into(),
-        ));
-    }
+    path_id("post_id", &post_id)?;
     ask.settle(&state).await?;
     let listing = format!("posts/{post_id}/metrics");
     ask.answer(&state, &headers, &listing, || {

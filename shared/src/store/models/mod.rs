@@ -677,30 +677,8 @@ impl Models {
         tenant: &str,
         limit: u32,
     ) -> Result<(u64, Vec<LateEvent>), StoreError> {
-        let total: u64 = timed(
-            &self.config,
-            self.client
-                .query("SELECT toUInt64(count()) FROM late_events FINAL WHERE tenant = ?")
-                .bind(tenant)
-                .fetch_one(),
-        )
-        .await?;
-        let listed = timed(
-            &self.config,
-            self.client
-                .query(&format!(
-                    "SELECT seq, event_id, type, post_id, toUInt32(occurred_at) AS occurred_s,
-                            toUInt32(received_at) AS received_s, toUInt32(bucket_end) AS bucket_end_s,
-                            lateness_s
-                     FROM late_events FINAL WHERE tenant = ?
-                     ORDER BY seq DESC LIMIT {}",
-                    limit.min(10_000)
-                ))
-                .bind(tenant)
-                .fetch_all(),
-        )
-        .await?;
-        Ok((total, listed))
+        self.late_events_page(tenant, u64::MAX, u64::MAX, limit)
+            .await
     }
 
     /// Buckets in `[from, to)` where an influencer's engagements exceed its
