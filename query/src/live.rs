@@ -30,6 +30,9 @@ use crate::AppState;
 
 /// How often a live post's counters are read.
 const POLL: Duration = Duration::from_millis(500);
+/// Most posts one tenant may follow live at once (per replica): each costs
+/// a read every [`POLL`], whatever its number of clients.
+const LIVE_POSTS_PER_TENANT: usize = 100;
 
 type Key = (String, String);
 
@@ -40,18 +43,30 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Follows `key`, starting its poller with `first` if nobody did.
-    fn follow(&self, state: &AppState, key: Key, first: Value) -> watch::Receiver<Arc<Value>> {
+    /// Follows `key`, starting its poller with `first` if nobody did; 429
+    /// if its tenant already follows [`LIVE_POSTS_PER_TENANT`] posts.
+    fn follow(
+        &self,
+        state: &AppState,
+        key: Key,
+        first: Value,
+    ) -> Result<watch::Receiver<Arc<Value>>, ApiError> {
         // Under the lock the poller also takes to leave: a post is either
         // followed through its running poller or gets a new one.
         let mut posts = self.posts.lock().expect("not poisoned");
         if let Some(sender) = posts.get(&key) {
-            return sender.subscribe();
+            return Ok(sender.subscribe());
+        }
+        if posts.keys().filter(|(tenant, _)| *tenant == key.0).count() >= LIVE_POSTS_PER_TENANT {
+            return Err(ApiError::RateLimited {
+                limit: "live_posts",
+                retry_after_secs: 5,
+            });
         }
         let (sender, receiver) = watch::channel(Arc::new(first));
         posts.insert(key.clone(), sender.clone());
         tokio::spawn(poll(state.clone(), key, sender));
-        receiver
+        Ok(receiver)
     }
 }
 
@@ -113,7 +128,7 @@ pub async fn live(
     let receiver = state
         .inner
         .live
-        .follow(&state, (principal.tenant, post_id), first);
+        .follow(&state, (principal.tenant, post_id), first)?;
     let stream =
         Sse::new(events(receiver)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)));
     Ok((rate, stream).into_response())

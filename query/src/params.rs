@@ -42,11 +42,11 @@ impl Params {
     pub fn canonical(&self) -> String {
         let mut pairs: Vec<_> = self.0.iter().filter(|(k, _)| *k != "min_seq").collect();
         pairs.sort();
-        pairs
-            .into_iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("&")
+        // Encoded again, so that a value holding `&` or `=` cannot pass
+        // for another parameter.
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish()
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -395,6 +395,18 @@ mod tests {
         assert_eq!(filters.campaign_id.as_deref(), Some("c1"));
         assert!(error(params("platform=myspace").filters()).contains("platform"));
         assert!(error(params("campaign_id=a%20b").filters()).contains("campaign_id"));
+    }
+
+    #[test]
+    fn canonical_parameters_cannot_be_forged_by_a_value() {
+        let smuggled = params("tag=x%26to%3D2026-01-01T00%3A00%3A00Z").canonical();
+        let real = params("tag=x&to=2026-01-01T00:00:00Z").canonical();
+        assert_ne!(smuggled, real);
+        assert_eq!(
+            params("to=2026-01-01T00:00:00Z&tag=x&min_seq=5").canonical(),
+            real,
+            "sorted, min_seq left out"
+        );
     }
 
     #[test]

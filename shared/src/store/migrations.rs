@@ -39,6 +39,9 @@ pub const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// Longest one migration statement may run.
+const MIGRATION_TIMEOUT_MS: u64 = 30 * 60 * 1000;
+
 const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version    UInt32,
     name       String,
@@ -59,9 +62,15 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<Vec<u32>, StoreError> 
     let client = super::client(config);
     timed(config, client.query(CREATE_LEDGER).execute()).await?;
     let mut applied = Vec::new();
+    // A migration may copy a table (0004 backfills one): it gets longer
+    // than an ordinary query before it counts as failed and is retried.
+    let long = ClickHouseConfig {
+        timeout_ms: config.timeout_ms.max(MIGRATION_TIMEOUT_MS),
+        ..config.clone()
+    };
     for migration in pending(config, &client).await? {
         for statement in statements(migration.sql) {
-            timed(config, client.query(&statement).execute()).await?;
+            timed(&long, client.query(&statement).execute()).await?;
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let row = Applied {

@@ -208,6 +208,29 @@ pub async fn check(stack: &Stack, data: Dataset) {
         "the second page is as the ranking stood when the first was read"
     );
 
+    // A post published but not interacted with yet: zeros, attributed.
+    let quiet = json!({"event_id": "quiet", "type": "post_published", "occurred_at": at(t0),
+                       "post_id": "p-quiet", "influencer_id": "i1", "platform": "instagram",
+                       "payload": {"content_type": "story"}});
+    let seq = ingest(stack, &writer, &[quiet]).await;
+    let body = ok(
+        stack,
+        &acme,
+        &format!("/v1/posts/p-quiet/metrics?min_seq={seq}"),
+    )
+    .await;
+    assert_eq!(
+        (
+            &body["likes"],
+            &body["influencer_id"],
+            &body["content_type"]
+        ),
+        (&json!(0), &json!("i1"), &json!("story")),
+        "{body}"
+    );
+    let (status, _, _) = get(stack, &globex, "/v1/posts/p-quiet/metrics").await;
+    assert_eq!(status, 404);
+
     // Cursors: tampered, or for another query, are 400.
     let tampered = format!("{}x", &cursor[..cursor.len() - 1]);
     for path in [

@@ -431,7 +431,8 @@ impl Models {
         )?;
         let ((influencer_id, campaign_id, platform, content_type, tags), counters, _) = row.split();
         if counters.events == 0 {
-            return Ok(None);
+            // Published but not interacted with yet: zeros, attributed.
+            return self.published_post(tenant, post_id).await;
         }
         Ok(Some(PostMetrics {
             post_id: post_id.to_owned(),
@@ -445,6 +446,49 @@ impl Models {
             platform,
             content_type,
             tags,
+        }))
+    }
+
+    /// A post known only from its catalogue events, with zero counters;
+    /// `None` if the tenant never published it.
+    async fn published_post(
+        &self,
+        tenant: &str,
+        post_id: &str,
+    ) -> Result<Option<PostMetrics>, StoreError> {
+        let query = self
+            .client
+            .query(
+                "SELECT argMaxIf(influencer_id, seq, influencer_id != '') AS a_influencer,
+                        argMaxIf(campaign_id, seq, campaign_id != '') AS a_campaign,
+                        argMaxIf(platform, seq, platform != '') AS a_platform,
+                        argMax(content_type, seq) AS a_content_type,
+                        argMaxIf(tags, seq, has_tags = 1) AS a_tags,
+                        toUInt64(count()) AS n
+                 FROM post_catalogue FINAL
+                 WHERE tenant = ? AND post_id = ? AND type = 'post_published'",
+            )
+            .bind(tenant)
+            .bind(post_id);
+        #[derive(Row, Deserialize)]
+        struct Published {
+            influencer_id: String,
+            campaign_id: String,
+            platform: String,
+            content_type: String,
+            tags: Vec<String>,
+            n: u64,
+        }
+        let post: Published = timed(&self.config, query.fetch_one()).await?;
+        Ok((post.n > 0).then(|| PostMetrics {
+            post_id: post_id.to_owned(),
+            counters: Counters::default(),
+            conversion_value_e4: BTreeMap::new(),
+            influencer_id: post.influencer_id,
+            campaign_id: post.campaign_id,
+            platform: post.platform,
+            content_type: post.content_type,
+            tags: post.tags,
         }))
     }
 
