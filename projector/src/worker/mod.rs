@@ -8,6 +8,7 @@
 //! dead-letter stream on its last attempt, without holding up the rest;
 //! a ClickHouse failure (the world's fault) is retried until it passes.
 
+use std::panic::catch_unwind;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -163,8 +164,14 @@ impl Worker {
         };
         let mut backoff = Backoff::new();
         while !shutdown.is_cancelled() {
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                break;
+            // Waiting for a slot (the writer is behind) ends at shutdown:
+            // no new batch is fetched after it.
+            let slot = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
             };
             // Not cut short by shutdown: a fetch ends within `fetch_wait`,
             // and what it received is then written like any batch.
@@ -254,10 +261,38 @@ impl Fetcher {
                 Err(e) => poison.push((index, seq, delivered, e.to_string())),
             }
         }
-        let rows = fold(
-            events.iter().map(|(seq, event)| (*seq, event)),
-            self.fold_options,
-        );
+        let options = self.fold_options;
+        let rows = match catch_unwind(|| fold(events.iter().map(|(seq, e)| (*seq, e)), options)) {
+            Ok(rows) => rows,
+            // A bug that only some event triggers must not hold up the rest:
+            // fold them one by one, and the ones that panic become poison
+            // (retried, then dead-lettered like unreadable events).
+            Err(_) => {
+                tracing::error!("folding a batch panicked; folding its events one by one");
+                let mut rows = Rows::default();
+                let mut folded = Vec::with_capacity(events.len());
+                for (seq, event) in events {
+                    match catch_unwind(|| fold([(seq, &event)], options)) {
+                        Ok(one) => {
+                            rows.engagements.extend(one.engagements);
+                            rows.catalogue.extend(one.catalogue);
+                            rows.late.extend(one.late);
+                            folded.push((seq, event));
+                        }
+                        Err(_) => {
+                            let index = batch
+                                .iter()
+                                .position(|m| m.info().is_ok_and(|i| i.stream_sequence == seq))
+                                .expect("the event came from this batch");
+                            let delivered = batch[index].info().map_or(1, |i| i.delivered);
+                            poison.push((index, seq, delivered, "folding panicked".into()));
+                        }
+                    }
+                }
+                events = folded;
+                rows
+            }
+        };
         Folded {
             _slot: slot,
             batch,
