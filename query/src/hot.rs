@@ -21,6 +21,10 @@ use tally_shared::http::ApiError;
 #[derive(Debug)]
 pub struct Entry {
     pub data: Value,
+    /// Its entity tag, computed once.
+    pub etag: String,
+    /// Its size as JSON, for the cache's weigher.
+    size: usize,
     /// The read models' position it was computed at.
     pub position: u64,
     computed: Instant,
@@ -48,8 +52,7 @@ impl Hot {
             cache: Cache::builder()
                 .max_capacity(max_bytes)
                 .weigher(|key: &String, entry: &Arc<Entry>| {
-                    // About the answer's size as JSON.
-                    let size = key.len() + entry.data.to_string().len() + 64;
+                    let size = key.len() + entry.size + 64;
                     u32::try_from(size).unwrap_or(u32::MAX)
                 })
                 .time_to_live(stale.max(fresh))
@@ -79,7 +82,11 @@ impl Hot {
         }
         match compute().await {
             Ok(data) => {
+                // Serialised once per computed answer: for its tag and size.
+                let json = data.to_string();
                 let entry = Arc::new(Entry {
+                    etag: crate::respond::etag_of(json.as_bytes()),
+                    size: json.len(),
                     data,
                     position,
                     computed: Instant::now(),

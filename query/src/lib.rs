@@ -200,7 +200,7 @@ impl Ask {
             source != hot::Source::Store,
             self.stale || source == hot::Source::Fallback,
         );
-        let response = respond::report(headers, &entry.data, freshness);
+        let response = respond::tagged(headers, entry.data.clone(), &entry.etag, freshness);
         Ok(axum::response::IntoResponse::into_response((
             self.rate.clone(),
             response,

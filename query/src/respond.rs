@@ -6,7 +6,6 @@ use axum::http::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -22,15 +21,14 @@ pub const STALE: HeaderName = HeaderName::from_static("tally-stale");
 /// Answers are per tenant (never shared caches) and change within seconds.
 const CACHE_POLICY: &str = "private, max-age=1";
 
-/// Serialises `data` (an object), adds `freshness`, and answers `304` when
-/// the request's `If-None-Match` names the data's entity tag.
-pub fn report<T: Serialize>(request: &HeaderMap, data: &T, freshness: Freshness) -> Response {
-    let mut body = serde_json::to_value(data).expect("report data serialises");
-    let etag = entity_tag(&body);
+/// The answer: `body` (an object) with `freshness` added, headers, and
+/// `304` when the request's `If-None-Match` names `etag`. The hot tier
+/// computes the tag once per answer, not once per request.
+pub fn tagged(request: &HeaderMap, mut body: Value, etag: &str, freshness: Freshness) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(
         ETAG,
-        HeaderValue::from_str(&etag).expect("hex is a header value"),
+        HeaderValue::from_str(etag).expect("hex is a header value"),
     );
     headers.insert(CACHE_CONTROL, HeaderValue::from_static(CACHE_POLICY));
     let number = |n: u64| HeaderValue::from(n);
@@ -45,7 +43,7 @@ pub fn report<T: Serialize>(request: &HeaderMap, data: &T, freshness: Freshness)
     };
     headers.insert(CACHE, flag(freshness.cached, "hit", "miss"));
     headers.insert(STALE, flag(freshness.stale, "true", "false"));
-    if matches_any(request, &etag) {
+    if matches_any(request, etag) {
         return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
     if let Value::Object(map) = &mut body {
@@ -59,8 +57,9 @@ pub fn report<T: Serialize>(request: &HeaderMap, data: &T, freshness: Freshness)
 
 /// A strong entity tag over the data (not the freshness, which moves even
 /// when the numbers do not).
-fn entity_tag(body: &Value) -> String {
-    let digest = Sha256::digest(body.to_string().as_bytes());
+/// The entity tag of serialised data.
+pub fn etag_of(json: &[u8]) -> String {
+    let digest = Sha256::digest(json);
     format!("\"{}\"", hex::encode(&digest[..16]))
 }
 
@@ -77,6 +76,13 @@ fn matches_any(request: &HeaderMap, etag: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Serialize;
+
+    fn report<T: Serialize>(request: &HeaderMap, data: &T, freshness: Freshness) -> Response {
+        let body = serde_json::to_value(data).unwrap();
+        let etag = etag_of(body.to_string().as_bytes());
+        tagged(request, body, &etag, freshness)
+    }
     use crate::freshness::Snapshot;
     use serde_json::json;
 
