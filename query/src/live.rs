@@ -19,14 +19,12 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use serde_json::Value;
-use tally_shared::auth::Scope;
 
-use tally_shared::http::ratelimit::bearer_token;
 use tally_shared::http::ApiError;
 use tokio::sync::watch;
 
 use crate::params::{path_id, Params};
-use crate::AppState;
+use crate::{AppState, Ask};
 
 /// How often a live post's counters are read.
 const POLL: Duration = Duration::from_millis(500);
@@ -116,22 +114,18 @@ pub async fn live(
             .map_err(|_| ApiError::Malformed("access_token is not a token".into()))?;
         headers.insert(AUTHORIZATION, value);
     }
-    let principal = state.inner.auth.authenticate(&headers)?;
-    principal.require(Scope::ReportsRead)?;
-    let rate = state
-        .inner
-        .rate_limits
-        .spend(&principal.tenant, bearer_token(&headers), 1)?;
+    // The same start as every report: authentication, scope, rate limit.
+    let ask = Ask::new(&state, &headers, query.as_deref(), &["access_token"])?;
     path_id("post_id", &post_id)?;
-    let first = crate::posts::load(&state, &principal.tenant, &post_id).await?;
+    let first = crate::posts::load(&state, &ask.tenant, &post_id).await?;
     let first = serde_json::to_value(first).expect("metrics serialise");
     let receiver = state
         .inner
         .live
-        .follow(&state, (principal.tenant, post_id), first)?;
+        .follow(&state, (ask.tenant, post_id), first)?;
     let stream =
         Sse::new(events(receiver)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)));
-    Ok((rate, stream).into_response())
+    Ok((ask.rate, stream).into_response())
 }
 
 /// The current counters, then every change.
