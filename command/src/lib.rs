@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use axum::Router;
 use tally_shared::auth::{Authenticator, KeyError};
 use tally_shared::config::{CommandConfig, Config};
@@ -26,6 +25,8 @@ use tally_shared::http::ratelimit::forget_idle_buckets;
 use tally_shared::nats;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 pub use ingest::{AppendError, Publisher};
 
@@ -100,32 +101,30 @@ impl AppState {
     }
 }
 
+/// The routes and their description, from one list: a route cannot be
+/// added without its `#[utoipa::path]`.
+fn routes(config: &CommandConfig) -> OpenApiRouter<AppState> {
+    let body_limit = DefaultBodyLimit::max(config.max_body_bytes);
+    let batch_limit = DefaultBodyLimit::max(config.max_batch_bytes);
+    OpenApiRouter::new()
+        .routes(routes!(ingest::post_event).layer(body_limit))
+        .routes(routes!(ingest::batch::post_batch).layer(batch_limit))
+        .routes(routes!(
+            likes::get_like,
+            likes::put_like,
+            likes::delete_like
+        ))
+        .routes(routes!(webhooks::receive, webhooks::verify_subscription).layer(batch_limit))
+        .routes(routes!(api::healthz))
+        .routes(routes!(tally_shared::metrics::endpoint))
+        .routes(routes!(readyz))
+        .routes(routes!(api::openapi::document))
+}
+
 /// The HTTP routes.
 pub fn router(state: AppState, config: &CommandConfig) -> Router {
-    Router::new()
-        .route(
-            "/v1/events",
-            post(ingest::post_event).layer(DefaultBodyLimit::max(config.max_body_bytes)),
-        )
-        .route(
-            "/v1/events/batch",
-            post(ingest::post_batch).layer(DefaultBodyLimit::max(config.max_batch_bytes)),
-        )
-        .route(
-            "/v1/posts/{post_id}/likes/{user_id}",
-            get(likes::get_like)
-                .put(likes::put_like)
-                .delete(likes::delete_like),
-        )
-        .route(
-            "/v1/webhooks/{platform}",
-            post(webhooks::receive)
-                .get(webhooks::verify_subscription)
-                .layer(DefaultBodyLimit::max(config.max_batch_bytes)),
-        )
-        .route("/healthz", get(api::healthz))
-        .route("/metrics", get(tally_shared::metrics::endpoint))
-        .route("/readyz", get(readyz))
+    let (router, _) = routes(config).split_for_parts();
+    router
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -135,7 +134,21 @@ pub fn router(state: AppState, config: &CommandConfig) -> Router {
         .with_state(state)
 }
 
+/// The command API's part of the OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes(&Config::defaults().command).into_openapi()
+}
+
 /// `/readyz`: NATS connected and the event stream applied.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "service",
+    responses(
+        (status = 200, description = "Ready to serve", body = String, content_type = "text/plain"),
+        (status = 503, description = "A dependency is not ready", body = String, content_type = "text/plain"),
+    )
+)]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
     let connected = state.inner.nats.connection_state() == async_nats::connection::State::Connected;
     if connected && state.inner.stream_ready.load(Ordering::Acquire) {

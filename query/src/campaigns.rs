@@ -9,9 +9,10 @@ use tally_shared::http::ApiError;
 use tally_shared::store::models::{Breakdown, Counters};
 
 use crate::params::path_id;
+use crate::respond::Report;
 use crate::{unavailable, AppState, Ask};
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Aggregates {
     campaign_id: String,
     name: String,
@@ -36,7 +37,7 @@ struct Aggregates {
     to: Option<u32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Line {
     key: String,
     #[serde(flatten)]
@@ -58,6 +59,18 @@ impl From<Breakdown> for Line {
     }
 }
 
+/// A campaign's totals and rates, by influencer and by platform.
+#[utoipa::path(
+    get,
+    path = "/v1/campaigns/{campaign_id}/aggregates",
+    tag = "reports",
+    security(("bearer" = [])),
+    params(("campaign_id" = String, Path), crate::openapi::Range, crate::openapi::Fresh),
+    responses(
+        (status = 200, description = "The campaign's aggregates (all time unless a range is given)", body = Report<Aggregates>),
+        (status = 404, description = "The tenant has no such campaign"),
+    )
+)]
 pub async fn aggregates(
     State(state): State<AppState>,
     headers: HeaderMap,

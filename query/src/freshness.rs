@@ -31,11 +31,13 @@ pub struct Snapshot {
 }
 
 /// The freshness every answer carries (body and headers).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Freshness {
     pub position: u64,
     pub stream_last: u64,
     pub lag_events: u64,
+    /// Event time up to which every bucket is final but for late events
+    /// (RFC 3339).
     pub watermark: String,
     /// Seconds between the watermark and now.
     pub lag_seconds: u64,

@@ -10,9 +10,10 @@ use tally_shared::store::models::{is_complete, Counters, Granularity, Metric};
 
 use crate::cursor::Page;
 use crate::params::{check_points, path_id};
+use crate::respond::Report;
 use crate::{unavailable, AppState, Ask};
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Engagement {
     influencer_id: String,
     granularity: Granularity,
@@ -21,7 +22,7 @@ struct Engagement {
     buckets: Vec<Bucket>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Bucket {
     /// Bucket start, seconds since the epoch.
     start: u32,
@@ -36,6 +37,22 @@ struct Bucket {
 }
 
 /// `GET /v1/influencers/{id}/engagement?granularity&period|from&to`.
+#[utoipa::path(
+    get,
+    path = "/v1/influencers/{influencer_id}/engagement",
+    tag = "reports",
+    security(("bearer" = [])),
+    params(
+        ("influencer_id" = String, Path),
+        crate::openapi::Buckets,
+        crate::openapi::Range,
+        crate::openapi::Fresh,
+    ),
+    responses(
+        (status = 200, description = "Engagement per bucket (default: the last 24 hours)", body = Report<Engagement>),
+        (status = 404, description = "The tenant has no such influencer"),
+    )
+)]
 pub async fn engagement(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -82,7 +99,7 @@ pub async fn engagement(
     .await
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Followers {
     influencer_id: String,
     count: i64,
@@ -91,13 +108,24 @@ struct Followers {
     series: Vec<Day>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Day {
     start: u32,
     followers: i64,
 }
 
 /// `GET /v1/influencers/{id}/followers?period|from&to`.
+#[utoipa::path(
+    get,
+    path = "/v1/influencers/{influencer_id}/followers",
+    tag = "reports",
+    security(("bearer" = [])),
+    params(("influencer_id" = String, Path), crate::openapi::Range, crate::openapi::Fresh),
+    responses(
+        (status = 200, description = "Followers now, growth and a daily series (default: 30 days)", body = Report<Followers>),
+        (status = 404, description = "The tenant has no such influencer"),
+    )
+)]
 pub async fn followers(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -138,7 +166,7 @@ pub async fn followers(
     .await
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Ranking {
     metric: Metric,
     from: u32,
@@ -150,7 +178,7 @@ struct Ranking {
     next_cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Ranked {
     rank: u64,
     influencer_id: String,
@@ -159,6 +187,22 @@ struct Ranked {
 
 /// `GET /v1/influencers/rankings?metric&period|from&to&limit&cursor` and
 /// the filters `platform`, `campaign_id`, `content_type`, `tag`.
+#[utoipa::path(
+    get,
+    path = "/v1/influencers/rankings",
+    tag = "reports",
+    security(("bearer" = [])),
+    params(
+        crate::openapi::Measure,
+        crate::openapi::Range,
+        crate::openapi::Filters,
+        crate::openapi::Paging,
+        crate::openapi::Fresh,
+    ),
+    responses(
+        (status = 200, description = "Influencers ranked, highest first (default: 7 days); pages pinned to the first page's position", body = Report<Ranking>),
+    )
+)]
 pub async fn rankings(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -11,6 +11,7 @@ mod hot;
 mod influencers;
 mod lists;
 mod live;
+mod openapi;
 mod params;
 mod posts;
 mod respond;
@@ -24,7 +25,6 @@ use tally_shared::http::ratelimit::{bearer_token, forget_idle_buckets, RateHeade
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
 use axum::Router;
 use tally_shared::auth::{Authenticator, KeyError};
 use tally_shared::config::{ClickHouseConfig, Config};
@@ -32,6 +32,8 @@ use tally_shared::http as api;
 use tally_shared::store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -89,28 +91,35 @@ impl AppState {
     }
 }
 
+/// The routes and their description, from one list: a route cannot be
+/// added without its `#[utoipa::path]`.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(posts::metrics))
+        .routes(routes!(live::live))
+        .routes(routes!(influencers::engagement))
+        .routes(routes!(influencers::followers))
+        .routes(routes!(influencers::rankings))
+        .routes(routes!(campaigns::aggregates))
+        .routes(routes!(trends::trends))
+        .routes(routes!(lists::late_events))
+        .routes(routes!(lists::anomalies))
+        .routes(routes!(api::healthz))
+        .routes(routes!(tally_shared::metrics::endpoint))
+        .routes(routes!(readyz))
+        .routes(routes!(api::openapi::document))
+}
+
+/// The query API's part of the OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = routes().into_openapi();
+    openapi::report_conventions(&mut doc);
+    doc
+}
+
 pub fn router(state: AppState, config: &tally_shared::config::QueryConfig) -> Router {
-    Router::new()
-        .route("/v1/posts/{post_id}/metrics", get(posts::metrics))
-        .route("/v1/posts/{post_id}/live", get(live::live))
-        .route(
-            "/v1/influencers/{influencer_id}/engagement",
-            get(influencers::engagement),
-        )
-        .route(
-            "/v1/influencers/{influencer_id}/followers",
-            get(influencers::followers),
-        )
-        .route("/v1/influencers/rankings", get(influencers::rankings))
-        .route(
-            "/v1/campaigns/{campaign_id}/aggregates",
-            get(campaigns::aggregates),
-        )
-        .route("/v1/trends", get(trends::trends))
-        .route("/v1/late-events", get(lists::late_events))
-        .route("/v1/anomalies", get(lists::anomalies))
-        .route("/healthz", get(api::healthz))
-        .route("/readyz", get(readyz))
+    let (router, _) = routes().split_for_parts();
+    router
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -219,6 +228,15 @@ fn unavailable(e: store::StoreError) -> api::ApiError {
 }
 
 /// `/readyz`: ClickHouse answers and its schema is current.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "service",
+    responses(
+        (status = 200, description = "Ready to serve", body = String, content_type = "text/plain"),
+        (status = 503, description = "ClickHouse is unavailable or its schema is not current", body = String, content_type = "text/plain"),
+    )
+)]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
     match store::pending_migrations(&state.inner.clickhouse_config).await {
         Ok(pending) if pending.is_empty() => (StatusCode::OK, "ready".into()),
@@ -249,6 +267,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    tally_shared::metrics::handle();
     let state = AppState::new(&config)?;
     {
         let (state, shutdown) = (state.clone(), shutdown.clone());

@@ -10,9 +10,10 @@ use tally_shared::store::models::{Burst, Granularity, LateEvent, Spike};
 use crate::cursor::Page;
 use crate::influencers::scope;
 use crate::params::check_points;
+use crate::respond::Report;
 use crate::{unavailable, AppState, Ask};
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct LateEvents {
     /// Late events of the tenant at the listing's position.
     total: u64,
@@ -22,6 +23,16 @@ struct LateEvents {
 }
 
 /// `GET /v1/late-events?limit&cursor`: newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/late-events",
+    tag = "reports",
+    security(("bearer" = [])),
+    params(crate::openapi::Paging, crate::openapi::Fresh),
+    responses(
+        (status = 200, description = "Late events, newest first; pages pinned to the first page's position", body = Report<LateEvents>),
+    )
+)]
 pub async fn late_events(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -74,7 +85,7 @@ pub async fn late_events(
     .await
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Anomalies {
     from: u32,
     to: u32,
@@ -87,6 +98,22 @@ struct Anomalies {
 }
 
 /// `GET /v1/anomalies?influencer_id&granularity&burst_threshold&period|from&to`.
+#[utoipa::path(
+    get,
+    path = "/v1/anomalies",
+    tag = "reports",
+    security(("bearer" = [])),
+    params(
+        ("influencer_id" = Option<String>, Query, description = "Spikes are looked for only with an influencer"),
+        crate::openapi::Buckets,
+        ("burst_threshold" = Option<u64>, Query, minimum = 1, maximum = 1000000, description = "Events by one user on one post in a minute above which it is a burst (default 10)"),
+        crate::openapi::Range,
+        crate::openapi::Fresh,
+    ),
+    responses(
+        (status = 200, description = "Spikes and bursts (default: the last 24 hours)", body = Report<Anomalies>),
+    )
+)]
 pub async fn anomalies(
     State(state): State<AppState>,
     headers: HeaderMap,

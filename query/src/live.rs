@@ -97,6 +97,25 @@ async fn poll(state: AppState, key: Key, sender: watch::Sender<Arc<Value>>) {
     }
 }
 
+/// The post's metrics as Server-Sent Events: the current metrics first,
+/// then every change (event `counters`), within a second.
+#[utoipa::path(
+    get,
+    path = "/v1/posts/{post_id}/live",
+    tag = "live",
+    security(("bearer" = [])),
+    params(
+        ("post_id" = String, Path),
+        ("access_token" = Option<String>, Query, description = "The bearer token, for clients (`EventSource`) that cannot set headers"),
+    ),
+    responses(
+        (status = 200, description = "A stream of `PostMetrics` as JSON in `data`", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A malformed id, or a token given twice"),
+        (status = 404, description = "The tenant has no such post"),
+        (status = 429, description = "A rate limit is spent, or the tenant follows too many posts live"),
+        (status = 503, description = "ClickHouse is unavailable"),
+    )
+)]
 pub async fn live(
     State(state): State<AppState>,
     mut headers: HeaderMap,

@@ -6,6 +6,7 @@ use axum::http::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -24,7 +25,7 @@ const CACHE_POLICY: &str = "private, max-age=1";
 /// The answer: `body` (an object) with `freshness` added, headers, and
 /// `304` when the request's `If-None-Match` names `etag`. The hot tier
 /// computes the tag once per answer, not once per request.
-pub fn tagged(request: &HeaderMap, mut body: Value, etag: &str, freshness: Freshness) -> Response {
+pub fn tagged(request: &HeaderMap, body: Value, etag: &str, freshness: Freshness) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(
         ETAG,
@@ -46,13 +47,22 @@ pub fn tagged(request: &HeaderMap, mut body: Value, etag: &str, freshness: Fresh
     if matches_any(request, etag) {
         return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
-    if let Value::Object(map) = &mut body {
-        map.insert(
-            "freshness".into(),
-            serde_json::to_value(freshness).expect("freshness serialises"),
-        );
-    }
-    (headers, Json(body)).into_response()
+    (
+        headers,
+        Json(Report {
+            data: body,
+            freshness,
+        }),
+    )
+        .into_response()
+}
+
+/// A report answer: the data's fields, and how fresh they are.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Report<T> {
+    #[serde(flatten)]
+    pub data: T,
+    pub freshness: Freshness,
 }
 
 /// A strong entity tag over the data (not the freshness, which moves even
@@ -76,7 +86,6 @@ fn matches_any(request: &HeaderMap, etag: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde::Serialize;
 
     fn report<T: Serialize>(request: &HeaderMap, data: &T, freshness: Freshness) -> Response {
         let body = serde_json::to_value(data).unwrap();

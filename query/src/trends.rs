@@ -10,12 +10,13 @@ use tally_shared::http::ApiError;
 use tally_shared::store::models::{sliding, Entity, Metric, TrendPoint};
 
 use crate::params::check_points;
+use crate::respond::Report;
 use crate::{unavailable, AppState, Ask};
 
 /// Most steps one window spans.
 const MAX_STEPS_PER_WINDOW: u32 = 1_440;
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Trend {
     entity: String,
     metric: Metric,
@@ -28,6 +29,25 @@ struct Trend {
     points: Vec<TrendPoint>,
 }
 
+/// Sliding or tumbling windows of a metric.
+#[utoipa::path(
+    get,
+    path = "/v1/trends",
+    tag = "reports",
+    security(("bearer" = [])),
+    params(
+        ("entity" = String, Query, pattern = "^(post|influencer|campaign):[A-Za-z0-9_:-]{1,128}$", description = "`post:{id}`, `influencer:{id}` or `campaign:{id}`"),
+        crate::openapi::Measure,
+        ("window" = Option<String>, Query, pattern = "^[1-9][0-9]{0,6}[smhd]$", description = "Window length such as `1m` (default: `step`); a multiple of `step`, at most 1440 steps"),
+        ("step" = Option<String>, Query, pattern = "^[1-9][0-9]{0,6}[smhd]$", description = "Step between windows such as `10s`, `1m`, `1h`, `1d` (default `1m`)"),
+        crate::openapi::Range,
+        crate::openapi::Fresh,
+    ),
+    responses(
+        (status = 200, description = "One point per step (default: the last hour)", body = Report<Trend>),
+        (status = 404, description = "The tenant has no such post, influencer or campaign"),
+    )
+)]
 pub async fn trends(
     State(state): State<AppState>,
     headers: HeaderMap,

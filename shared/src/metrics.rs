@@ -62,6 +62,12 @@ pub fn handle() -> &'static PrometheusHandle {
 }
 
 /// `GET /metrics` in the Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "service",
+    responses((status = 200, description = "Prometheus metrics, text format 0.0.4", body = String, content_type = "text/plain"))
+)]
 pub async fn endpoint() -> impl IntoResponse {
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -279,3 +279,22 @@ pub fn rfc3339_ago(seconds_ago: i64) -> String {
 }
 
 pub use tally_shared::auth::Scope as TokenScope;
+
+/// The OpenAPI document of both APIs, as the code describes them; the
+/// services serve `docs/openapi.json`, which must equal it
+/// (`./dev openapi` writes it).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    use tally_shared::http::openapi::{assemble, Part};
+    assemble(vec![
+        Part {
+            doc: tally_command::openapi(),
+            server: "http://127.0.0.1:8470",
+            description: "The command API (`./dev up`)",
+        },
+        Part {
+            doc: tally_query::openapi(),
+            server: "http://127.0.0.1:8471",
+            description: "The query API (`./dev up`)",
+        },
+    ])
+}

@@ -86,7 +86,7 @@ pub fn split_items(
 }
 
 /// One item's result.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ItemResult {
     /// Position in the input, from 0.
     pub index: usize,
@@ -100,7 +100,7 @@ pub struct ItemResult {
 }
 
 /// The whole answer: counts, then one result per item in input order.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BatchResult {
     pub accepted: usize,
     pub duplicates: usize,
@@ -127,6 +127,28 @@ impl BatchResult {
     }
 }
 
+/// Stores up to `max_batch_events` events, each validated on its own.
+#[utoipa::path(
+    post,
+    path = "/v1/events/batch",
+    tag = "ingest",
+    security(("bearer" = [])),
+    request_body(
+        description = "A JSON array of events, or NDJSON (one event a line)",
+        content(
+            (Vec<tally_shared::event::Event> = "application/json"),
+            (String = "application/x-ndjson"),
+        )
+    ),
+    responses(
+        (status = 202, description = "Every item stored", body = BatchResult),
+        (status = 207, description = "Some items invalid (not stored); the valid ones stored", body = BatchResult),
+        (status = 400, description = "The body is not a JSON array or NDJSON, or holds no events"),
+        (status = 413, description = "The body or the number of events is over the limit"),
+        (status = 415, description = "Neither JSON nor NDJSON"),
+        (status = 503, description = "JetStream did not acknowledge every valid item: retry the batch"),
+    )
+)]
 pub async fn post_batch(
     state: State<AppState>,
     headers: HeaderMap,

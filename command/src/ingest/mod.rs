@@ -1,7 +1,7 @@
 //! `POST /v1/events`: authenticate, validate, append, answer only after the
 //! PubAck.
 
-mod batch;
+pub(crate) mod batch;
 mod publish;
 #[cfg(test)]
 mod tests;
@@ -17,7 +17,7 @@ use tally_shared::event::{validate, Source, StoredEvent};
 use tally_shared::http::{json_body, ApiError};
 use time::OffsetDateTime;
 
-pub use batch::{post_batch, store_items, BatchResult};
+pub use batch::{store_items, BatchResult};
 pub use publish::{AppendError, Publisher};
 
 use crate::AppState;
@@ -25,7 +25,7 @@ use tally_shared::http::ratelimit::bearer_token;
 use tally_shared::http::ratelimit::RateHeaders;
 
 /// The answer for one stored event.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     pub event_id: String,
     pub status: Outcome,
@@ -34,7 +34,7 @@ pub struct Accepted {
 }
 
 /// What became of one event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// Newly stored.
@@ -57,6 +57,22 @@ impl Outcome {
     }
 }
 
+/// Stores one event. `202` only once JetStream has acknowledged it.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "ingest",
+    security(("bearer" = [])),
+    request_body(content = tally_shared::event::Event, description = "One event (`events:write`)"),
+    responses(
+        (status = 202, description = "Stored (or stored before: `duplicate`)", body = Accepted),
+        (status = 400, description = "The body is not JSON"),
+        (status = 413, description = "The body is larger than allowed"),
+        (status = 415, description = "The body is not `application/json`"),
+        (status = 422, description = "The event is invalid; `errors` names every field"),
+        (status = 503, description = "JetStream did not acknowledge it: retry with the same `event_id`"),
+    )
+)]
 pub async fn post_event(
     state: State<AppState>,
     headers: HeaderMap,

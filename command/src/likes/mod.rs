@@ -31,7 +31,7 @@ use tally_shared::http::ratelimit::RateHeaders;
 pub const MAX_ATTEMPTS: u32 = 8;
 
 /// The aggregate's state after the request.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LikeAnswer {
     pub post_id: String,
     pub user_id: String,
@@ -47,6 +47,23 @@ pub struct LikeAnswer {
 /// like any other malformed id, not axum's plain-text rejection.
 type Ids = Result<Path<(String, String)>, PathRejection>;
 
+/// Whether the user likes the post now.
+#[utoipa::path(
+    get,
+    path = "/v1/posts/{post_id}/likes/{user_id}",
+    tag = "likes",
+    security(("bearer" = [])),
+    params(
+        ("post_id" = String, Path, description = "1-128 of A-Z, a-z, 0-9, `_`, `:`, `-`"),
+        ("user_id" = String, Path, description = "1-128 of A-Z, a-z, 0-9, `_`, `:`, `-`"),
+    ),
+    responses(
+        (status = 200, description = "The like state after the request", body = LikeAnswer),
+        (status = 400, description = "A malformed id"),
+        (status = 409, description = "Concurrent changes kept winning; retry"),
+        (status = 503, description = "JetStream is unavailable"),
+    )
+)]
 pub async fn get_like(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -66,6 +83,23 @@ pub async fn get_like(
     }))
 }
 
+/// Likes the post for the user (idempotent).
+#[utoipa::path(
+    put,
+    path = "/v1/posts/{post_id}/likes/{user_id}",
+    tag = "likes",
+    security(("bearer" = [])),
+    params(
+        ("post_id" = String, Path, description = "1-128 of A-Z, a-z, 0-9, `_`, `:`, `-`"),
+        ("user_id" = String, Path, description = "1-128 of A-Z, a-z, 0-9, `_`, `:`, `-`"),
+    ),
+    responses(
+        (status = 200, description = "The like state after the request", body = LikeAnswer),
+        (status = 400, description = "A malformed id"),
+        (status = 409, description = "Concurrent changes kept winning; retry"),
+        (status = 503, description = "JetStream is unavailable"),
+    )
+)]
 pub async fn put_like(
     state: State<AppState>,
     headers: HeaderMap,
@@ -74,6 +108,23 @@ pub async fn put_like(
     set(state, headers, ids, LikeState::Liked).await
 }
 
+/// Takes the user's like back (idempotent).
+#[utoipa::path(
+    delete,
+    path = "/v1/posts/{post_id}/likes/{user_id}",
+    tag = "likes",
+    security(("bearer" = [])),
+    params(
+        ("post_id" = String, Path, description = "1-128 of A-Z, a-z, 0-9, `_`, `:`, `-`"),
+        ("user_id" = String, Path, description = "1-128 of A-Z, a-z, 0-9, `_`, `:`, `-`"),
+    ),
+    responses(
+        (status = 200, description = "The like state after the request", body = LikeAnswer),
+        (status = 400, description = "A malformed id"),
+        (status = 409, description = "Concurrent changes kept winning; retry"),
+        (status = 503, description = "JetStream is unavailable"),
+    )
+)]
 pub async fn delete_like(
     state: State<AppState>,
     headers: HeaderMap,

@@ -55,7 +55,7 @@ impl Platform {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WebhookResult {
     /// Changes Tally does not count.
     pub ignored: usize,
@@ -99,6 +99,26 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
         .ok_or_else(|| ApiError::BadSignature(format!("missing {name} header")))
 }
 
+/// A platform's webhook delivery, verified by its signature.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{platform}",
+    tag = "webhooks",
+    params(
+        ("platform" = String, Path, pattern = "^(instagram|facebook|generic)$", description = "`instagram`, `facebook` or `generic`"),
+        ("tenant" = String, Query, description = "The tenant the delivery is for"),
+    ),
+    request_body(content = Object, description = "The platform's payload, or for `generic` a v1 event or an array of them"),
+    responses(
+        (status = 200, description = "Verified and stored", body = WebhookResult),
+        (status = 400, description = "A missing tenant or an unreadable payload"),
+        (status = 401, description = "A missing or wrong signature"),
+        (status = 404, description = "No such platform"),
+        (status = 413, description = "Too large, or too many events"),
+        (status = 429, description = "The tenant's rate limit is spent"),
+        (status = 503, description = "Not every event was acknowledged: the platform should retry"),
+    )
+)]
 pub async fn receive(
     State(state): State<AppState>,
     platform: Result<Path<String>, PathRejection>,
@@ -219,6 +239,25 @@ async fn verify_and_store(
 }
 
 /// `GET /v1/webhooks/{platform}`: Meta's callback verification.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{platform}",
+    tag = "webhooks",
+    params(
+        ("platform" = String, Path, pattern = "^(instagram|facebook)$", description = "`instagram` or `facebook`"),
+        ("tenant" = String, Query, description = "The tenant the subscription is for"),
+        ("hub.mode" = Option<String>, Query, description = "`subscribe`"),
+        ("hub.verify_token" = Option<String>, Query, description = "The tenant's verify token"),
+        ("hub.challenge" = Option<String>, Query, description = "Echoed back when the token matches"),
+    ),
+    responses(
+        (status = 200, description = "`hub.challenge`, echoed", body = String, content_type = "text/plain"),
+        (status = 400, description = "A missing tenant or a malformed query"),
+        (status = 401, description = "The verify token does not match"),
+        (status = 404, description = "No such platform"),
+        (status = 405, description = "`generic` has no verification"),
+    )
+)]
 pub async fn verify_subscription(
     State(state): State<AppState>,
     platform: Result<Path<String>, PathRejection>,

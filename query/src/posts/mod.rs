@@ -13,10 +13,11 @@ use serde::{Deserialize, Serialize};
 use tally_shared::http::ApiError;
 
 use crate::params::path_id;
+use crate::respond::Report;
 use crate::{unavailable, AppState, Ask};
 
 /// A post's read model as the API shows it. `likes` is net of unlikes.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct PostMetrics {
     pub post_id: String,
     pub likes: i64,
@@ -40,6 +41,18 @@ pub struct PostMetrics {
     pub events: u64,
 }
 
+/// A post's counters, rates and attribution.
+#[utoipa::path(
+    get,
+    path = "/v1/posts/{post_id}/metrics",
+    tag = "reports",
+    security(("bearer" = [])),
+    params(("post_id" = String, Path), crate::openapi::Fresh),
+    responses(
+        (status = 200, description = "The post's metrics", body = Report<PostMetrics>),
+        (status = 404, description = "The tenant has no such post"),
+    )
+)]
 pub async fn metrics(
     State(state): State<AppState>,
     headers: HeaderMap,

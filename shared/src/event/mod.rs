@@ -29,7 +29,7 @@ pub const MAX_ID_LEN: usize = 128;
 /// What happened. Serialised with the product's type names (`like`,
 /// `post_published`…); the Rust names are past tense because an event is a
 /// fact that already happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum EventKind {
     #[serde(rename = "like")]
     Liked,
@@ -141,7 +141,7 @@ impl EventKind {
 }
 
 /// The platform an event came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Platform {
     Instagram,
@@ -179,11 +179,23 @@ impl Platform {
 }
 
 /// A validated event as the client sent it (payload defaults filled in).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// As a request body: which ids and payload fields are required depends on
+/// `type` (PRODUCT.md section 2); every problem is answered at once, field
+/// by field, with `422`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "event_id": "evt-1", "type": "comment", "occurred_at": "2026-11-22T10:00:00Z",
+    "platform": "instagram", "influencer_id": "inf-1", "post_id": "post-1",
+    "campaign_id": "camp-1", "user_id": "user-1", "payload": {"text": "Love it!"}
+}))]
 pub struct Event {
+    /// The client's id for the event: a retry with the same id is stored
+    /// once. 1-128 of A-Z, a-z, 0-9, `_`, `:`, `-`.
     pub event_id: String,
     #[serde(rename = "type")]
     pub kind: EventKind,
+    /// When it happened (RFC 3339), not in the future beyond the allowed skew.
     #[serde(with = "time::serde::rfc3339")]
     pub occurred_at: OffsetDateTime,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -196,7 +208,10 @@ pub struct Event {
     pub campaign_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// The type's own fields (`text` of a comment, `value` and `currency`
+    /// of a conversion, …).
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub payload: Map<String, Value>,
 }
 

@@ -2,6 +2,7 @@
 //! `application/problem+json` response, JSON body reading, and the routes
 //! every service has (`/healthz`, unknown paths, wrong methods).
 
+pub mod openapi;
 mod problem;
 pub mod ratelimit;
 
@@ -190,6 +191,12 @@ pub async fn method_not_allowed() -> ApiError {
 }
 
 /// `/healthz`: the process is alive.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "service",
+    responses((status = 200, description = "The process is alive", body = String, content_type = "text/plain"))
+)]
 pub async fn healthz() -> &'static str {
     "ok"
 }

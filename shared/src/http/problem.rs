@@ -66,13 +66,19 @@ pub enum ApiError {
 /// Seconds a client should wait before retrying after a 503.
 const RETRY_AFTER_SECS: u64 = 1;
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem: what every error response carries.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Problem<'a> {
+    /// A stable identifier of the problem, `urn:tally:problem:<name>`.
     #[serde(rename = "type")]
     kind: &'a str,
+    /// The status's reason phrase.
     title: &'a str,
+    /// The HTTP status.
     status: u16,
+    /// What went wrong, for people.
     detail: String,
+    /// For `422`: every offending field.
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<&'a [FieldError]>,
 }

@@ -38,3 +38,5 @@ mod reports;
 mod degraded;
 // Live counters over Server-Sent Events.
 mod live;
+// The OpenAPI document, and schemathesis against both APIs.
+mod openapi;

@@ -20,7 +20,7 @@ pub const MAX_URL_LEN: usize = 2_048;
 pub const MAX_VIEW_COUNT: u64 = 1_000_000_000;
 
 /// One problem with one field. `field` is a dotted path (`payload.text`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,

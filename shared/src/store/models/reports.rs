@@ -45,7 +45,7 @@ pub enum Entity {
 }
 
 /// One point of a trend: a window starting at `start` and its value.
-#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrendPoint {
     pub start: u32,
     pub value: i64,

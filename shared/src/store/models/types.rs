@@ -7,7 +7,7 @@ use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
 /// Time bucket sizes of the engagement series.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Granularity {
     Minute,
@@ -45,7 +45,7 @@ impl Granularity {
 }
 
 /// Metrics that influencers can be ranked by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     Likes,
@@ -104,7 +104,7 @@ impl Metric {
 }
 
 /// Counters summed over some facts. `likes` is net of unlikes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Row, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Row, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Counters {
     pub likes: i64,
     pub shares: u64,
@@ -226,7 +226,7 @@ pub struct Ranked {
 }
 
 /// An event received after its bucket closed.
-#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LateEvent {
     pub seq: u64,
     pub event_id: String,
@@ -240,7 +240,7 @@ pub struct LateEvent {
 }
 
 /// A bucket whose engagement stands out against the key's own baseline.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Spike {
     pub influencer_id: String,
     pub start: u32,
@@ -250,7 +250,7 @@ pub struct Spike {
 }
 
 /// One user acting on one post many times within a minute.
-#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Burst {
     pub user_id: String,
     pub post_id: String,
