@@ -1,4 +1,4 @@
-# Builds the three Tally services into one small runtime image; pick the
+# Builds the three Tally services (and tally-replay) into one small runtime image; pick the
 # service with the container's command (tally-command, tally-projector,
 # tally-query).
 FROM rust:1-bookworm AS build
@@ -6,7 +6,7 @@ WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bins \
  && mkdir -p /out \
- && cp target/release/tally-command target/release/tally-projector target/release/tally-query /out/
+ && cp target/release/tally-command target/release/tally-projector target/release/tally-query target/release/tally-replay /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update \

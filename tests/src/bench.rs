@@ -1,6 +1,15 @@
-//! Small pieces the benchmarks share: latency percentiles and a summary.
+//! Small pieces the benchmarks share: latency percentiles and a summary,
+//! and a generated dataset published straight to JetStream.
 
 use std::time::Duration;
+
+use async_nats::jetstream;
+use serde_json::{json, Value};
+use tally_shared::event::{validate, Limits, Source, StoredEvent};
+use time::OffsetDateTime;
+
+const INFLUENCERS: u64 = 2_000;
+const CAMPAIGNS: u64 = 50;
 
 /// The `p`-th percentile (0–100) of `samples` by nearest rank: the
 /// smallest sample at or above `p`% of them. `None` when empty.
@@ -24,6 +33,98 @@ pub fn summary(samples: &[Duration]) -> String {
         ms(samples.iter().max().copied()),
         samples.len()
     )
+}
+
+/// xorshift: deterministic and cheap.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+
+    /// Skewed towards 0: a few posts take most of the traffic.
+    pub fn skewed(&mut self, n: u64) -> u64 {
+        let u = self.below(1 << 30) as f64 / (1u64 << 30) as f64;
+        ((u * u * u) * n as f64) as u64
+    }
+}
+
+fn stored(tenant: &str, envelope: Value, now: OffsetDateTime) -> StoredEvent {
+    let event = validate(&envelope, now, &Limits::default()).expect("a valid generated event");
+    StoredEvent::new(tenant, Source::Import, event, now)
+}
+
+/// `tenant`'s catalogue of `posts` posts (spread over 2,000 influencers
+/// and 50 campaigns), then `events` interactions over the last six hours,
+/// a few posts taking most of them.
+pub fn dataset(tenant: &str, posts: u64, events: u64) -> Vec<StoredEvent> {
+    let now = OffsetDateTime::now_utc();
+    let at = |ago: u64| {
+        (now - time::Duration::seconds(ago as i64))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut all = Vec::with_capacity((posts + events) as usize);
+    for p in 0..posts {
+        all.push(stored(
+            tenant,
+            json!({"event_id": format!("cat-{p}"), "type": "post_published", "occurred_at": at(86_400),
+                   "post_id": format!("post-{p}"), "influencer_id": format!("inf-{}", p % INFLUENCERS),
+                   "campaign_id": format!("camp-{}", p % CAMPAIGNS), "platform": "instagram",
+                   "payload": {"content_type": "reel"}}),
+            now,
+        ));
+    }
+    for i in 0..events {
+        let post = format!("post-{}", rng.skewed(posts));
+        let (kind, payload) = match rng.below(100) {
+            0..=54 => ("view", json!({"count": 1 + rng.below(5)})),
+            55..=79 => ("like", json!({})),
+            80..=87 => ("comment", json!({"text": "love this"})),
+            88..=92 => ("share", json!({})),
+            93..=98 => ("click", json!({})),
+            _ => ("conversion", json!({"value": 9.99, "currency": "EUR"})),
+        };
+        all.push(stored(
+            tenant,
+            json!({"event_id": format!("e-{i}"), "type": kind, "occurred_at": at(rng.below(6 * 3600)),
+                   "post_id": post, "user_id": format!("u{}", rng.below(1_000_000)), "payload": payload}),
+            now,
+        ));
+    }
+    all
+}
+
+/// Publishes `events` straight to JetStream at `nats` (with `Nats-Msg-Id`,
+/// as the command API does, 4096 acks outstanding); the last sequence.
+pub async fn publish(nats: &str, events: &[StoredEvent]) -> u64 {
+    let client = async_nats::connect(nats).await.unwrap();
+    let js = jetstream::new(client);
+    let mut pending = Vec::with_capacity(4096);
+    let mut last = 0;
+    for event in events {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", event.msg_id().as_str());
+        pending.push(
+            js.publish_with_headers(event.subject(), headers, event.encode().into())
+                .await
+                .unwrap(),
+        );
+        if pending.len() == 4096 {
+            for ack in pending.drain(..) {
+                last = ack.await.unwrap().sequence;
+            }
+        }
+    }
+    for ack in pending {
+        last = ack.await.unwrap().sequence;
+    }
+    last
 }
 
 #[cfg(test)]

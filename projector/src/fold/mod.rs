@@ -114,6 +114,117 @@ impl Rows {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The rows of `post_catalogue`: the catalogue rows of published posts.
+    pub fn posts(&self) -> Vec<&CatalogueRow> {
+        self.catalogue
+            .iter()
+            .filter(|row| row.kind == EventKind::PostPublished.as_str())
+            .collect()
+    }
+}
+
+/// Events set aside by configuration (`projector.quarantine`, entries
+/// `<tenant>:<event_id>`): they go to the dead-letter stream on sight, for
+/// an event that takes a worker down in a way no retry survives (a crash,
+/// memory), until a fix lets them be redriven.
+#[derive(Debug, Clone, Default)]
+pub struct Quarantine(std::collections::HashSet<String>);
+
+impl Quarantine {
+    pub fn new(entries: &[String]) -> Quarantine {
+        Quarantine(entries.iter().cloned().collect())
+    }
+
+    pub fn holds(&self, event: &StoredEvent) -> bool {
+        !self.0.is_empty()
+            && self
+                .0
+                .contains(&format!("{}:{}", event.tenant, event.event.event_id))
+    }
+}
+
+/// An event of a batch that cannot be projected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poison {
+    /// Its place in the batch.
+    pub index: usize,
+    pub seq: u64,
+    pub error: String,
+    /// Set aside by [`Quarantine`]: not worth retrying.
+    pub quarantined: bool,
+}
+
+/// A batch of recorded events, folded.
+#[derive(Debug, Default)]
+pub struct FoldedBatch {
+    pub rows: Rows,
+    /// Stream sequences of the events folded into `rows`.
+    pub seqs: Vec<u64>,
+    pub poison: Vec<Poison>,
+}
+
+/// Decodes and folds `(stream sequence, payload)` pairs as recorded on the
+/// stream. Events that cannot be decoded, are quarantined, or make the fold
+/// panic (a bug some event triggers) become [`Poison`] instead of rows, so
+/// they never hold up the rest. The worker and the replay tooling both
+/// project through this.
+pub fn fold_recorded<'a>(
+    batch: impl IntoIterator<Item = (u64, &'a [u8])>,
+    options: FoldOptions,
+    quarantine: &Quarantine,
+) -> FoldedBatch {
+    let mut events = Vec::new();
+    let mut poison = Vec::new();
+    for (index, (seq, payload)) in batch.into_iter().enumerate() {
+        match StoredEvent::decode(payload) {
+            Ok(event) if quarantine.holds(&event) => poison.push(Poison {
+                index,
+                seq,
+                error: "quarantined by projector.quarantine".into(),
+                quarantined: true,
+            }),
+            Ok(event) => events.push((index, seq, event)),
+            Err(e) => poison.push(Poison {
+                index,
+                seq,
+                error: e.to_string(),
+                quarantined: false,
+            }),
+        }
+    }
+    let all = std::panic::catch_unwind(|| fold(events.iter().map(|(_, s, e)| (*s, e)), options));
+    let rows = match all {
+        Ok(rows) => rows,
+        Err(_) => {
+            tracing::error!("folding a batch panicked; folding its events one by one");
+            let mut rows = Rows::default();
+            let mut folded = Vec::with_capacity(events.len());
+            for (index, seq, event) in events {
+                match std::panic::catch_unwind(|| fold([(seq, &event)], options)) {
+                    Ok(one) => {
+                        rows.engagements.extend(one.engagements);
+                        rows.catalogue.extend(one.catalogue);
+                        rows.late.extend(one.late);
+                        folded.push((index, seq, event));
+                    }
+                    Err(_) => poison.push(Poison {
+                        index,
+                        seq,
+                        error: "folding panicked".into(),
+                        quarantined: false,
+                    }),
+                }
+            }
+            events = folded;
+            rows
+        }
+    };
+    FoldedBatch {
+        rows,
+        seqs: events.into_iter().map(|(_, seq, _)| seq).collect(),
+        poison,
+    }
 }
 
 /// The end of the minute bucket holding `at` (seconds since the epoch).
@@ -239,16 +350,29 @@ pub async fn write(
     client: &clickhouse::Client,
     rows: &Rows,
 ) -> Result<(), tally_shared::store::StoreError> {
-    insert(client, "engagements", &rows.engagements).await?;
-    insert(client, "catalogue", &rows.catalogue).await?;
-    // Posts again, sorted by post for attribution lookups.
-    let posts: Vec<&CatalogueRow> = rows
-        .catalogue
-        .iter()
-        .filter(|row| row.kind == EventKind::PostPublished.as_str())
-        .collect();
-    insert::<CatalogueRow>(client, "post_catalogue", &posts).await?;
-    insert(client, "late_events", &rows.late).await
+    write_only(client, rows, |_| true).await
+}
+
+/// [`write`], to the tables `wanted` names only (`engagements`,
+/// `catalogue`, `post_catalogue`, `late_events`).
+pub async fn write_only(
+    client: &clickhouse::Client,
+    rows: &Rows,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<(), tally_shared::store::StoreError> {
+    if wanted("engagements") {
+        insert(client, "engagements", &rows.engagements).await?;
+    }
+    if wanted("catalogue") {
+        insert(client, "catalogue", &rows.catalogue).await?;
+    }
+    if wanted("post_catalogue") {
+        insert::<CatalogueRow>(client, "post_catalogue", &rows.posts()).await?;
+    }
+    if wanted("late_events") {
+        insert(client, "late_events", &rows.late).await?;
+    }
+    Ok(())
 }
 
 async fn insert<T>(

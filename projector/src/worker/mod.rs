@@ -8,7 +8,6 @@
 //! dead-letter stream on its last attempt, without holding up the rest;
 //! a ClickHouse failure (the world's fault) is retried until it passes.
 
-use std::panic::catch_unwind;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,13 +16,12 @@ use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Message};
 use futures::StreamExt;
 use tally_shared::config::{ClickHouseConfig, ProjectorConfig};
-use tally_shared::event::StoredEvent;
 use tally_shared::store::{self, StoreError};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::deadletter::DeadLetters;
-use crate::fold::{fold, FoldOptions, Rows};
+use crate::fold::{fold_recorded, FoldOptions, Quarantine, Rows};
 use metrics::counter;
 use tally_shared::metrics as names;
 
@@ -60,6 +58,7 @@ struct Fetcher {
     batch_bytes: usize,
     fetch_wait: Duration,
     fold_options: FoldOptions,
+    quarantine: Quarantine,
 }
 
 /// Writes folded batches to ClickHouse and only then acknowledges them
@@ -102,6 +101,7 @@ impl Worker {
                 batch_bytes: config.batch_bytes.max(1),
                 fetch_wait: Duration::from_millis(config.fetch_wait_ms.max(10)),
                 fold_options,
+                quarantine: Quarantine::new(&config.quarantine),
             },
             writer: Writer {
                 clickhouse: store::client(clickhouse_config),
@@ -244,60 +244,35 @@ impl Fetcher {
         Ok(batch)
     }
 
-    /// Decodes and folds a batch; unreadable events become poison.
+    /// Decodes and folds a batch; what cannot be projected becomes poison:
+    /// retried, then dead-lettered (at once when quarantined).
     fn fold(&self, slot: OwnedSemaphorePermit, batch: Vec<Message>) -> Folded {
-        let mut events = Vec::with_capacity(batch.len());
-        let mut poison = Vec::new();
+        let mut recorded = Vec::with_capacity(batch.len());
+        let mut places = Vec::with_capacity(batch.len());
         for (index, message) in batch.iter().enumerate() {
-            let (seq, delivered) = match message.info() {
-                Ok(info) => (info.stream_sequence, info.delivered),
-                Err(e) => {
-                    tracing::error!(error = %e, "message without JetStream metadata");
-                    continue;
+            match message.info() {
+                Ok(info) => {
+                    recorded.push((info.stream_sequence, &message.payload[..]));
+                    places.push((index, info.delivered));
                 }
-            };
-            match StoredEvent::decode(&message.payload) {
-                Ok(event) => events.push((seq, event)),
-                Err(e) => poison.push((index, seq, delivered, e.to_string())),
+                Err(e) => tracing::error!(error = %e, "message without JetStream metadata"),
             }
         }
-        let options = self.fold_options;
-        let rows = match catch_unwind(|| fold(events.iter().map(|(seq, e)| (*seq, e)), options)) {
-            Ok(rows) => rows,
-            // A bug that only some event triggers must not hold up the rest:
-            // fold them one by one, and the ones that panic become poison
-            // (retried, then dead-lettered like unreadable events).
-            Err(_) => {
-                tracing::error!("folding a batch panicked; folding its events one by one");
-                let mut rows = Rows::default();
-                let mut folded = Vec::with_capacity(events.len());
-                for (seq, event) in events {
-                    match catch_unwind(|| fold([(seq, &event)], options)) {
-                        Ok(one) => {
-                            rows.engagements.extend(one.engagements);
-                            rows.catalogue.extend(one.catalogue);
-                            rows.late.extend(one.late);
-                            folded.push((seq, event));
-                        }
-                        Err(_) => {
-                            let index = batch
-                                .iter()
-                                .position(|m| m.info().is_ok_and(|i| i.stream_sequence == seq))
-                                .expect("the event came from this batch");
-                            let delivered = batch[index].info().map_or(1, |i| i.delivered);
-                            poison.push((index, seq, delivered, "folding panicked".into()));
-                        }
-                    }
-                }
-                events = folded;
-                rows
-            }
-        };
+        let folded = fold_recorded(recorded, self.fold_options, &self.quarantine);
+        let poison = folded
+            .poison
+            .into_iter()
+            .map(|p| {
+                let (index, delivered) = places[p.index];
+                let attempts = if p.quarantined { i64::MAX } else { delivered };
+                (index, p.seq, attempts, p.error)
+            })
+            .collect();
         Folded {
             _slot: slot,
             batch,
-            rows,
-            seqs: events.into_iter().map(|(seq, _)| seq).collect(),
+            rows: folded.rows,
+            seqs: folded.seqs,
             poison,
         }
     }

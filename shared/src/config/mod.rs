@@ -115,6 +115,9 @@ pub struct ProjectorConfig {
     pub max_attempts: i64,
     pub retry_delay_ms: u64,
     pub position_interval_ms: u64,
+    /// Events to move to the dead-letter stream on sight, as
+    /// `<tenant>:<event_id>`.
+    pub quarantine: Vec<String>,
 }
 
 /// Event-time windows (minute, hour and day buckets).

@@ -40,3 +40,5 @@ mod degraded;
 mod live;
 // The OpenAPI document, and schemathesis against both APIs.
 mod openapi;
+// Replay tooling: verify, rebuild, snapshots, dead letters, export/import.
+mod replay;

@@ -1,0 +1,146 @@
+//! Replay tooling: everything that reprocesses the event history.
+//!
+//! - [`rebuild`]: fold the stream again into fresh tables while the live
+//!   ones keep serving, catch up, and switch; resumable.
+//! - [`verify`]: fold the stream and compare with the live read models,
+//!   row by row.
+//! - [`snapshot`]: the read models as of a past sequence or time, in a
+//!   database of their own that a query API can be pointed at.
+//! - [`deadletters`]: list, inspect and redrive dead-lettered events.
+//! - [`history`]: a tenant's events out to NDJSON, and NDJSON in through
+//!   the same validation and deduplication as live ingest.
+//!
+//! The arithmetic is the projector's own ([`tally_projector::fold`]); this
+//! crate only reads the stream and moves rows.
+
+pub mod deadletters;
+pub mod history;
+pub mod progress;
+pub mod reader;
+pub mod rebuild;
+pub mod snapshot;
+pub mod tables;
+pub mod verify;
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use tally_projector::fold::{FoldOptions, Quarantine};
+use tally_shared::config::{ClickHouseConfig, Config};
+use tally_shared::{nats, store};
+
+/// What every command works with: the configuration, JetStream and the
+/// event stream.
+pub struct Env {
+    pub config: Config,
+    pub js: jetstream::Context,
+    pub events: jetstream::stream::Stream,
+}
+
+impl Env {
+    pub async fn connect(config: Config) -> anyhow::Result<Env> {
+        let client = nats::connect(&config.nats, "tally-replay")
+            .await
+            .context("connecting to NATS")?;
+        let js = nats::jetstream(client, &config.nats);
+        let name = nats::events_stream_config(&config.nats).name;
+        let events = js
+            .get_stream(&name)
+            .await
+            .with_context(|| format!("opening the event stream {name}"))?;
+        Ok(Env { config, js, events })
+    }
+
+    /// The event stream's last sequence now.
+    pub async fn stream_last(&mut self) -> anyhow::Result<u64> {
+        Ok(self
+            .events
+            .info()
+            .await
+            .context("reading the event stream's state")?
+            .state
+            .last_sequence)
+    }
+
+    pub fn fold_options(&self) -> FoldOptions {
+        FoldOptions {
+            grace_seconds: self.config.windows.grace_seconds,
+        }
+    }
+
+    pub fn quarantine(&self) -> Quarantine {
+        Quarantine::new(&self.config.projector.quarantine)
+    }
+
+    /// The live read models' database.
+    pub fn live(&self) -> &ClickHouseConfig {
+        &self.config.clickhouse
+    }
+
+    /// Another database on the same ClickHouse server.
+    pub fn database(&self, name: &str) -> ClickHouseConfig {
+        ClickHouseConfig {
+            database: name.to_owned(),
+            ..self.config.clickhouse.clone()
+        }
+    }
+
+    pub fn client(&self, config: &ClickHouseConfig) -> clickhouse::Client {
+        store::client(config)
+    }
+}
+
+/// What projecting a stretch of the stream did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Projected {
+    /// Events folded into rows.
+    pub events: u64,
+    /// Events the projector would not project either: unreadable or
+    /// quarantined (they are in the dead-letter stream).
+    pub skipped: u64,
+    /// The last stream sequence read, if any.
+    pub last_seq: Option<u64>,
+}
+
+/// Events per batch a replay folds and writes at once.
+pub const BATCH: usize = 20_000;
+
+/// Reads `reader` to its end, folds each batch as the projector does and
+/// writes the rows of the `wanted` tables through `client`; after each
+/// batch is written, `done(last sequence)` may record the progress.
+pub async fn project<F, Fut>(
+    env: &Env,
+    reader: &mut reader::Reader,
+    client: &clickhouse::Client,
+    wanted: &[tables::Model],
+    batch_size: usize,
+    bar: &indicatif::ProgressBar,
+    mut done: F,
+) -> anyhow::Result<Projected>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let (options, quarantine) = (env.fold_options(), env.quarantine());
+    let mut projected = Projected::default();
+    while let Some(batch) = reader.next_batch(batch_size.max(1)).await? {
+        let last = batch.last().map(|r| r.seq);
+        let folded = tally_projector::fold::fold_recorded(
+            batch.iter().map(|r| (r.seq, &r.payload[..])),
+            options,
+            &quarantine,
+        );
+        tally_projector::fold::write_only(client, &folded.rows, |table| {
+            wanted.iter().any(|m| m.table() == table)
+        })
+        .await
+        .context("writing rows to ClickHouse")?;
+        projected.events += folded.seqs.len() as u64;
+        projected.skipped += folded.poison.len() as u64;
+        projected.last_seq = last.or(projected.last_seq);
+        if let Some(last) = last {
+            done(last).await?;
+        }
+        bar.inc(batch.len() as u64);
+    }
+    Ok(projected)
+}

@@ -1,0 +1,123 @@
+//! Reading the event stream in order, in batches, through an ephemeral
+//! ordered consumer (no acknowledgements, nothing left behind).
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
+use async_nats::jetstream::consumer::DeliverPolicy;
+use bytes::Bytes;
+use futures::StreamExt;
+use time::OffsetDateTime;
+
+/// Where a read starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    Beginning,
+    /// At this stream sequence.
+    Seq(u64),
+    /// At the first event the stream received at or after this time.
+    Time(OffsetDateTime),
+}
+
+/// A recorded event: its stream sequence, subject and payload.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub seq: u64,
+    pub subject: String,
+    pub headers: Option<async_nats::HeaderMap>,
+    pub payload: Bytes,
+}
+
+/// Reads the events matching `subject` from `start`, as many as the stream
+/// held when the read began (events appended later are left to a later
+/// read), optionally stopping after sequence `until`.
+pub struct Reader {
+    messages: Ordered,
+    remaining: u64,
+    until: u64,
+}
+
+/// How long a read waits for the next message before deciding the stream
+/// holds no more.
+const IDLE: Duration = Duration::from_secs(5);
+
+impl Reader {
+    pub async fn open(
+        stream: &async_nats::jetstream::stream::Stream,
+        subject: &str,
+        start: Start,
+        until: Option<u64>,
+    ) -> anyhow::Result<Reader> {
+        let deliver_policy = match start {
+            Start::Beginning | Start::Seq(0) => DeliverPolicy::All,
+            Start::Seq(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+            Start::Time(start_time) => DeliverPolicy::ByStartTime { start_time },
+        };
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                filter_subject: subject.to_owned(),
+                deliver_policy,
+                ..Default::default()
+            })
+            .await
+            .context("creating a reading consumer on the event stream")?;
+        let remaining = consumer.cached_info().num_pending;
+        let messages = consumer
+            .messages()
+            .await
+            .context("reading the event stream")?;
+        Ok(Reader {
+            messages,
+            remaining,
+            until: until.unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Events still to read (as counted when the read began).
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// The next batch of at most `max` events, in stream order; `None` when
+    /// the read is done.
+    pub async fn next_batch(&mut self, max: usize) -> anyhow::Result<Option<Vec<Recorded>>> {
+        let mut batch = Vec::new();
+        while self.remaining > 0 && batch.len() < max {
+            let message = match tokio::time::timeout(IDLE, self.messages.next()).await {
+                Ok(Some(message)) => message.context("reading the event stream")?,
+                Ok(None) | Err(_) => {
+                    // Fewer than counted: the stream's limits removed some.
+                    self.remaining = 0;
+                    break;
+                }
+            };
+            let seq = message
+                .info()
+                .map_err(|e| anyhow::anyhow!("a message without stream metadata: {e}"))?
+                .stream_sequence;
+            if seq > self.until {
+                self.remaining = 0;
+                break;
+            }
+            self.remaining -= 1;
+            batch.push(Recorded {
+                seq,
+                subject: message.subject.to_string(),
+                headers: message.headers.clone(),
+                payload: message.payload.clone(),
+            });
+        }
+        Ok((!batch.is_empty()).then_some(batch))
+    }
+}
+
+/// The stream sequence of the first event received at or after `at`, or
+/// `None` if there is none yet.
+pub async fn first_seq_at(
+    stream: &async_nats::jetstream::stream::Stream,
+    at: OffsetDateTime,
+) -> anyhow::Result<Option<u64>> {
+    let mut reader = Reader::open(stream, "", Start::Time(at), None).await?;
+    Ok(reader.next_batch(1).await?.map(|batch| batch[0].seq))
+}

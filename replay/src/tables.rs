@@ -1,0 +1,148 @@
+//! The read models' tables, and moving them between databases.
+//!
+//! The read models are fact tables keyed by stream sequence (ADR 0004):
+//! every report is computed from them when read. A rebuild or a snapshot is
+//! the same set of tables in a database of its own, made by the same
+//! migrations, so the same queries and the same fold work on it unchanged.
+
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::Context as _;
+use tally_shared::config::ClickHouseConfig;
+use tally_shared::store;
+
+/// A read model's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Model {
+    /// Interactions and audience events: post metrics, influencer series,
+    /// followers, campaigns, rankings, trends, anomalies.
+    Engagements,
+    /// Influencers, posts and campaigns.
+    Catalogue,
+    /// Posts again, ordered for attribution lookups.
+    PostCatalogue,
+    /// Events received after their bucket closed.
+    LateEvents,
+}
+
+impl Model {
+    pub const ALL: [Model; 4] = [
+        Model::Engagements,
+        Model::Catalogue,
+        Model::PostCatalogue,
+        Model::LateEvents,
+    ];
+
+    pub fn table(self) -> &'static str {
+        match self {
+            Model::Engagements => "engagements",
+            Model::Catalogue => "catalogue",
+            Model::PostCatalogue => "post_catalogue",
+            Model::LateEvents => "late_events",
+        }
+    }
+}
+
+impl fmt::Display for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.table())
+    }
+}
+
+impl FromStr for Model {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Model, String> {
+        Model::ALL
+            .into_iter()
+            .find(|m| m.table() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Model::ALL.iter().map(|m| m.table()).collect();
+                format!("no read model {name:?}; one of {}", names.join(", "))
+            })
+    }
+}
+
+/// `db`.`table`, quoted.
+pub fn qualified(database: &str, table: &str) -> String {
+    format!("`{database}`.`{table}`")
+}
+
+pub async fn execute(client: &clickhouse::Client, sql: &str) -> anyhow::Result<()> {
+    client
+        .query(sql)
+        .execute()
+        .await
+        .with_context(|| format!("ClickHouse: {sql}"))
+}
+
+pub async fn database_exists(client: &clickhouse::Client, name: &str) -> anyhow::Result<bool> {
+    let count: u64 = client
+        .query("SELECT count() FROM system.databases WHERE name = ?")
+        .bind(name)
+        .fetch_one()
+        .await
+        .context("listing databases")?;
+    Ok(count > 0)
+}
+
+/// A database with the read models' schema (every migration applied).
+pub async fn create_database(config: &ClickHouseConfig) -> anyhow::Result<()> {
+    store::migrate(config)
+        .await
+        .with_context(|| format!("creating the read models in {}", config.database))?;
+    Ok(())
+}
+
+pub async fn drop_database(client: &clickhouse::Client, name: &str) -> anyhow::Result<()> {
+    execute(client, &format!("DROP DATABASE IF EXISTS `{name}`")).await
+}
+
+/// Copies `model`'s rows whose sequence satisfies `condition` (a constant
+/// condition on `seq`) from one database to another.
+pub async fn copy_rows(
+    client: &clickhouse::Client,
+    model: Model,
+    from: &str,
+    to: &str,
+    condition: &str,
+) -> anyhow::Result<()> {
+    let sql = format!(
+        "INSERT INTO {} SELECT * FROM {} FINAL WHERE {condition}",
+        qualified(to, model.table()),
+        qualified(from, model.table()),
+    );
+    execute(client, &sql).await
+}
+
+/// Moves `models`' tables: `live` ones to `retired`, `fresh` ones into
+/// `live`, in one statement (readers in between see the old or the new
+/// table; a read that falls exactly between two renames fails once, and the
+/// query API answers it from its cache marked stale).
+pub async fn swap(
+    client: &clickhouse::Client,
+    models: &[Model],
+    live: &str,
+    fresh: &str,
+    retired: &str,
+) -> anyhow::Result<()> {
+    let renames: Vec<String> = models
+        .iter()
+        .flat_map(|m| {
+            [
+                format!(
+                    "{} TO {}",
+                    qualified(live, m.table()),
+                    qualified(retired, m.table())
+                ),
+                format!(
+                    "{} TO {}",
+                    qualified(fresh, m.table()),
+                    qualified(live, m.table())
+                ),
+            ]
+        })
+        .collect();
+    execute(client, &format!("RENAME TABLE {}", renames.join(", "))).await
+}

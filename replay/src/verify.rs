@@ -1,0 +1,192 @@
+//! Verifying the live read models against the stream: the events up to
+//! the projectors' recorded position are folded again, window by window,
+//! and each expected row is compared with the row the table holds for the
+//! same stream sequence. Every difference is reported: a missing row, a row
+//! that should not be there, a row that differs.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use serde::Serialize;
+use serde_json::Value;
+use tally_projector::fold::{fold_recorded, CatalogueRow, EngagementRow, LateRow};
+use tally_shared::store::models::Models;
+
+use crate::reader::{Reader, Start};
+use crate::tables::Model;
+use crate::{progress, Env};
+
+/// Events folded and compared at once.
+const WINDOW: usize = 100_000;
+
+/// One row that is not as the stream says it should be.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Difference {
+    pub model: String,
+    pub seq: u64,
+    pub tenant: String,
+    /// The row the stream gives; `None`: there should be no row.
+    pub expected: Option<Value>,
+    /// The row the table holds; `None`: it is missing.
+    pub found: Option<Value>,
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |row: &Option<Value>| match row {
+            Some(row) => row.to_string(),
+            None => "(no row)".into(),
+        };
+        write!(
+            f,
+            "{} seq {} (tenant {}): expected {}, found {}",
+            self.model,
+            self.seq,
+            self.tenant,
+            show(&self.expected),
+            show(&self.found)
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// Every event up to this sequence was checked.
+    pub position: u64,
+    pub events: u64,
+    pub differences: Vec<Difference>,
+}
+
+/// A fact row: its sequence and tenant.
+trait Fact: clickhouse::RowOwned + clickhouse::RowRead + Serialize + PartialEq {
+    fn seq(&self) -> u64;
+    fn tenant(&self) -> &str;
+}
+
+macro_rules! fact {
+    ($($row:ty),*) => {$(
+        impl Fact for $row {
+            fn seq(&self) -> u64 {
+                self.seq
+            }
+            fn tenant(&self) -> &str {
+                &self.tenant
+            }
+        }
+    )*};
+}
+fact!(EngagementRow, CatalogueRow, LateRow);
+
+pub async fn verify(env: &mut Env, tenant: Option<&str>) -> anyhow::Result<Report> {
+    let positions = Models::connect(env.live())
+        .positions()
+        .await
+        .context("reading the projection position")?;
+    let position = positions.iter().map(|p| p.position).min().unwrap_or(0);
+    let client = env.client(env.live());
+    let mut report = Report {
+        position,
+        events: 0,
+        differences: Vec::new(),
+    };
+    let subject = tenant.map_or(String::new(), |t| format!("tally.events.{t}.>"));
+    let mut reader = Reader::open(&env.events, &subject, Start::Beginning, Some(position)).await?;
+    let bar = progress::events("verify", reader.remaining());
+    let mut checked_to = 0;
+    let (options, quarantine) = (env.fold_options(), env.quarantine());
+    while let Some(batch) = reader.next_batch(WINDOW).await? {
+        let last = batch.last().map_or(checked_to, |r| r.seq);
+        let range = (checked_to + 1, last);
+        let folded = fold_recorded(
+            batch.iter().map(|r| (r.seq, &r.payload[..])),
+            options,
+            &quarantine,
+        );
+        let rows = folded.rows;
+        let posts: Vec<CatalogueRow> = rows.posts().into_iter().cloned().collect();
+        let d = &mut report.differences;
+        compare(
+            &client,
+            Model::Engagements,
+            rows.engagements,
+            range,
+            tenant,
+            d,
+        )
+        .await?;
+        compare(&client, Model::Catalogue, rows.catalogue, range, tenant, d).await?;
+        compare(&client, Model::PostCatalogue, posts, range, tenant, d).await?;
+        compare(&client, Model::LateEvents, rows.late, range, tenant, d).await?;
+        report.events += batch.len() as u64;
+        bar.inc(batch.len() as u64);
+        checked_to = last;
+    }
+    bar.finish_and_clear();
+    // Rows between the last event read and the position (with a tenant
+    // filter, other tenants' events lie there) must not exist either.
+    if checked_to < position {
+        let range = (checked_to + 1, position);
+        let d = &mut report.differences;
+        compare::<EngagementRow>(&client, Model::Engagements, vec![], range, tenant, d).await?;
+        compare::<CatalogueRow>(&client, Model::Catalogue, vec![], range, tenant, d).await?;
+        compare::<CatalogueRow>(&client, Model::PostCatalogue, vec![], range, tenant, d).await?;
+        compare::<LateRow>(&client, Model::LateEvents, vec![], range, tenant, d).await?;
+    }
+    Ok(report)
+}
+
+/// Compares `expected` (the rows of `range` of sequences) with what
+/// `model`'s table holds there.
+async fn compare<R: Fact>(
+    client: &clickhouse::Client,
+    model: Model,
+    expected: Vec<R>,
+    (from, to): (u64, u64),
+    tenant: Option<&str>,
+    differences: &mut Vec<Difference>,
+) -> anyhow::Result<()> {
+    let tenant_filter = if tenant.is_some() {
+        "AND tenant = ?"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT ?fields FROM {} FINAL WHERE seq >= ? AND seq <= ? {tenant_filter}",
+        model.table()
+    );
+    let mut query = client.query(&sql).bind(from).bind(to);
+    if let Some(tenant) = tenant {
+        query = query.bind(tenant);
+    }
+    let found: Vec<R> = query
+        .fetch_all()
+        .await
+        .with_context(|| format!("reading {model}"))?;
+    let mut found: BTreeMap<u64, R> = found.into_iter().map(|r| (r.seq(), r)).collect();
+    let json = |row: &R| serde_json::to_value(row).expect("rows serialise");
+    for row in expected {
+        if tenant.is_some_and(|t| t != row.tenant()) {
+            continue;
+        }
+        match found.remove(&row.seq()) {
+            Some(held) if held == row => {}
+            held => differences.push(Difference {
+                model: model.to_string(),
+                seq: row.seq(),
+                tenant: row.tenant().to_owned(),
+                expected: Some(json(&row)),
+                found: held.as_ref().map(json),
+            }),
+        }
+    }
+    for (seq, held) in found {
+        differences.push(Difference {
+            model: model.to_string(),
+            seq,
+            tenant: held.tenant().to_owned(),
+            expected: None,
+            found: Some(json(&held)),
+        });
+    }
+    Ok(())
+}
