@@ -182,7 +182,24 @@ struct Ranking {
 struct Ranked {
     rank: u64,
     influencer_id: String,
-    value: i64,
+    value: Value,
+}
+
+/// A count, or for `engagement_rate` a ratio.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+enum Value {
+    Count(i64),
+    Ratio(f64),
+}
+
+impl Value {
+    fn of(metric: Metric, raw: i64) -> Value {
+        match metric.scale() {
+            1 => Value::Count(raw),
+            scale => Value::Ratio(raw as f64 / scale as f64),
+        }
+    }
 }
 
 /// `GET /v1/influencers/rankings?metric&period|from&to&limit&cursor` and
@@ -278,7 +295,7 @@ pub async fn rankings(
             .map(|(i, r)| Ranked {
                 rank: page.after + i as u64 + 1,
                 influencer_id: r.influencer_id,
-                value: r.value,
+                value: Value::of(metric, r.value),
             })
             .collect();
         let answer = Ranking {

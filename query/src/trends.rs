@@ -57,6 +57,12 @@ pub async fn trends(
     let mut ask = Ask::new(&state, &headers, query.as_deref(), &allowed)?;
     let entity = ask.params.entity()?;
     let metric = ask.params.metric(Metric::Engagements)?;
+    if !metric.is_additive() {
+        return Err(ApiError::Malformed(format!(
+            "{} is a ratio and does not add up over windows; trend a count metric",
+            metric.as_str()
+        )));
+    }
     let step = ask.params.duration("step", 60)?;
     let window = ask.params.duration("window", step)?;
     if window % step != 0 || window / step > MAX_STEPS_PER_WINDOW {

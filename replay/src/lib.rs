@@ -107,6 +107,9 @@ pub const BATCH: usize = 20_000;
 /// Reads `reader` to its end, folds each batch as the projector does and
 /// writes the rows of the `wanted` tables through `client`; after each
 /// batch is written, `done(last sequence)` may record the progress.
+///
+/// A three-stage pipeline: while one batch is written, the next is folded
+/// (on a blocking thread) and the one after is read.
 pub async fn project<F, Fut>(
     env: &Env,
     reader: &mut reader::Reader,
@@ -120,27 +123,69 @@ where
     F: FnMut(u64) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let (options, quarantine) = (env.fold_options(), env.quarantine());
-    let mut projected = Projected::default();
-    while let Some(batch) = reader.next_batch(batch_size.max(1)).await? {
-        let last = batch.last().map(|r| r.seq);
-        let folded = tally_projector::fold::fold_recorded(
-            batch.iter().map(|r| (r.seq, &r.payload[..])),
-            options,
-            &quarantine,
-        );
-        tally_projector::fold::write_only(client, &folded.rows, |table| {
-            wanted.iter().any(|m| m.table() == table)
+    use tally_projector::fold::{fold_recorded, write_only, FoldedBatch};
+
+    let options = env.fold_options();
+    let quarantine = std::sync::Arc::new(env.quarantine());
+    let batch_size = batch_size.max(1);
+    let fold = |batch: Vec<reader::Recorded>| {
+        let quarantine = quarantine.clone();
+        tokio::task::spawn_blocking(move || {
+            let folded = fold_recorded(
+                batch.iter().map(|r| (r.seq, &r.payload[..])),
+                options,
+                &quarantine,
+            );
+            (folded, batch.len() as u64, batch.last().map(|r| r.seq))
         })
-        .await
-        .context("writing rows to ClickHouse")?;
-        projected.events += folded.seqs.len() as u64;
-        projected.skipped += folded.poison.len() as u64;
-        projected.last_seq = last.or(projected.last_seq);
-        if let Some(last) = last {
-            done(last).await?;
+    };
+    let mut projected = Projected::default();
+    let mut next = reader.next_batch(batch_size).await?;
+    // The folded batch waiting to be written: rows, events read, last seq.
+    let mut current: Option<(FoldedBatch, u64, Option<u64>)> = None;
+    loop {
+        let folding = next.take().map(fold);
+        let more = folding.is_some();
+        let write = async {
+            match &current {
+                Some((folded, _, _)) => {
+                    write_only(client, &folded.rows, |table| {
+                        wanted.iter().any(|m| m.table() == table)
+                    })
+                    .await
+                }
+                None => Ok(()),
+            }
+        };
+        let read = async {
+            if more {
+                reader.next_batch(batch_size).await
+            } else {
+                Ok(None)
+            }
+        };
+        let folded = async {
+            match folding {
+                Some(task) => Some(task.await),
+                None => None,
+            }
+        };
+        let (written, read, folded) = tokio::join!(write, read, folded);
+        written.context("writing rows to ClickHouse")?;
+        if let Some((folded, read, last)) = current.take() {
+            projected.events += folded.seqs.len() as u64;
+            projected.skipped += folded.poison.len() as u64;
+            projected.last_seq = last.or(projected.last_seq);
+            if let Some(last) = last {
+                done(last).await?;
+            }
+            bar.inc(read);
         }
-        bar.inc(batch.len() as u64);
+        current = folded.transpose().context("folding a batch")?;
+        next = read?;
+        if current.is_none() {
+            break;
+        }
     }
     Ok(projected)
 }

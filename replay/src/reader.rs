@@ -1,11 +1,11 @@
-//! Reading the event stream in order, in batches, through an ephemeral
-//! ordered consumer (no acknowledgements, nothing left behind).
+//! Reading a stream in order, in batches, through an ephemeral pull
+//! consumer without acknowledgements (it delivers each message once, in
+//! order, and the server removes it a minute after the read ends).
 
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
-use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use bytes::Bytes;
 use futures::StreamExt;
 use time::OffsetDateTime;
@@ -33,7 +33,7 @@ pub struct Recorded {
 /// held when the read began (events appended later are left to a later
 /// read), optionally stopping after sequence `until`.
 pub struct Reader {
-    messages: Ordered,
+    messages: pull::Stream,
     remaining: u64,
     until: u64,
 }
@@ -41,6 +41,9 @@ pub struct Reader {
 /// How long a read waits for the next message before deciding the stream
 /// holds no more.
 const IDLE: Duration = Duration::from_secs(5);
+/// Messages and bytes one pull request asks for.
+const PULL_MESSAGES: usize = 10_000;
+const PULL_BYTES: usize = 8 * 1024 * 1024;
 
 impl Reader {
     pub async fn open(
@@ -55,18 +58,23 @@ impl Reader {
             Start::Time(start_time) => DeliverPolicy::ByStartTime { start_time },
         };
         let consumer = stream
-            .create_consumer(OrderedConfig {
+            .create_consumer(pull::Config {
                 filter_subject: subject.to_owned(),
                 deliver_policy,
+                ack_policy: AckPolicy::None,
+                inactive_threshold: Duration::from_secs(60),
                 ..Default::default()
             })
             .await
-            .context("creating a reading consumer on the event stream")?;
+            .context("creating a reading consumer")?;
         let remaining = consumer.cached_info().num_pending;
         let messages = consumer
+            .stream()
+            .max_messages_per_batch(PULL_MESSAGES)
+            .max_bytes_per_batch(PULL_BYTES)
             .messages()
             .await
-            .context("reading the event stream")?;
+            .context("reading the stream")?;
         Ok(Reader {
             messages,
             remaining,

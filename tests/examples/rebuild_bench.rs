@@ -10,8 +10,8 @@
 //! own nats-server and clickhouse-server (the test harness's) and the
 //! services in this process, publishes the dataset straight to JetStream,
 //! lets the projector project it, and then measures:
-//! 1. raw consume: the whole stream read through the ordered consumer the
-//!    replay tooling uses, no work (a limit);
+//! 1. raw consume: the whole stream read through the reader the replay
+//!    tooling uses (a pull consumer without acks), no work (a limit);
 //! 2. raw insert: the same events' rows (folded beforehand) written to a
 //!    scratch database in batches like the rebuild's (a limit);
 //! 3. raw consume + insert: reading each batch, then inserting its
@@ -154,7 +154,7 @@ async fn main() {
         "measure", "events/s", "vs consume+insert"
     );
     for (name, took) in [
-        ("raw consume (ordered consumer)", consume),
+        ("raw consume (pull, no acks)", consume),
         ("raw insert (pre-folded rows)", insert),
         ("raw consume + insert", consume_insert),
         ("rebuild (fold, insert, switch)", rebuilt),

@@ -335,6 +335,32 @@ async fn every_read_model_matches_values_worked_out_by_hand() {
         by_engagements.iter().map(|r| r.value).collect::<Vec<_>>(),
         [6, 3]
     );
+    // Engagement rate, in millionths: engagements / views per influencer.
+    let views = |id: &str, all: &[tally_shared::store::models::Ranked]| {
+        all.iter().find(|r| r.influencer_id == id).unwrap().value
+    };
+    let all_views = models
+        .ranking("acme", Metric::Views, from, to, 10)
+        .await
+        .unwrap();
+    let (i1_views, i2_views) = (views("i1", &all_views), views("i2", &all_views));
+    assert_eq!(i1_views, 100);
+    let by_rate = models
+        .ranking("acme", Metric::EngagementRate, from, to, 10)
+        .await
+        .unwrap();
+    let mut expected = vec![
+        ("i1", (6.0 * 1e6 / i1_views as f64).round() as i64),
+        ("i2", (3.0 * 1e6 / i2_views as f64).round() as i64),
+    ];
+    expected.sort_by_key(|(id, rate)| (-rate, *id));
+    assert_eq!(
+        by_rate
+            .iter()
+            .map(|r| (r.influencer_id.as_str(), r.value))
+            .collect::<Vec<_>>(),
+        expected
+    );
     // A period before everything is empty.
     assert!(models
         .ranking("acme", Metric::Likes, 0, from, 10)

@@ -208,6 +208,22 @@ pub async fn check(stack: &Stack, data: Dataset) {
         "the second page is as the ranking stood when the first was read"
     );
 
+    // A ratio ranks as a ratio: i1 has 6 engagements on 100 views.
+    let rates = ok(
+        stack,
+        &acme,
+        &format!("/v1/influencers/rankings?metric=engagement_rate&{range}"),
+    )
+    .await;
+    let i1 = rates["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["influencer_id"] == "i1")
+        .unwrap();
+    assert_eq!(i1["value"], 0.06, "{rates}");
+    assert_eq!(rates["metric"], "engagement_rate");
+
     // A post published but not interacted with yet: zeros, attributed.
     let quiet = json!({"event_id": "quiet", "type": "post_published", "occurred_at": at(t0),
                        "post_id": "p-quiet", "influencer_id": "i1", "platform": "instagram",
@@ -263,6 +279,7 @@ pub async fn check(stack: &Stack, data: Dataset) {
         ),
         ("/v1/trends?entity=user:u1", "entity"),
         ("/v1/trends?entity=post:p1&window=15s&step=10s", "window"),
+        ("/v1/trends?entity=post:p1&metric=engagement_rate", "ratio"),
         ("/v1/posts/p1/metrics?min_seq=soon", "min_seq"),
         ("/v1/posts/p1/metrics?sql=DROP", "sql"),
         ("/v1/anomalies?burst_threshold=0", "burst_threshold"),

@@ -54,13 +54,18 @@ pub enum Metric {
     Views,
     Clicks,
     Conversions,
-    /// likes + shares + comments.
+    /// likes + shares + comments (also accepted as `engagement`).
     Engagements,
+    /// Follows minus unfollows: follower growth (also accepted as
+    /// `follower_growth`).
     Follows,
+    /// (likes + shares + comments) / views; a ratio, so it ranks but does
+    /// not add up over windows.
+    EngagementRate,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 8] = [
+    pub const ALL: [Metric; 9] = [
         Metric::Likes,
         Metric::Shares,
         Metric::Comments,
@@ -69,7 +74,23 @@ impl Metric {
         Metric::Conversions,
         Metric::Engagements,
         Metric::Follows,
+        Metric::EngagementRate,
     ];
+
+    /// What the aggregate of [`Metric::sql`] counts in: 1 for counts; a
+    /// ratio is computed in millionths so that every metric is an integer
+    /// in ClickHouse.
+    pub fn scale(self) -> i64 {
+        match self {
+            Metric::EngagementRate => 1_000_000,
+            _ => 1,
+        }
+    }
+
+    /// Whether values over adjacent windows add up (counts do, ratios not).
+    pub fn is_additive(self) -> bool {
+        self != Metric::EngagementRate
+    }
 
     /// The aggregate, over enriched facts, that computes the metric.
     pub(super) fn sql(self) -> &'static str {
@@ -82,11 +103,19 @@ impl Metric {
             Metric::Conversions => "toInt64(sum(conversions))",
             Metric::Engagements => "toInt64(sum(likes) + sum(shares) + sum(comments))",
             Metric::Follows => "toInt64(sum(follows))",
+            Metric::EngagementRate => {
+                "toInt64(if(sum(views) = 0, 0,
+                    round((sum(likes) + sum(shares) + sum(comments)) * 1000000 / sum(views))))"
+            }
         }
     }
 
     pub fn parse(name: &str) -> Option<Metric> {
-        Metric::ALL.into_iter().find(|m| m.as_str() == name)
+        match name {
+            "engagement" => Some(Metric::Engagements),
+            "follower_growth" => Some(Metric::Follows),
+            _ => Metric::ALL.into_iter().find(|m| m.as_str() == name),
+        }
     }
 
     pub fn as_str(self) -> &'static str {
@@ -99,6 +128,7 @@ impl Metric {
             Metric::Conversions => "conversions",
             Metric::Engagements => "engagements",
             Metric::Follows => "follows",
+            Metric::EngagementRate => "engagement_rate",
         }
     }
 }
