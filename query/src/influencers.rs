@@ -182,11 +182,13 @@ struct Ranking {
 struct Ranked {
     rank: u64,
     influencer_id: String,
+    /// A count; for `engagement_rate`, a ratio.
+    #[schema(value_type = f64)]
     value: Value,
 }
 
 /// A count, or for `engagement_rate` a ratio.
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize)]
 #[serde(untagged)]
 enum Value {
     Count(i64),

@@ -74,7 +74,8 @@ pub struct Buckets {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct Measure {
-    /// Default `engagements` (likes + shares + comments).
+    /// Default `engagements` (likes + shares + comments; also accepted as
+    /// `engagement`); `follows` is also accepted as `follower_growth`.
     metric: Option<Metric>,
 }
 

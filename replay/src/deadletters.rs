@@ -37,6 +37,9 @@ async fn stream(env: &Env) -> anyhow::Result<async_nats::jetstream::stream::Stre
 
 /// Every dead letter, oldest first (of `tenant` only, if given).
 pub async fn list(env: &Env, tenant: Option<&str>) -> anyhow::Result<Vec<DeadLetter>> {
+    if let Some(tenant) = tenant {
+        crate::check_tenant(tenant)?;
+    }
     let stream = stream(env).await?;
     let subject = tenant.map_or(String::new(), |t| format!("tally.dead.{t}.>"));
     let mut reader = Reader::open(&stream, &subject, Start::Beginning, None).await?;

@@ -47,6 +47,7 @@ fn subject(tenant: &str) -> String {
 
 /// Writes `tenant`'s history to `out` as NDJSON.
 pub async fn export(env: &Env, tenant: &str, out: &mut dyn Write) -> anyhow::Result<Exported> {
+    crate::check_tenant(tenant)?;
     let mut reader = Reader::open(&env.events, &subject(tenant), Start::Beginning, None).await?;
     let bar = progress::events("export", reader.remaining());
     let mut exported = Exported::default();
@@ -114,10 +115,7 @@ pub async fn import_from(env: &Env, tenant: &str, path: &Path) -> anyhow::Result
 
 /// Imports NDJSON history from `lines` into `tenant`.
 pub async fn import(env: &Env, tenant: &str, lines: impl BufRead) -> anyhow::Result<Imported> {
-    anyhow::ensure!(
-        tally_shared::event::is_valid_tenant(tenant),
-        "{tenant:?} is not a tenant name (1-64 of A-Z, a-z, 0-9, '_', '-')"
-    );
+    crate::check_tenant(tenant)?;
     let mut known = known_ids(env, tenant).await?;
     let limits = limits(env);
     let publisher = Publisher::new(

@@ -89,6 +89,15 @@ impl Env {
     }
 }
 
+/// Refuses a tenant name that is not one (it becomes a subject token).
+pub fn check_tenant(tenant: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        tally_shared::event::is_valid_tenant(tenant),
+        "{tenant:?} is not a tenant name (1-64 of A-Z, a-z, 0-9, '_', '-')"
+    );
+    Ok(())
+}
+
 /// What projecting a stretch of the stream did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Projected {

@@ -33,14 +33,17 @@ pub struct Recorded {
 /// held when the read began (events appended later are left to a later
 /// read), optionally stopping after sequence `until`.
 pub struct Reader {
+    consumer: async_nats::jetstream::consumer::Consumer<pull::Config>,
     messages: pull::Stream,
     remaining: u64,
     until: u64,
 }
 
-/// How long a read waits for the next message before deciding the stream
-/// holds no more.
+/// How long a read waits for the next message before asking the server
+/// whether any is still pending.
 const IDLE: Duration = Duration::from_secs(5);
+/// How long a read waits in all for a pending message before it fails.
+const STALLED: Duration = Duration::from_secs(120);
 /// Messages and bytes one pull request asks for.
 const PULL_MESSAGES: usize = 10_000;
 const PULL_BYTES: usize = 8 * 1024 * 1024;
@@ -62,13 +65,14 @@ impl Reader {
                 filter_subject: subject.to_owned(),
                 deliver_policy,
                 ack_policy: AckPolicy::None,
-                inactive_threshold: Duration::from_secs(60),
+                inactive_threshold: Duration::from_secs(600),
                 ..Default::default()
             })
             .await
             .context("creating a reading consumer")?;
         let remaining = consumer.cached_info().num_pending;
         let messages = consumer
+            .clone()
             .stream()
             .max_messages_per_batch(PULL_MESSAGES)
             .max_bytes_per_batch(PULL_BYTES)
@@ -76,6 +80,7 @@ impl Reader {
             .await
             .context("reading the stream")?;
         Ok(Reader {
+            consumer,
             messages,
             remaining,
             until: until.unwrap_or(u64::MAX),
@@ -91,13 +96,31 @@ impl Reader {
     /// the read is done.
     pub async fn next_batch(&mut self, max: usize) -> anyhow::Result<Option<Vec<Recorded>>> {
         let mut batch = Vec::new();
+        let mut waited = Duration::ZERO;
         while self.remaining > 0 && batch.len() < max {
             let message = match tokio::time::timeout(IDLE, self.messages.next()).await {
-                Ok(Some(message)) => message.context("reading the event stream")?,
-                Ok(None) | Err(_) => {
-                    // Fewer than counted: the stream's limits removed some.
-                    self.remaining = 0;
-                    break;
+                Ok(Some(message)) => message.context("reading the stream")?,
+                Ok(None) => anyhow::bail!("the stream's consumer went away mid-read"),
+                Err(_) => {
+                    // Quiet: done only if the server has nothing pending
+                    // (fewer than counted: the stream's limits removed
+                    // some); a slow server is waited for, up to a bound.
+                    let pending = self
+                        .consumer
+                        .info()
+                        .await
+                        .context("asking the server what is pending")?
+                        .num_pending;
+                    if pending == 0 {
+                        self.remaining = 0;
+                        break;
+                    }
+                    waited += IDLE;
+                    anyhow::ensure!(
+                        waited < STALLED,
+                        "the stream delivered nothing for {waited:?} with {pending} messages pending"
+                    );
+                    continue;
                 }
             };
             let seq = message

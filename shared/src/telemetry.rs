@@ -7,7 +7,8 @@ use tracing_subscriber::{fmt, EnvFilter};
 use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber: JSON lines (default) or human-readable
-/// output, filtered by `RUST_LOG` if set, else by the configured filter.
+/// output on stderr (stdout stays free for what a command prints), filtered
+/// by `RUST_LOG` if set, else by the configured filter.
 /// Calling it twice is harmless (the second call does nothing).
 pub fn init_tracing(config: &LogConfig, service: &'static str) {
     let filter = EnvFilter::try_from_default_env()
@@ -18,12 +19,15 @@ pub fn init_tracing(config: &LogConfig, service: &'static str) {
         LogFormat::Json => registry
             .with(
                 fmt::layer()
+                    .with_writer(std::io::stderr)
                     .json()
                     .flatten_event(true)
                     .with_current_span(true),
             )
             .try_init(),
-        LogFormat::Pretty => registry.with(fmt::layer()).try_init(),
+        LogFormat::Pretty => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
     };
     if result.is_ok() {
         tracing::info!(service, version = env!("CARGO_PKG_VERSION"), "starting");

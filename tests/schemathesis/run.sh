@@ -40,7 +40,7 @@ run() { # name base-url token tag-regex
         --request-timeout 20 \
         --suppress-health-check all \
         --warnings off \
-        "${report[@]}"
+        ${report[@]+"${report[@]}"}
 }
 
 status=0

@@ -212,7 +212,34 @@ async fn verify_reports_the_damage_and_rebuild_repairs_it_while_reads_go_on() {
         only_other.differences
     );
 
-    // Rebuild while a reader keeps asking (and the projector keeps running).
+    // Rebuild while a reader keeps asking, and events keep arriving (for
+    // another tenant) and being projected.
+    let writing = {
+        let (http, url) = (stack.http.clone(), stack.command.url());
+        let token = stack.token("busy", &[Scope::EventsWrite]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut sent = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let event = json!({"event_id": format!("busy-{sent}"), "type": "view",
+                                       "occurred_at": rfc3339_ago(2), "post_id": "p9"});
+                    let response = http
+                        .post(format!("{url}/v1/events"))
+                        .bearer_auth(&token)
+                        .json(&event)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), 202);
+                    sent += 1;
+                }
+                sent
+            })
+        };
+        (stop, task)
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicU64::new(0));
     let reads = Arc::new(AtomicU64::new(0));
@@ -238,6 +265,10 @@ async fn verify_reports_the_damage_and_rebuild_repairs_it_while_reads_go_on() {
     let report = rebuild::rebuild(&mut env, options(10)).await.unwrap();
     stop.store(true, Ordering::Relaxed);
     reader.await.unwrap();
+    writing.0.store(true, Ordering::Relaxed);
+    let busy = writing.1.await.unwrap();
+    assert!(busy > 0, "events arrived during the rebuild");
+    projected(&stack, stack.stored_events().await).await;
     assert!(!report.resumed);
     assert_eq!(report.from_seq, 1);
     assert!(report.projected.events >= 54, "{report:?}");
