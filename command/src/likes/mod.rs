@@ -47,23 +47,38 @@ pub struct LikeAnswer {
 /// like any other malformed id, not axum's plain-text rejection.
 type Ids = Result<Path<(String, String)>, PathRejection>;
 
+/// The path's ids, as documented (read as [`Ids`]).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct LikeIds {
+    /// 1-128 of A-Z, a-z, 0-9, `_`, `:`, `-`.
+    post_id: String,
+    /// 1-128 of A-Z, a-z, 0-9, `_`, `:`, `-`.
+    user_id: String,
+}
+
+/// What the like endpoints answer, as documented.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum LikeResponses {
+    /// The like state after the request.
+    #[response(status = 200)]
+    State(#[to_schema] LikeAnswer),
+    /// A malformed id.
+    #[response(status = 400)]
+    Malformed,
+    /// Concurrent changes kept winning; retry.
+    #[response(status = 409)]
+    Conflict,
+    /// JetStream is unavailable.
+    #[response(status = 503)]
+    Unavailable,
+}
+
 /// Whether the user likes the post now.
-#[utoipa::path(
-    get,
-    path = "/v1/posts/{post_id}/likes/{user_id}",
-    tag = "likes",
-    security(("bearer" = [])),
-    params(
-        ("post_id" = String, Path, description = "1-128 of A-Z, a-z, 0-9, `_`, `:`, `-`"),
-        ("user_id" = String, Path, description = "1-128 of A-Z, a-z, 0-9, `_`, `:`, `-`"),
-    ),
-    responses(
-        (status = 200, description = "The like state after the request", body = LikeAnswer),
-        (status = 400, description = "A malformed id"),
-        (status = 409, description = "Concurrent changes kept winning; retry"),
-        (status = 503, description = "JetStream is unavailable"),
-    )
-)]
+#[utoipa::path(get, path = "/v1/posts/{post_id}/likes/{user_id}", tag = "likes",
+    security(("bearer" = [])), params(LikeIds), responses(LikeResponses))]
 pub async fn get_like(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -84,22 +99,8 @@ pub async fn get_like(
 }
 
 /// Likes the post for the user (idempotent).
-#[utoipa::path(
-    put,
-    path = "/v1/posts/{post_id}/likes/{user_id}",
-    tag = "likes",
-    security(("bearer" = [])),
-    params(
-        ("post_id" = String, Path, description = "1-128 of A-Z, a-z, 0-9, `_`, `:`, `-`"),
-        ("user_id" = String, Path, description = "1-128 of A-Z, a-z, 0-9, `_`, `:`, `-`"),
-    ),
-    responses(
-        (status = 200, description = "The like state after the request", body = LikeAnswer),
-        (status = 400, description = "A malformed id"),
-        (status = 409, description = "Concurrent changes kept winning; retry"),
-        (status = 503, description = "JetStream is unavailable"),
-    )
-)]
+#[utoipa::path(put, path = "/v1/posts/{post_id}/likes/{user_id}", tag = "likes",
+    security(("bearer" = [])), params(LikeIds), responses(LikeResponses))]
 pub async fn put_like(
     state: State<AppState>,
     headers: HeaderMap,
@@ -109,22 +110,8 @@ pub async fn put_like(
 }
 
 /// Takes the user's like back (idempotent).
-#[utoipa::path(
-    delete,
-    path = "/v1/posts/{post_id}/likes/{user_id}",
-    tag = "likes",
-    security(("bearer" = [])),
-    params(
-        ("post_id" = String, Path, description = "1-128 of A-Z, a-z, 0-9, `_`, `:`, `-`"),
-        ("user_id" = String, Path, description = "1-128 of A-Z, a-z, 0-9, `_`, `:`, `-`"),
-    ),
-    responses(
-        (status = 200, description = "The like state after the request", body = LikeAnswer),
-        (status = 400, description = "A malformed id"),
-        (status = 409, description = "Concurrent changes kept winning; retry"),
-        (status = 503, description = "JetStream is unavailable"),
-    )
-)]
+#[utoipa::path(delete, path = "/v1/posts/{post_id}/likes/{user_id}", tag = "likes",
+    security(("bearer" = [])), params(LikeIds), responses(LikeResponses))]
 pub async fn delete_like(
     state: State<AppState>,
     headers: HeaderMap,
