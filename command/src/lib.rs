@@ -131,6 +131,10 @@ pub fn router(state: AppState, config: &CommandConfig) -> Router {
             Duration::from_millis(config.request_timeout_ms),
             api::deadline,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            "command",
+            api::observe::observe,
+        ))
         .with_state(state)
 }
 

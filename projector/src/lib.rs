@@ -65,6 +65,10 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(tally_shared::metrics::endpoint))
         .fallback(api::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            "projector",
+            api::observe::observe,
+        ))
         .with_state(progress.clone());
     tracing::info!(addr = %listener.local_addr().map_err(Error::Serve)?, "projector health listening");
     let http =

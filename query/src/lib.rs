@@ -126,6 +126,10 @@ pub fn router(state: AppState, config: &tally_shared::config::QueryConfig) -> Ro
             std::time::Duration::from_millis(config.request_timeout_ms),
             api::deadline,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            "query",
+            api::observe::observe,
+        ))
         .with_state(state)
 }
 

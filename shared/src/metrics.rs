@@ -23,6 +23,12 @@ pub const LIKE_CHANGES: &str = "tally_like_changes_total";
 /// Like-aggregate appends that lost a race and were retried.
 pub const LIKE_CONFLICTS: &str = "tally_like_conflicts_total";
 
+/// HTTP requests answered; labels `service`, `route` (the route's pattern,
+/// or `unmatched`), `method`, `status`.
+pub const HTTP_REQUESTS: &str = "tally_http_requests_total";
+/// Seconds from a request's arrival to its response; same labels.
+pub const HTTP_REQUEST_SECONDS: &str = "tally_http_request_seconds";
+
 /// Events the projector moved to the dead-letter stream.
 pub const DEAD_LETTERS: &str = "tally_dead_letters_total";
 /// Events the projector wrote to ClickHouse.

@@ -250,6 +250,26 @@ impl WorkerProcess {
         self.launch();
     }
 
+    /// SIGTERM (through `kill`, as an orchestrator sends it), then waits up
+    /// to `limit` for the process to exit; its exit status, `None` if it
+    /// was still running (it is then killed).
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     /// Whether the process still runs (it must not have died on its own).
     pub fn is_running(&mut self) -> bool {
         self.child

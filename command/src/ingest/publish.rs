@@ -44,10 +44,14 @@ impl From<AppendError> for ApiError {
     }
 }
 
-/// `Nats-Msg-Id` is the tenant-scoped event id: the dedup key.
+/// `Nats-Msg-Id` is the tenant-scoped event id: the dedup key. The
+/// request's W3C `traceparent`, if it came with one, goes along.
 fn headers_for(event: &StoredEvent) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert("Nats-Msg-Id", event.msg_id().as_str());
+    if let Some(trace) = tally_shared::http::observe::current_trace() {
+        headers.insert("traceparent", trace.0.as_str());
+    }
     headers
 }
 

@@ -24,6 +24,7 @@ use crate::deadletter::DeadLetters;
 use crate::fold::{fold_recorded, FoldOptions, Quarantine, Rows};
 use metrics::counter;
 use tally_shared::metrics as names;
+use tracing::Instrument;
 
 /// Batches a worker holds unacknowledged at most: one per pipeline stage.
 const IN_FLIGHT: usize = 3;
@@ -85,6 +86,34 @@ struct Folded {
     poison: Vec<(usize, u64, i64, String)>,
 }
 
+/// Most trace ids a batch's span names.
+const TRACES_PER_SPAN: usize = 16;
+
+/// The W3C trace ids the batch's events came with (from the command API's
+/// `traceparent` header), distinct, at most [`TRACES_PER_SPAN`]: the
+/// batch's span names the requests it projects.
+fn traces_of(batch: &[Message]) -> Vec<String> {
+    let mut traces: Vec<String> = Vec::new();
+    for message in batch {
+        let Some(trace) = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("traceparent"))
+            .and_then(|v| tally_shared::http::observe::parse_traceparent(v.as_str()))
+        else {
+            continue;
+        };
+        let id = trace.0[3..35].to_owned();
+        if !traces.contains(&id) {
+            traces.push(id);
+            if traces.len() == TRACES_PER_SPAN {
+                break;
+            }
+        }
+    }
+    traces
+}
+
 impl Worker {
     pub fn new(
         consumer: PullConsumer,
@@ -132,7 +161,12 @@ impl Worker {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 while let Some(folded) = folded_rx.recv().await {
-                    writer.project(folded, &shutdown).await;
+                    let span = tracing::info_span!(
+                        "project_batch",
+                        events = folded.batch.len(),
+                        traces = ?traces_of(&folded.batch),
+                    );
+                    writer.project(folded, &shutdown).instrument(span).await;
                 }
             })
         };

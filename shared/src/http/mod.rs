@@ -2,6 +2,7 @@
 //! `application/problem+json` response, JSON body reading, and the routes
 //! every service has (`/healthz`, unknown paths, wrong methods).
 
+pub mod observe;
 pub mod openapi;
 mod problem;
 pub mod ratelimit;

@@ -42,3 +42,5 @@ mod live;
 mod openapi;
 // Replay tooling: verify, rebuild, snapshots, dead letters, export/import.
 mod replay;
+// SIGTERM to service processes during load: nothing acknowledged is lost.
+mod shutdown;

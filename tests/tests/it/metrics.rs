@@ -41,3 +41,77 @@ async fn command_metrics_count_what_happened() {
         );
     }
 }
+
+/// Every request gets a request id (the client's, if sane) on its response
+/// and log lines; its `traceparent` travels with the event it stores into
+/// the NATS message headers; and every service counts and times requests
+/// per route, method and status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_identified_traced_and_counted_per_route() {
+    let stack = Stack::start("metrics_requests").await;
+    let token = stack.token("acme", &[Scope::EventsWrite]);
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let response = stack
+        .http
+        .post(format!("{}/v1/events", stack.command.url()))
+        .bearer_auth(&token)
+        .header("x-request-id", "req-42")
+        .header("traceparent", traceparent)
+        .json(
+            &json!({"event_id": "t-1", "type": "like", "occurred_at": rfc3339_ago(1),
+                      "post_id": "p1"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(response.headers()["x-request-id"], "req-42");
+    let (_, body) = tally_tests::read(response).await;
+    let seq = body["seq"].as_u64().unwrap();
+
+    // The stored message carries the trace context.
+    let client = async_nats::connect(stack.nats.url()).await.unwrap();
+    let stream = async_nats::jetstream::new(client)
+        .get_stream("TALLY_EVENTS")
+        .await
+        .unwrap();
+    let message = stream.get_raw_message(seq).await.unwrap();
+    assert_eq!(
+        message.headers.get("traceparent").map(|v| v.as_str()),
+        Some(traceparent)
+    );
+
+    // Without an id of its own, a request gets a fresh one.
+    let response = stack
+        .http
+        .get(format!("{}/v1/posts/p1/metrics", stack.query.url()))
+        .header("x-request-id", "not sane")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+
+    let command = stack.metrics_text(&stack.command).await;
+    let query = stack.metrics_text(&stack.query).await;
+    for (text, expected) in [
+        (
+            &command,
+            "tally_http_requests_total{service=\"command\",route=\"/v1/events\",method=\"POST\",status=\"202\"}",
+        ),
+        (
+            &command,
+            "tally_http_request_seconds_bucket{service=\"command\",route=\"/v1/events\",method=\"POST\",status=\"202\"",
+        ),
+        (
+            &query,
+            "tally_http_requests_total{service=\"query\",route=\"/v1/posts/{post_id}/metrics\",method=\"GET\",status=\"401\"}",
+        ),
+    ] {
+        assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+}
