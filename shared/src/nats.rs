@@ -28,18 +28,37 @@ pub enum NatsError {
 }
 
 /// Connects to NATS. The client reconnects on its own after a connection loss.
+/// Connects to `nats.url`: one server, or a cluster's servers separated by
+/// commas (the client also learns the cluster's other servers from the one
+/// it reaches, and reconnects to another when that one goes).
 pub async fn connect(config: &NatsConfig, name: &str) -> Result<async_nats::Client, NatsError> {
+    let servers = server_addrs(&config.url).map_err(|source| NatsError::Connect {
+        url: config.url.clone(),
+        source: source.into(),
+    })?;
     async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(5))
         .request_timeout(Some(Duration::from_millis(config.publish_timeout_ms)))
         .retry_on_initial_connect()
-        .connect(config.url.as_str())
+        .connect(servers.as_slice())
         .await
         .map_err(|source| NatsError::Connect {
             url: config.url.clone(),
             source,
         })
+}
+
+/// The servers of a comma-separated `nats.url`.
+fn server_addrs(url: &str) -> std::io::Result<Vec<async_nats::ServerAddr>> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>()
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+        })
+        .collect()
 }
 
 /// A JetStream context whose requests (publish acks included) time out after

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod bench;
 
-pub use servers::{clickhouse, ClickHouseServer, NatsServer, WorkerProcess};
+pub use servers::{clickhouse, ClickHouseServer, NatsCluster, NatsServer, WorkerProcess};
 
 /// A database name for `test`, unique within the run.
 pub fn database_name(test: &str) -> String {
@@ -45,8 +45,13 @@ pub fn database_name(test: &str) -> String {
 
 /// A configuration pointing at `nats` and at a fresh database named after `test`.
 pub fn config_for(test: &str, nats: &NatsServer) -> Config {
+    config_for_url(test, &nats.url())
+}
+
+/// [`config_for`] NATS at `url` (a cluster's comma-separated URLs).
+pub fn config_for_url(test: &str, url: &str) -> Config {
     let mut config = Config::development();
-    config.nats.url = nats.url();
+    config.nats.url = url.to_owned();
     config.nats.publish_timeout_ms = 2000;
     config.clickhouse.url = clickhouse().url();
     config.clickhouse.database = database_name(test);

@@ -116,6 +116,8 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     dir: TempDir,
+    /// A configuration file to start with (cluster nodes), else flags.
+    config: Option<PathBuf>,
 }
 
 impl NatsServer {
@@ -128,6 +130,7 @@ impl NatsServer {
             child: None,
             port: free_port(),
             dir,
+            config: None,
         };
         server.launch();
         server
@@ -137,16 +140,24 @@ impl NatsServer {
         let binary = require_binary("nats-server", "TALLY_NATS_SERVER");
         let log = self.dir.path().join("nats.log");
         let mut command = Command::new(binary);
+        match &self.config {
+            Some(config) => {
+                command.arg("-c").arg(config);
+            }
+            None => {
+                command
+                    .args([
+                        "-a",
+                        "127.0.0.1",
+                        "-p",
+                        &self.port.to_string(),
+                        "-js",
+                        "-sd",
+                    ])
+                    .arg(self.dir.path().join("store"));
+            }
+        }
         command
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.dir.path().join("store"))
             .arg("-l")
             .arg(&log)
             .stdout(Stdio::null())
@@ -177,6 +188,59 @@ impl NatsServer {
     pub fn restart(&mut self) {
         self.kill();
         self.launch();
+    }
+}
+
+/// Three (or more) `nats-server`s clustered on loopback, JetStream on each,
+/// configured from `nats/cluster-node.conf`. Killed on drop.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    pub fn start(size: usize) -> NatsCluster {
+        let template = include_str!("../../nats/cluster-node.conf");
+        let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let mut nodes: Vec<NatsServer> = (0..size)
+            .map(|i| {
+                let dir = tempfile::Builder::new()
+                    .prefix("tally-nats-cluster-")
+                    .tempdir()
+                    .expect("creating a temp dir");
+                let port = free_port();
+                let routes: Vec<String> = route_ports
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, p)| format!("\"nats-route://127.0.0.1:{p}\""))
+                    .collect();
+                let config = template
+                    .replace("@NAME@", &format!("n{i}"))
+                    .replace("@HOST@", "127.0.0.1")
+                    .replace("@CLIENT_PORT@", &port.to_string())
+                    .replace("@CLUSTER_PORT@", &route_ports[i].to_string())
+                    .replace("@ROUTES@", &routes.join(", "))
+                    .replace("@STORE@", &dir.path().join("store").display().to_string());
+                let path = dir.path().join("nats.conf");
+                std::fs::write(&path, config).expect("writing a node's configuration");
+                NatsServer {
+                    child: None,
+                    port,
+                    dir,
+                    config: Some(path),
+                }
+            })
+            .collect();
+        for node in &mut nodes {
+            node.launch();
+        }
+        NatsCluster { nodes }
+    }
+
+    /// Every node's client URL, comma-separated (as `nats.url` takes it).
+    pub fn url(&self) -> String {
+        let urls: Vec<String> = self.nodes.iter().map(NatsServer::url).collect();
+        urls.join(",")
     }
 }
 

@@ -44,3 +44,5 @@ mod openapi;
 mod replay;
 // SIGTERM to service processes during load: nothing acknowledged is lost.
 mod shutdown;
+// A three-node NATS cluster losing a node during ingest.
+mod cluster;
