@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use serde_json::json;
-use tally_replay::{verify, Env};
 use tally_tests::{
     config_for_url, eventually, rfc3339_ago, start_service, Kind, NatsCluster, TokenScope as Scope,
 };
+
+use crate::durability::stored_once_and_projected_exactly;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_a_node_loses_no_acknowledged_event() {
@@ -109,57 +109,11 @@ async fn losing_a_node_loses_no_acknowledged_event() {
     }
     assert!(accepted.len() > 50, "steady ingest: {}", accepted.len());
 
-    // Every acknowledged event is on the stream, once.
-    let client = async_nats::ConnectOptions::new()
-        .connect(
-            cluster
-                .nodes
-                .iter()
-                .map(|n| n.url().parse().unwrap())
-                .collect::<Vec<async_nats::ServerAddr>>()
-                .as_slice(),
-        )
-        .await
-        .unwrap();
-    let js = async_nats::jetstream::new(client);
-    let mut stream = js.get_stream("TALLY_EVENTS").await.unwrap();
-    let info = stream.info().await.unwrap();
-    assert_eq!(info.config.num_replicas, 3);
-    let stored = info.state.messages;
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut messages = consumer.messages().await.unwrap().take(stored as usize);
-    let mut on_stream = HashSet::new();
-    while let Some(message) = messages.next().await {
-        let event = tally_shared::event::StoredEvent::decode(&message.unwrap().payload).unwrap();
-        assert!(
-            on_stream.insert(event.event.event_id.clone()),
-            "stored twice: {}",
-            event.event.event_id
-        );
-    }
-    let lost: Vec<_> = accepted.difference(&on_stream).collect();
-    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
-
-    // The read models end exact.
-    let models = tally_shared::store::models::Models::connect(&config.clickhouse);
-    eventually("everything projected", Duration::from_secs(90), || async {
-        let positions = models.positions().await.map_err(|e| e.to_string())?;
-        match positions.iter().map(|p| p.position).min() {
-            Some(position) if position >= stored => Ok(()),
-            other => Err(format!("at {other:?} of {stored}")),
-        }
-    })
-    .await;
-    let mut env = Env::connect(config.clone()).await.unwrap();
-    let report = verify::verify(&mut env, None).await.unwrap();
-    assert_eq!(report.events, stored);
-    assert!(report.differences.is_empty(), "{:?}", report.differences);
+    // Every acknowledged event is on the stream, once; the read models end
+    // exact.
+    let stored = stored_once_and_projected_exactly(&config, &accepted).await;
+    let env = tally_replay::Env::connect(config.clone()).await.unwrap();
+    assert_eq!(env.events.cached_info().config.num_replicas, 3);
     println!(
         "cluster failover: {} events acknowledged, {stored} stored, {unavailable} 503s seen, 0 lost, 0 doubled, read models exact",
         accepted.len()

@@ -42,6 +42,8 @@ mod live;
 mod openapi;
 // Replay tooling: verify, rebuild, snapshots, dead letters, export/import.
 mod replay;
+// What the durability tests share.
+mod durability;
 // SIGTERM to service processes during load: nothing acknowledged is lost.
 mod shutdown;
 // A three-node NATS cluster losing a node during ingest.

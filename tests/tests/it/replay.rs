@@ -15,7 +15,6 @@ use tally_replay::deadletters::{self, Redriven};
 use tally_replay::reader::Start;
 use tally_replay::{history, rebuild, snapshot, verify, Env};
 use tally_shared::store;
-use tally_shared::store::models::Models;
 use tally_tests::{eventually, read, rfc3339_ago, start_service, Kind, Stack, TokenScope as Scope};
 
 const POSTS: [&str; 3] = ["p1", "p2", "p3"];
@@ -68,18 +67,7 @@ async fn ingest(stack: &Stack, tenant: &str, prefix: &str, n: usize) -> u64 {
 
 /// Waits until the projectors' recorded position reaches `seq`.
 async fn projected(stack: &Stack, seq: u64) {
-    let models = Models::connect(&stack.config.clickhouse);
-    eventually("the projection position", Duration::from_secs(60), || {
-        let models = &models;
-        async move {
-            let positions = models.positions().await.map_err(|e| e.to_string())?;
-            match positions.iter().map(|p| p.position).min() {
-                Some(position) if position >= seq => Ok(()),
-                other => Err(format!("at {other:?}")),
-            }
-        }
-    })
-    .await;
+    crate::durability::wait_projected(&stack.config, seq).await;
 }
 
 /// Every post's metrics without the freshness.

@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::json;
-use tally_replay::{verify, Env};
 use tally_tests::{
     config_for, eventually, rfc3339_ago, start_service, Kind, NatsServer, TokenScope as Scope,
     WorkerProcess,
 };
+
+use crate::durability::stored_once_and_projected_exactly;
 
 /// A service in a process of its own, shut down by its signal handler
 /// (re-executed by the test below). Does nothing when run by hand.
@@ -174,46 +174,10 @@ async fn sigterm_during_load_loses_nothing_acknowledged() {
     }
     assert!(accepted.len() > 20, "steady load: {}", accepted.len());
 
-    // Every acknowledged event is on the stream, once.
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let mut stream = js.get_stream("TALLY_EVENTS").await.unwrap();
-    let stored = stream.info().await.unwrap().state.messages;
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut messages = consumer.messages().await.unwrap().take(stored as usize);
-    let mut on_stream = HashSet::new();
-    while let Some(message) = messages.next().await {
-        let event = tally_shared::event::StoredEvent::decode(&message.unwrap().payload).unwrap();
-        assert!(
-            on_stream.insert(event.event.event_id.clone()),
-            "stored twice: {}",
-            event.event.event_id
-        );
-    }
-    let lost: Vec<_> = accepted.difference(&on_stream).collect();
-    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
-
-    // A projector again: the read models come out exact.
+    // Every acknowledged event is on the stream, once; with a projector
+    // again, the read models come out exact.
     let projector = start_service(Kind::Projector, config.clone()).await;
-    let models = tally_shared::store::models::Models::connect(&config.clickhouse);
-    eventually("everything projected", Duration::from_secs(60), || async {
-        let positions = models.positions().await.map_err(|e| e.to_string())?;
-        match positions.iter().map(|p| p.position).min() {
-            Some(position) if position >= stored => Ok(()),
-            other => Err(format!("at {other:?} of {stored}")),
-        }
-    })
-    .await;
-    let mut env = Env::connect(config.clone()).await.unwrap();
-    let report = verify::verify(&mut env, None).await.unwrap();
-    assert_eq!(report.events, stored);
-    assert!(report.differences.is_empty(), "{:?}", report.differences);
+    let stored = stored_once_and_projected_exactly(&config, &accepted).await;
     println!(
         "shutdown: {} events acknowledged, {stored} stored, 0 lost, read models exact",
         accepted.len()
