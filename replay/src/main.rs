@@ -144,7 +144,11 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init_tracing(&config.log, "tally-replay");
+    // A command line tool: warnings and errors only, unless RUST_LOG asks
+    // for more (its output and progress are its own).
+    let mut log = config.log.clone();
+    log.filter = "warn".into();
+    telemetry::init_tracing(&log, "tally-replay");
     match run(cli.command, config).await {
         Ok(code) => code,
         Err(e) => {
