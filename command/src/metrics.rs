@@ -29,6 +29,9 @@ pub fn stored(source: Source, duplicate: bool) {
 pub fn published(took: Duration, ok: bool) {
     histogram!(names::PUBLISH_SECONDS, "outcome" => if ok { "ok" } else { "error" })
         .record(took.as_secs_f64());
+    if !ok {
+        metrics::counter!(names::NATS_ERRORS, "op" => "publish").increment(1);
+    }
 }
 
 /// Counts `n` refused events, labelled by why.

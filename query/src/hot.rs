@@ -41,6 +41,17 @@ pub enum Source {
     Fallback,
 }
 
+impl Source {
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Source::Store => "store",
+            Source::Cache => "cache",
+            Source::Fallback => "fallback",
+        }
+    }
+}
+
 pub struct Hot {
     cache: Cache<String, Arc<Entry>>,
     fresh: Duration,

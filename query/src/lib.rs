@@ -207,6 +207,8 @@ impl Ask {
                 Ok(serde_json::to_value(data).expect("report data serialises"))
             })
             .await?;
+        metrics::counter!(tally_shared::metrics::QUERY_ANSWERS, "source" => source.label())
+            .increment(1);
         let freshness = freshness::Freshness::of(
             self.snapshot,
             time::OffsetDateTime::now_utc(),

@@ -29,6 +29,15 @@ pub const HTTP_REQUESTS: &str = "tally_http_requests_total";
 /// Seconds from a request's arrival to its response; same labels.
 pub const HTTP_REQUEST_SECONDS: &str = "tally_http_request_seconds";
 
+/// Report answers of the query API by where they came from; label
+/// `source`: `cache` (the hot tier), `store` (computed from ClickHouse),
+/// `fallback` (the hot tier while ClickHouse failed). The cache hit ratio
+/// is `cache / (cache + store)`.
+pub const QUERY_ANSWERS: &str = "tally_query_answers_total";
+/// Failed NATS operations (each retried or answered 503); label `op`
+/// (`publish`, `fetch`).
+pub const NATS_ERRORS: &str = "tally_nats_errors_total";
+
 /// Events the projector moved to the dead-letter stream.
 pub const DEAD_LETTERS: &str = "tally_dead_letters_total";
 /// Events the projector wrote to ClickHouse.

@@ -212,6 +212,7 @@ impl Worker {
             let batch = match fetcher.fetch().await {
                 Ok(batch) => batch,
                 Err(e) => {
+                    counter!(names::NATS_ERRORS, "op" => "fetch").increment(1);
                     tracing::warn!(error = %e, "fetching from JetStream failed; retrying");
                     backoff.wait(&shutdown).await;
                     continue;

@@ -96,8 +96,28 @@ async fn requests_are_identified_traced_and_counted_per_route() {
         .to_owned();
     assert_eq!(id.len(), 36, "a UUID: {id}");
 
+    // Answers by source: computed once, then from the hot tier.
+    let reader = stack.token("acme", &[Scope::ReportsRead]);
+    tally_tests::eventually(
+        "the like projected",
+        std::time::Duration::from_secs(30),
+        || async {
+            match stack.post_metrics(&reader, "p1").await {
+                (200, body) if body["likes"] == 1 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let (status, _) = stack.post_metrics(&reader, "p1").await;
+    assert_eq!(status, 200);
+
     let command = stack.metrics_text(&stack.command).await;
     let query = stack.metrics_text(&stack.query).await;
+    for source in ["store", "cache"] {
+        let line = format!("tally_query_answers_total{{source=\"{source}\"}}");
+        assert!(query.contains(&line), "{line} missing from:\n{query}");
+    }
     for (text, expected) in [
         (
             &command,
