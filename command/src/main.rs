@@ -50,13 +50,15 @@ async fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             telemetry::init_tracing(&config.log, "tally-command");
-            match tally_command::run(config, shutdown::on_signal()).await {
+            let code = match tally_command::run(config, shutdown::on_signal()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "command API failed");
                     ExitCode::FAILURE
                 }
-            }
+            };
+            telemetry::flush();
+            code
         }
         Command::Token {
             tenant,

@@ -13,11 +13,13 @@ async fn main() -> ExitCode {
         }
     };
     telemetry::init_tracing(&config.log, "tally-projector");
-    match tally_projector::run(config, shutdown::on_signal()).await {
+    let code = match tally_projector::run(config, shutdown::on_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "projector failed");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry::flush();
+    code
 }

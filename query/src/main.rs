@@ -13,11 +13,13 @@ async fn main() -> ExitCode {
         }
     };
     telemetry::init_tracing(&config.log, "tally-query");
-    match tally_query::run(config, shutdown::on_signal()).await {
+    let code = match tally_query::run(config, shutdown::on_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "query API failed");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry::flush();
+    code
 }

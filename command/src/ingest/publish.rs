@@ -49,8 +49,11 @@ impl From<AppendError> for ApiError {
 fn headers_for(event: &StoredEvent) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert("Nats-Msg-Id", event.msg_id().as_str());
-    if let Some(trace) = tally_shared::http::observe::current_trace() {
-        headers.insert("traceparent", trace.0.as_str());
+    let incoming = tally_shared::http::observe::current_trace();
+    if let Some(trace) =
+        tally_shared::telemetry::outgoing_traceparent(incoming.as_ref().map(|t| t.0.as_str()))
+    {
+        headers.insert("traceparent", trace.as_str());
     }
     headers
 }

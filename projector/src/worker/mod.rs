@@ -89,9 +89,10 @@ struct Folded {
 /// Most trace ids a batch's span names.
 const TRACES_PER_SPAN: usize = 16;
 
-/// The W3C trace ids the batch's events came with (from the command API's
-/// `traceparent` header), distinct, at most [`TRACES_PER_SPAN`]: the
-/// batch's span names the requests it projects.
+/// The W3C trace contexts the batch's events came with (the command API's
+/// `traceparent` header), distinct by trace, at most [`TRACES_PER_SPAN`]:
+/// the batch's span names (and, when spans are exported, links) the
+/// requests it projects.
 fn traces_of(batch: &[Message]) -> Vec<String> {
     let mut traces: Vec<String> = Vec::new();
     for message in batch {
@@ -103,9 +104,8 @@ fn traces_of(batch: &[Message]) -> Vec<String> {
         else {
             continue;
         };
-        let id = trace.0[3..35].to_owned();
-        if !traces.contains(&id) {
-            traces.push(id);
+        if !traces.iter().any(|t| t[3..35] == trace.0[3..35]) {
+            traces.push(trace.0);
             if traces.len() == TRACES_PER_SPAN {
                 break;
             }
@@ -161,11 +161,16 @@ impl Worker {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 while let Some(folded) = folded_rx.recv().await {
+                    let traces = traces_of(&folded.batch);
+                    let ids: Vec<&str> = traces.iter().map(|t| &t[3..35]).collect();
                     let span = tracing::info_span!(
                         "project_batch",
                         events = folded.batch.len(),
-                        traces = ?traces_of(&folded.batch),
+                        traces = ?ids,
                     );
+                    for trace in &traces {
+                        tally_shared::telemetry::link_trace(&span, trace);
+                    }
                     writer.project(folded, &shutdown).instrument(span).await;
                 }
             })

@@ -164,6 +164,9 @@ pub struct WebhookSecrets {
 pub struct LogConfig {
     pub filter: String,
     pub format: LogFormat,
+    /// OTLP/HTTP endpoint to export trace spans to (for example
+    /// `http://collector:4318/v1/traces`); empty: no export.
+    pub otlp_traces_endpoint: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

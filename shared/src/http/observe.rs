@@ -84,6 +84,9 @@ pub async fn observe(
         route = %route,
         trace_id = trace.as_ref().map_or("", |t| &t.0[3..35]),
     );
+    if let Some(trace) = &trace {
+        crate::telemetry::continue_trace(&span, &trace.0);
+    }
     let mut response = TRACE.scope(trace, next.run(request).instrument(span)).await;
     let status = response.status().as_u16().to_string();
     let labels = [

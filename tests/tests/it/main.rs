@@ -48,3 +48,5 @@ mod durability;
 mod shutdown;
 // A three-node NATS cluster losing a node during ingest.
 mod cluster;
+// Trace export over OTLP/HTTP, from the HTTP request to the projector.
+mod traces;

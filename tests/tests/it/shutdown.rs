@@ -26,7 +26,12 @@ fn service_process() {
         return;
     };
     let config = tally_shared::Config::load().expect("the service's configuration");
-    tally_shared::telemetry::init_tracing(&config.log, "shutdown-test");
+    let name = if kind == "command" {
+        "tally-command"
+    } else {
+        "tally-projector"
+    };
+    tally_shared::telemetry::init_tracing(&config.log, name);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
         let shutdown = tally_shared::shutdown::on_signal();
@@ -40,6 +45,7 @@ fn service_process() {
                 .expect("the projector");
         }
     });
+    tally_shared::telemetry::flush();
 }
 
 fn free_port() -> u16 {
