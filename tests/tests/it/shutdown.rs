@@ -48,7 +48,8 @@ fn service_process() {
     tally_shared::telemetry::flush();
 }
 
-fn free_port() -> u16 {
+/// A free port on loopback.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -56,57 +57,90 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_during_load_loses_nothing_acknowledged() {
-    let nats = NatsServer::start();
-    let config = config_for("shutdown", &nats);
-    let command_port = free_port();
-    let env = |kind: &str| -> Vec<(String, String)> {
-        [
-            ("SHUTDOWN_TEST_SERVICE", kind.to_owned()),
-            ("TALLY_NATS__URL", config.nats.url.clone()),
-            ("TALLY_CLICKHOUSE__URL", config.clickhouse.url.clone()),
-            (
-                "TALLY_CLICKHOUSE__DATABASE",
-                config.clickhouse.database.clone(),
-            ),
-            (
-                "TALLY_AUTH__HS256_SECRET",
-                tally_shared::config::DEVELOPMENT_HS256_SECRET.to_owned(),
-            ),
-            ("TALLY_COMMAND__LISTEN", format!("127.0.0.1:{command_port}")),
-            ("TALLY_PROJECTOR__LISTEN", "127.0.0.1:0".to_owned()),
-            ("TALLY_PROJECTOR__FETCH_WAIT_MS", "100".to_owned()),
-            ("TALLY_PROJECTOR__BATCH_SIZE", "200".to_owned()),
-            ("TALLY_LOG__FILTER", "warn".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
-    };
+/// The environment of a [`service_process`] of `kind` (`command` or
+/// `projector`) for `config`, the command API on `command_port`, with
+/// `extra` settings.
+pub fn service_env(
+    kind: &str,
+    config: &tally_shared::Config,
+    command_port: u16,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
+        ("SHUTDOWN_TEST_SERVICE", kind.to_owned()),
+        ("TALLY_NATS__URL", config.nats.url.clone()),
+        ("TALLY_CLICKHOUSE__URL", config.clickhouse.url.clone()),
+        (
+            "TALLY_CLICKHOUSE__DATABASE",
+            config.clickhouse.database.clone(),
+        ),
+        (
+            "TALLY_AUTH__HS256_SECRET",
+            tally_shared::config::DEVELOPMENT_HS256_SECRET.to_owned(),
+        ),
+        ("TALLY_COMMAND__LISTEN", format!("127.0.0.1:{command_port}")),
+        ("TALLY_PROJECTOR__LISTEN", "127.0.0.1:0".to_owned()),
+        ("TALLY_PROJECTOR__FETCH_WAIT_MS", "100".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    env
+}
+
+/// A command API (on `command_port`) and a projector, each a process of
+/// its own, with `extra` settings; once the command API is ready. Their
+/// logs are in the returned folder.
+pub async fn service_processes(
+    config: &tally_shared::Config,
+    command_port: u16,
+    extra: &[(&str, &str)],
+) -> (WorkerProcess, WorkerProcess, tempfile::TempDir) {
     let logs = tempfile::tempdir().unwrap();
-    let mut command = WorkerProcess::start(
-        "shutdown::service_process",
-        &env("command"),
-        logs.path().join("command.log"),
-    );
-    let mut projector = WorkerProcess::start(
-        "shutdown::service_process",
-        &env("projector"),
-        logs.path().join("projector.log"),
-    );
-    let url = format!("http://127.0.0.1:{command_port}");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let start = |kind: &str| {
+        WorkerProcess::start(
+            "shutdown::service_process",
+            &service_env(kind, config, command_port, extra),
+            logs.path().join(format!("{kind}.log")),
+        )
+    };
+    let (command, projector) = (start("command"), start("projector"));
+    let ready = format!("http://127.0.0.1:{command_port}/readyz");
+    let http = reqwest::Client::new();
     eventually("the command API ready", Duration::from_secs(60), || async {
-        match http.get(format!("{url}/readyz")).send().await {
+        match http.get(&ready).send().await {
             Ok(r) if r.status().is_success() => Ok(()),
             other => Err(format!("{other:?}")),
         }
     })
     .await;
+    (command, projector, logs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_load_loses_nothing_acknowledged() {
+    let nats = NatsServer::start();
+    let config = config_for("shutdown", &nats);
+    let command_port = free_port();
+    let (mut command, mut projector, _logs) = service_processes(
+        &config,
+        command_port,
+        &[
+            ("TALLY_PROJECTOR__BATCH_SIZE", "200"),
+            ("TALLY_LOG__FILTER", "warn"),
+        ],
+    )
+    .await;
+    let url = format!("http://127.0.0.1:{command_port}");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
 
     // Four clients post likes (each its own user) until the API goes away.
     let token = tally_shared::auth::mint_token(

@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use tally_tests::{
-    config_for, eventually, rfc3339_ago, NatsServer, TokenScope as Scope, WorkerProcess,
-};
+use tally_tests::{config_for, rfc3339_ago, NatsServer, TokenScope as Scope};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+use crate::shutdown::{free_port, service_processes};
 
 /// Accepts HTTP/1.1 requests and keeps their bodies.
 async fn collector() -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
@@ -73,54 +73,18 @@ async fn a_request_trace_is_exported_and_linked_by_the_projector() {
     let nats = NatsServer::start();
     let config = config_for("traces", &nats);
     let (endpoint, bodies) = collector().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let env = |kind: &str| -> Vec<(String, String)> {
-        [
-            ("SHUTDOWN_TEST_SERVICE", kind.to_owned()),
-            ("TALLY_NATS__URL", config.nats.url.clone()),
-            ("TALLY_CLICKHOUSE__URL", config.clickhouse.url.clone()),
-            (
-                "TALLY_CLICKHOUSE__DATABASE",
-                config.clickhouse.database.clone(),
-            ),
-            (
-                "TALLY_AUTH__HS256_SECRET",
-                tally_shared::config::DEVELOPMENT_HS256_SECRET.to_owned(),
-            ),
-            ("TALLY_COMMAND__LISTEN", format!("127.0.0.1:{port}")),
-            ("TALLY_PROJECTOR__LISTEN", "127.0.0.1:0".to_owned()),
-            ("TALLY_PROJECTOR__FETCH_WAIT_MS", "100".to_owned()),
-            ("TALLY_LOG__FILTER", "info".to_owned()),
-            ("TALLY_LOG__OTLP_TRACES_ENDPOINT", endpoint.clone()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
-    };
-    let logs = tempfile::tempdir().unwrap();
-    let mut command = WorkerProcess::start(
-        "shutdown::service_process",
-        &env("command"),
-        logs.path().join("command.log"),
-    );
-    let mut projector = WorkerProcess::start(
-        "shutdown::service_process",
-        &env("projector"),
-        logs.path().join("projector.log"),
-    );
+    let port = free_port();
+    let (mut command, mut projector, _logs) = service_processes(
+        &config,
+        port,
+        &[
+            ("TALLY_LOG__FILTER", "info"),
+            ("TALLY_LOG__OTLP_TRACES_ENDPOINT", endpoint.as_str()),
+        ],
+    )
+    .await;
     let url = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    eventually("the command API ready", Duration::from_secs(60), || async {
-        match http.get(format!("{url}/readyz")).send().await {
-            Ok(r) if r.status().is_success() => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let token =
