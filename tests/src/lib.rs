@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub mod bench;
+pub mod workload;
 
 pub use servers::{clickhouse, ClickHouseServer, NatsCluster, NatsServer, WorkerProcess};
 
