@@ -173,10 +173,11 @@ async fn sigterm_during_load_loses_nothing_acknowledged() {
                             let status = response.status().as_u16();
                             // A response, once begun, arrives whole.
                             let body = response.text().await.expect("a whole response body");
-                            if status == 202 {
-                                accepted.push(id);
-                            } else {
-                                other.push((status, body));
+                            match status {
+                                202 => accepted.push(id),
+                                // Over the rate limit: not stored, not kept.
+                                429 => {}
+                                _ => other.push((status, body)),
                             }
                         }
                         // Refused: the listener is closed.
