@@ -75,16 +75,7 @@ impl AppState {
                     nats::events_stream_config(&config.nats).name,
                     Duration::from_millis(config.nats.publish_timeout_ms),
                 ),
-                limits: Limits {
-                    // Bounded by Config::check; clamped again so no value can overflow.
-                    max_future_skew: time::Duration::seconds(
-                        i64::try_from(config.command.max_future_skew_secs.min(7 * 86_400))
-                            .unwrap_or(0),
-                    ),
-                    max_age: time::Duration::days(
-                        i64::try_from(config.command.max_event_age_days.min(36_500)).unwrap_or(0),
-                    ),
-                },
+                limits: Limits::from_config(&config.command),
                 max_batch_events: config.command.max_batch_events,
                 webhooks: config.webhooks.clone(),
                 catalogue: Arc::new(catalogue::Catalogue::new(

@@ -117,7 +117,7 @@ pub async fn import_from(env: &Env, tenant: &str, path: &Path) -> anyhow::Result
 pub async fn import(env: &Env, tenant: &str, lines: impl BufRead) -> anyhow::Result<Imported> {
     crate::check_tenant(tenant)?;
     let mut known = known_ids(env, tenant).await?;
-    let limits = limits(env);
+    let limits = Limits::from_config(&env.config.command);
     let publisher = Publisher::new(
         env.js.clone(),
         env.events.cached_info().config.name.clone(),
@@ -167,19 +167,6 @@ async fn append(
     }
     chunk.clear();
     Ok(())
-}
-
-/// The validation limits of live ingest.
-fn limits(env: &Env) -> Limits {
-    let command = &env.config.command;
-    Limits {
-        max_future_skew: time::Duration::seconds(
-            i64::try_from(command.max_future_skew_secs.min(7 * 86_400)).unwrap_or(0),
-        ),
-        max_age: time::Duration::days(
-            i64::try_from(command.max_event_age_days.min(36_500)).unwrap_or(0),
-        ),
-    }
 }
 
 /// One history line: the envelope validated as live ingest does, at the

@@ -44,6 +44,21 @@ pub struct Limits {
     pub max_age: Duration,
 }
 
+impl Limits {
+    /// The limits `command` configures (bounded by `Config::check`; clamped
+    /// again so that no value can overflow).
+    pub fn from_config(command: &crate::config::CommandConfig) -> Limits {
+        Limits {
+            max_future_skew: Duration::seconds(
+                i64::try_from(command.max_future_skew_secs.min(7 * 86_400)).unwrap_or(0),
+            ),
+            max_age: Duration::days(
+                i64::try_from(command.max_event_age_days.min(36_500)).unwrap_or(0),
+            ),
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
