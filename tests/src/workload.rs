@@ -239,6 +239,80 @@ impl Iterator for Workload {
     }
 }
 
+/// One like-button operation: `user` likes or unlikes `post`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LikeOp {
+    pub post: String,
+    pub user: String,
+    pub like: bool,
+}
+
+impl LikeOp {
+    /// The line of the peers' NDJSON input (`bench/peers`).
+    pub fn to_json(&self) -> Value {
+        json!({"post": self.post, "user": self.user,
+               "op": if self.like { "like" } else { "unlike" }})
+    }
+}
+
+/// Like/unlike toggles from many users on Zipf-popular posts: each
+/// operation flips the user's like of the post, so an unlike always follows
+/// a like of the same pair, as a like button sends them.
+pub struct LikeToggles {
+    rng: Rng,
+    popularity: Zipf,
+    users: u64,
+    liked: std::collections::HashSet<(u64, u64)>,
+}
+
+impl LikeToggles {
+    pub fn new(seed: u64, posts: u64, users: u64, zipf: f64) -> LikeToggles {
+        LikeToggles {
+            rng: Rng(seed.max(1).wrapping_mul(0xbf58_476d_1ce4_e5b9) | 1),
+            popularity: Zipf::new(posts, zipf),
+            users,
+            liked: Default::default(),
+        }
+    }
+}
+
+impl Iterator for LikeToggles {
+    type Item = LikeOp;
+
+    fn next(&mut self) -> Option<LikeOp> {
+        let post = self.popularity.rank(self.rng.unit());
+        let user = self.rng.below(self.users);
+        let like = self.liked.insert((post, user));
+        if !like {
+            self.liked.remove(&(post, user));
+        }
+        Some(LikeOp {
+            post: format!("post-{post}"),
+            user: format!("u{user}"),
+            like,
+        })
+    }
+}
+
+/// The likes each post has after `ops`.
+pub fn expected_likes(ops: &[LikeOp]) -> std::collections::HashMap<&str, i64> {
+    let mut counts = std::collections::HashMap::new();
+    for op in ops {
+        *counts.entry(op.post.as_str()).or_default() += if op.like { 1 } else { -1 };
+    }
+    counts
+}
+
+/// Which of `clients` sends `user`'s operations: all of one user's go to
+/// one client, in order.
+pub fn client_of(user: &str, clients: usize) -> usize {
+    // FNV-1a: stable across runs and builds.
+    let hash = user.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % clients.max(1) as u64) as usize
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::{HashMap, HashSet};
@@ -372,6 +446,36 @@ mod tests {
             );
             assert!(checked.is_ok(), "{envelope}: {checked:?}");
         }
+    }
+
+    #[test]
+    fn like_toggles_alternate_per_user_and_post() {
+        let ops: Vec<LikeOp> = LikeToggles::new(3, 50, 20, 1.1).take(5_000).collect();
+        let mut state: HashMap<(&str, &str), bool> = HashMap::new();
+        for op in &ops {
+            let liked = state.entry((&op.post, &op.user)).or_default();
+            assert_ne!(*liked, op.like, "{op:?} repeats the pair's last operation");
+            *liked = op.like;
+        }
+        assert!(ops.iter().any(|op| !op.like));
+        // The expected counts are the pairs left liked.
+        let expected = expected_likes(&ops);
+        for (post, count) in &expected {
+            let liked = state
+                .iter()
+                .filter(|((p, _), liked)| p == post && **liked)
+                .count() as i64;
+            assert_eq!(*count, liked, "{post}");
+        }
+        assert_eq!(ops[0].to_json()["op"], "like");
+    }
+
+    #[test]
+    fn one_client_sends_all_of_a_users_operations() {
+        assert_eq!(client_of("u1", 8), client_of("u1", 8));
+        assert!(client_of("u1", 1) == 0 && client_of("", 3) < 3);
+        let spread: HashSet<usize> = (0..1_000).map(|u| client_of(&format!("u{u}"), 8)).collect();
+        assert_eq!(spread.len(), 8);
     }
 
     #[test]

@@ -1,5 +1,10 @@
-//! Small pieces the benchmarks share: latency percentiles and a summary,
-//! and a generated dataset published straight to JetStream.
+//! The benchmarks' harness: latency percentiles and a summary, a generated
+//! dataset published straight to JetStream, load drivers, the services as
+//! processes, and the report.
+
+pub mod load;
+pub mod procs;
+pub mod report;
 
 use std::time::Duration;
 

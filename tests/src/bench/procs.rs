@@ -1,0 +1,218 @@
+//! The services as processes of their own (the release binaries, as they
+//! run in production), so that each one's memory can be read.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tally_shared::Config;
+
+/// A running service binary.
+pub struct ServiceProcess {
+    pub name: &'static str,
+    pub url: String,
+    child: Child,
+}
+
+/// The folder of the binaries built with the running one: an example of
+/// `target/release/examples/` runs beside `target/release/tally-*`.
+pub fn binaries() -> PathBuf {
+    let exe = std::env::current_exe().expect("the running binary's path");
+    let dir = exe.parent().expect("a folder");
+    if dir.ends_with("examples") {
+        dir.parent().expect("the profile folder").to_owned()
+    } else {
+        dir.to_owned()
+    }
+}
+
+/// The `TALLY_*` environment for a service of `config` listening on
+/// `listen`: limits off, quiet logs, what a benchmark needs.
+pub fn environment(config: &Config, name: &str, listen: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
+        ("TALLY_NATS__URL", config.nats.url.clone()),
+        ("TALLY_CLICKHOUSE__URL", config.clickhouse.url.clone()),
+        (
+            "TALLY_CLICKHOUSE__DATABASE",
+            config.clickhouse.database.clone(),
+        ),
+        ("TALLY_CLICKHOUSE__TIMEOUT_MS", "120000".to_owned()),
+        (
+            "TALLY_AUTH__HS256_SECRET",
+            tally_shared::config::DEVELOPMENT_HS256_SECRET.to_owned(),
+        ),
+        ("TALLY_RATE_LIMIT__ENABLED", "false".to_owned()),
+        ("TALLY_QUERY__RATE_LIMIT__ENABLED", "false".to_owned()),
+        ("TALLY_PROJECTOR__POSITION_INTERVAL_MS", "200".to_owned()),
+        ("TALLY_LOG__FILTER", "error".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for service in ["command", "query", "projector"] {
+        let address = if name == format!("tally-{service}") {
+            listen
+        } else {
+            "127.0.0.1:0"
+        };
+        env.push((
+            format!("TALLY_{}__LISTEN", service.to_uppercase()),
+            address.to_owned(),
+        ));
+    }
+    env
+}
+
+impl ServiceProcess {
+    /// Starts `name` (`tally-command`, `tally-query`, `tally-projector`)
+    /// from `binaries` on a free port, its output in `logs/<name>.log`,
+    /// and waits until it is ready.
+    pub async fn start(
+        name: &'static str,
+        binaries: &Path,
+        config: &Config,
+        logs: &Path,
+    ) -> ServiceProcess {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(logs.join(format!("{name}.log"))).expect("a log file");
+        let mut command = Command::new(binaries.join(name));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("TALLY_") {
+                command.env_remove(key);
+            }
+        }
+        let child = command
+            .envs(environment(config, name, &listen))
+            .stdout(Stdio::from(log.try_clone().expect("the log file")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "starting {}: {e} (build it first: cargo build --release --bins)",
+                    binaries.join(name).display()
+                )
+            });
+        let mut service = ServiceProcess {
+            name,
+            url: format!("http://{listen}"),
+            child,
+        };
+        service.wait_ready().await;
+        service
+    }
+
+    async fn wait_ready(&mut self) {
+        let http = reqwest::Client::new();
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = http.get(format!("{}/readyz", self.url)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited ({status}) before it was ready", self.name);
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{} not ready after 60 s",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The most memory the process has held resident (`VmHWM`), in bytes.
+    pub fn peak_resident_bytes(&self) -> Option<u64> {
+        peak_resident_bytes(self.pid())
+    }
+
+    /// SIGTERM, then waits for the exit (SIGKILL after 20 s).
+    pub fn stop(mut self) {
+        terminate(&mut self.child);
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn terminate(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `VmHWM` of `pid` from `/proc`, in bytes.
+pub fn peak_resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_vm_hwm(&status)
+}
+
+/// The `VmHWM:  1234 kB` line of a `/proc/<pid>/status`, in bytes.
+pub fn parse_vm_hwm(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_resident_memory_is_read_from_proc_status() {
+        let status =
+            "Name:\ttally-query\nVmPeak:\t  900000 kB\nVmHWM:\t   51200 kB\nVmRSS:\t   40000 kB\n";
+        assert_eq!(parse_vm_hwm(status), Some(51200 * 1024));
+        assert_eq!(parse_vm_hwm("Name:\tx\n"), None);
+        // This process has a peak of its own.
+        assert!(peak_resident_bytes(std::process::id()).unwrap() > 0);
+    }
+
+    #[test]
+    fn each_service_listens_where_it_is_told() {
+        let config = Config::development();
+        let env = environment(&config, "tally-query", "127.0.0.1:9999");
+        let listen = |key: &str| {
+            let found: Vec<&str> = env
+                .iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+                .collect();
+            found
+        };
+        assert_eq!(listen("TALLY_QUERY__LISTEN"), ["127.0.0.1:9999"]);
+        assert_eq!(listen("TALLY_COMMAND__LISTEN"), ["127.0.0.1:0"]);
+    }
+}

@@ -1,0 +1,310 @@
+//! The benchmark's results: one row per measure, each rate beside the raw
+//! limit it is compared with; written as JSON, as a chart (SVG) and as a
+//! table.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::load::Run;
+
+/// One measure.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Row {
+    pub section: String,
+    pub measure: String,
+    /// Per second (events, requests or operations: `unit`).
+    pub rate: Option<f64>,
+    pub unit: String,
+    /// The raw limit (another row's `measure`) the rate is compared with,
+    /// and the ratio.
+    pub vs: Option<String>,
+    pub ratio: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub p999_ms: Option<f64>,
+    /// Samples behind the latencies (or events behind a rate).
+    pub n: u64,
+    pub note: Option<String>,
+}
+
+impl Row {
+    /// A rate without latencies.
+    pub fn rate(section: &str, measure: &str, rate: f64, unit: &str, n: u64) -> Row {
+        Row {
+            section: section.into(),
+            measure: measure.into(),
+            rate: Some(rate),
+            unit: unit.into(),
+            vs: None,
+            ratio: None,
+            p50_ms: None,
+            p99_ms: None,
+            p999_ms: None,
+            n,
+            note: None,
+        }
+    }
+
+    /// A load run: its event (or request, for `unit` "req") rate and latencies.
+    pub fn run(section: &str, measure: &str, run: &Run, unit: &str) -> Row {
+        let rate = if unit == "events" {
+            run.events_per_second()
+        } else {
+            run.requests_per_second()
+        };
+        Row {
+            p50_ms: finite(run.ms(50.0)),
+            p99_ms: finite(run.ms(99.0)),
+            p999_ms: finite(run.ms(99.9)),
+            n: run.latencies.len() as u64,
+            note: (run.failed() > 0).then(|| format!("not 2xx: {:?}", run.statuses)),
+            ..Row::rate(section, measure, rate, unit, 0)
+        }
+    }
+
+    /// Latencies only.
+    pub fn latency(section: &str, measure: &str, run: &Run) -> Row {
+        Row {
+            rate: None,
+            unit: String::new(),
+            ..Row::run(section, measure, run, "req")
+        }
+    }
+
+    pub fn note(mut self, note: impl Into<String>) -> Row {
+        let note = note.into();
+        self.note = Some(match self.note {
+            Some(old) => format!("{note}; {old}"),
+            None => note,
+        });
+        self
+    }
+}
+
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
+/// An aim of the issue, and whether this run met it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Aim {
+    pub aim: String,
+    pub measured: String,
+    pub met: bool,
+}
+
+/// A service's peak resident memory.
+#[derive(Debug, Clone, Serialize)]
+pub struct Memory {
+    pub service: String,
+    pub peak_mib: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub size: String,
+    pub started_at: String,
+    pub machine: String,
+    pub dataset: String,
+    pub rows: Vec<Row>,
+    pub memory: Vec<Memory>,
+    pub aims: Vec<Aim>,
+}
+
+impl Report {
+    /// Sets each row's ratio to the row it names in `vs`.
+    pub fn compare(&mut self, measure: &str, vs: &str) {
+        let limit = self
+            .rows
+            .iter()
+            .find(|r| r.measure == vs)
+            .and_then(|r| r.rate);
+        if let Some(row) = self.rows.iter_mut().find(|r| r.measure == measure) {
+            row.vs = Some(vs.to_owned());
+            row.ratio = match (row.rate, limit) {
+                (Some(rate), Some(limit)) if limit > 0.0 => Some(rate / limit),
+                _ => None,
+            };
+        }
+    }
+
+    pub fn row(&self, measure: &str) -> Option<&Row> {
+        self.rows.iter().find(|r| r.measure == measure)
+    }
+
+    /// The printed table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<46} {:>12} {:<7} {:>7} {:>9} {:>9} {:>9} {:>8}  vs",
+            "measure", "rate/s", "unit", "ratio", "p50 ms", "p99 ms", "p999 ms", "n"
+        );
+        let mut section = "";
+        for row in &self.rows {
+            if row.section != section {
+                section = &row.section;
+                let _ = writeln!(out, "-- {section}");
+            }
+            let num = |x: Option<f64>, digits: usize| {
+                x.map_or("-".to_owned(), |x| format!("{x:.digits$}"))
+            };
+            let _ = writeln!(
+                out,
+                "{:<46} {:>12} {:<7} {:>7} {:>9} {:>9} {:>9} {:>8}  {}{}",
+                row.measure,
+                num(row.rate, 0),
+                row.unit,
+                row.ratio.map_or("-".to_owned(), |r| format!("{r:.2}x")),
+                num(row.p50_ms, 2),
+                num(row.p99_ms, 2),
+                num(row.p999_ms, 2),
+                row.n,
+                row.vs.as_deref().unwrap_or(""),
+                row.note
+                    .as_deref()
+                    .map_or(String::new(), |n| format!("  ({n})")),
+            );
+        }
+        let _ = writeln!(out, "-- peak resident memory");
+        for m in &self.memory {
+            let _ = writeln!(out, "{:<46} {:>9.1} MiB", m.service, m.peak_mib);
+        }
+        let _ = writeln!(out, "-- aims");
+        for aim in &self.aims {
+            let mark = if aim.met { "met    " } else { "NOT met" };
+            let _ = writeln!(out, "{mark} {:<52} {}", aim.aim, aim.measured);
+        }
+        out
+    }
+
+    /// The rates as horizontal bars on a logarithmic scale (SVG).
+    pub fn chart(&self, path: &Path) -> anyhow::Result<()> {
+        use plotters::prelude::*;
+        let bars: Vec<(&Row, f64)> = self
+            .rows
+            .iter()
+            .filter_map(|r| r.rate.filter(|v| *v > 0.0).map(|v| (r, v)))
+            .collect();
+        let height = 120 + 34 * bars.len() as u32;
+        let root = SVGBackend::new(path, (1100, height)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let top = bars.iter().map(|b| b.1).fold(10.0, f64::max) * 3.0;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("Tally benchmark ({}): rates per second", self.size),
+                ("sans-serif", 22),
+            )
+            .margin(16)
+            .x_label_area_size(40)
+            .y_label_area_size(10)
+            .build_cartesian_2d((1.0..top).log_scale(), 0.0..bars.len() as f64)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .disable_y_axis()
+            .x_desc("per second (log scale)")
+            .draw()?;
+        let colour = |section: &str| match section {
+            "raw limits" => RGBColor(150, 150, 150),
+            "ingest" => RGBColor(66, 133, 244),
+            "projection" => RGBColor(52, 168, 83),
+            "like button" => RGBColor(234, 67, 53),
+            _ => RGBColor(251, 188, 5),
+        };
+        for (i, (row, value)) in bars.iter().enumerate() {
+            let y = (bars.len() - 1 - i) as f64;
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [(1.0, y + 0.15), (*value, y + 0.85)],
+                colour(&row.section).mix(0.55).filled(),
+            )))?;
+            let ratio = row.ratio.map_or(String::new(), |r| {
+                format!("  ({r:.2}x {})", row.vs.as_deref().unwrap_or(""))
+            });
+            chart.draw_series(std::iter::once(Text::new(
+                format!("{}: {:.0} {}/s{ratio}", row.measure, value, row.unit),
+                (1.2, y + 0.62),
+                ("sans-serif", 14),
+            )))?;
+        }
+        root.present()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn report(rows: Vec<Row>) -> Report {
+        Report {
+            size: "quick".into(),
+            started_at: "now".into(),
+            machine: "test".into(),
+            dataset: "none".into(),
+            rows,
+            memory: vec![Memory {
+                service: "tally-query".into(),
+                peak_mib: 42.0,
+            }],
+            aims: vec![Aim {
+                aim: "fast".into(),
+                measured: "yes".into(),
+                met: true,
+            }],
+        }
+    }
+
+    #[test]
+    fn ratios_are_to_the_named_limit() {
+        let mut r = report(vec![
+            Row::rate("raw limits", "raw publish", 1000.0, "events", 1),
+            Row::rate("ingest", "batch ingest", 700.0, "events", 1),
+            Row::rate("ingest", "nothing to compare", 5.0, "events", 1),
+        ]);
+        r.compare("batch ingest", "raw publish");
+        r.compare("nothing to compare", "a missing limit");
+        assert_eq!(r.row("batch ingest").unwrap().ratio, Some(0.7));
+        assert_eq!(r.row("nothing to compare").unwrap().ratio, None);
+        let table = r.table();
+        assert!(table.contains("0.70x"), "{table}");
+        assert!(
+            table.contains("42.0 MiB") && table.contains("met"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_runs_row_has_its_percentiles_and_failures() {
+        let run = Run {
+            elapsed: Duration::from_secs(2),
+            ok: 3,
+            events: 300,
+            statuses: [(202, 3), (503, 1)].into_iter().collect(),
+            latencies: [1, 2, 3, 4].map(Duration::from_millis).to_vec(),
+        };
+        let row = Row::run("ingest", "batch", &run, "events");
+        assert_eq!(row.rate, Some(150.0));
+        assert_eq!((row.p50_ms, row.p99_ms, row.n), (Some(2.0), Some(4.0), 4));
+        assert!(row.note.unwrap().contains("503"));
+        assert_eq!(Row::run("x", "y", &run, "req").rate, Some(1.5));
+    }
+
+    #[test]
+    fn the_chart_is_an_svg_with_every_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chart.svg");
+        let r = report(vec![
+            Row::rate("raw limits", "raw publish", 120_000.0, "events", 1),
+            Row::rate("like button", "likes", 900.0, "ops", 1),
+        ]);
+        r.chart(&path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..100.min(svg.len())]);
+        assert!(svg.contains("raw publish") && svg.contains("likes"));
+    }
+}
