@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Loads a small, deterministic demo dataset through the command API:
-# three influencers, six posts, a few hundred interactions over the last
-# hours. Safe to run twice: event ids are fixed, so the second run only
-# produces duplicates.
+# Loads a small, deterministic demo dataset through the command API: a
+# campaign, eight influencers (the first three in the campaign), their
+# posts, a few hundred interactions over the last hours and a day of hourly
+# history, two weeks of follower counts, conversions, and a bot's burst of
+# clicks, so every panel of the dashboard has something to show. Safe to
+# run twice: event ids are fixed, so the second run only produces
+# duplicates.
 #   local/demo.sh COMMAND_URL TOKEN
 set -euo pipefail
 url=${1:?command API URL}
@@ -22,7 +25,78 @@ post() {
 
 ago() { date -u -d "@$(( $(date +%s) - $1 ))" +%Y-%m-%dT%H:%M:%SZ; }
 
+# NDJSON lines from stdin as one batch (at most 1,000 events).
+batch() {
+    local status
+    status=$(curl -s -o /tmp/tally-demo-answer.$$ -w '%{http_code}' -X POST "$url/v1/events/batch" \
+        -H "Authorization: Bearer $token" -H 'Content-Type: application/x-ndjson' --data-binary @-)
+    if [ "$status" != 202 ]; then
+        echo "demo batch refused ($status):" >&2
+        cat /tmp/tally-demo-answer.$$ >&2; echo >&2
+        rm -f /tmp/tally-demo-answer.$$
+        exit 1
+    fi
+}
+
+# The catalogue: who posts what, for which campaign.
+catalogue() {
+    echo "{\"event_id\":\"demo-campaign-spring\",\"type\":\"campaign_created\",\"occurred_at\":\"$(ago 1209600)\",\"campaign_id\":\"spring-launch\",\"payload\":{\"name\":\"Spring launch\",\"budget\":5000,\"currency\":\"EUR\",\"starts_at\":\"$(ago 1209600)\",\"ends_at\":\"$(ago -2592000)\"}}"
+    local names=(Ava Ben Cleo Dev Emi Finn Gia Hugo) k platform
+    for k in 1 2 3 4 5 6 7 8; do
+        platform=${platforms[$(( (k - 1) % 3 ))]}
+        echo "{\"event_id\":\"demo-influencer-$k\",\"type\":\"influencer_registered\",\"occurred_at\":\"$(ago 1300000)\",\"influencer_id\":\"inf-$k\",\"platform\":\"$platform\",\"payload\":{\"handle\":\"@${names[$((k - 1))],,}\",\"name\":\"${names[$((k - 1))]}\",\"tags\":[\"demo\"]}}"
+    done
+    local p influencer campaign types=(reel image video short story reel)
+    for p in 1 2 3 4 5 6 7 8 9 10 11; do
+        if [ "$p" -le 6 ]; then
+            k=$(( (p - 1) / 2 + 1 )); campaign=",\"campaign_id\":\"spring-launch\""
+        else
+            k=$(( p - 3 )); campaign=""
+        fi
+        platform=${platforms[$(( (k - 1) % 3 ))]}
+        echo "{\"event_id\":\"demo-post-$p\",\"type\":\"post_published\",\"occurred_at\":\"$(ago $(( 172800 + p * 3600 )))\",\"post_id\":\"post-$p\",\"influencer_id\":\"inf-$k\",\"platform\":\"$platform\"$campaign,\"payload\":{\"content_type\":\"${types[$(( p % 6 ))]}\",\"tags\":[\"spring\"]}}"
+    done
+}
+
+# A day of hourly history on every post, two weeks of follower counts, a
+# few conversions and follows, and one bot's burst of clicks on post-2.
+history() {
+    local p h n i k base
+    for p in 1 2 3 4 5 6 7 8 9 10 11; do
+        for ((h = 1; h <= 24; h++)); do
+            n=$(( (p * 7 + h * 5) % 6 + (p <= 6 ? 7 - (p + 1) / 2 : 1) ))
+            for ((i = 1; i <= n; i++)); do
+                echo "{\"event_id\":\"demo-h$h-p$p-like-$i\",\"type\":\"like\",\"occurred_at\":\"$(ago $(( h * 3600 + i * 41 )))\",\"post_id\":\"post-$p\",\"user_id\":\"fan-$h-$i\"}"
+            done
+            echo "{\"event_id\":\"demo-h$h-p$p-view\",\"type\":\"view\",\"occurred_at\":\"$(ago $(( h * 3600 + 600 )))\",\"post_id\":\"post-$p\",\"payload\":{\"count\":$(( n * 40 + 25 ))}}"
+        done
+    done
+    for k in 1 2 3 4 5 6 7 8; do
+        for ((d = 14; d >= 1; d--)); do
+            echo "{\"event_id\":\"demo-followers-$k-$d\",\"type\":\"follower_snapshot\",\"occurred_at\":\"$(ago $(( d * 86400 )))\",\"influencer_id\":\"inf-$k\",\"payload\":{\"followers\":$(( 20000 / k + (14 - d) * (90 - k * 9) + (d % 3) * 15 ))}}"
+        done
+        for ((i = 1; i <= 12 - k; i++)); do
+            echo "{\"event_id\":\"demo-follow-$k-$i\",\"type\":\"follow\",\"occurred_at\":\"$(ago $(( i * 613 )))\",\"influencer_id\":\"inf-$k\",\"user_id\":\"fan-$i\"}"
+        done
+        echo "{\"event_id\":\"demo-unfollow-$k\",\"type\":\"unfollow\",\"occurred_at\":\"$(ago 1800)\",\"influencer_id\":\"inf-$k\",\"user_id\":\"fan-1\"}"
+    done
+    for i in 1 2 3 4 5; do
+        p=$(( i % 3 * 2 + 1 ))
+        echo "{\"event_id\":\"demo-conversion-$i\",\"type\":\"conversion\",\"occurred_at\":\"$(ago $(( i * 1500 )))\",\"post_id\":\"post-$p\",\"user_id\":\"user-$i\",\"payload\":{\"value\":$(( 40 + i * 17 )).90,\"currency\":\"EUR\",\"order_id\":\"order-$i\"}}"
+    done
+    base=$(ago 2400)
+    for ((i = 1; i <= 14; i++)); do
+        echo "{\"event_id\":\"demo-bot-$i\",\"type\":\"click\",\"occurred_at\":\"$base\",\"post_id\":\"post-2\",\"user_id\":\"bot-7\"}"
+    done
+}
+
 platforms=(instagram tiktok youtube)
+catalogue | batch
+history > /tmp/tally-demo-history.$$
+total=$(( $(catalogue | wc -l) + $(wc -l < /tmp/tally-demo-history.$$) ))
+split -l 900 /tmp/tally-demo-history.$$ /tmp/tally-demo-history.$$.part-
+for part in /tmp/tally-demo-history.$$.part-*; do batch < "$part"; done
+rm -f /tmp/tally-demo-history.$$ /tmp/tally-demo-history.$$.part-*
 comments=("love this" "where can I buy it?" "so good" "meh" "best post this week")
 count=0
 for p in 1 2 3 4 5 6; do
@@ -48,4 +122,4 @@ for p in 1 2 3 4 5 6; do
     done
 done
 rm -f /tmp/tally-demo-answer.$$
-echo "  posted $count demo events for posts post-1 .. post-6"
+echo "  posted $(( count + total )) demo events: campaign spring-launch, influencers inf-1 .. inf-8, posts post-1 .. post-11"

@@ -115,9 +115,15 @@ fn routes(config: &CommandConfig) -> OpenApiRouter<AppState> {
 /// The HTTP routes.
 pub fn router(state: AppState, config: &CommandConfig) -> Router {
     let (router, _) = routes(config).split_for_parts();
-    router
+    let router = router
         .fallback(api::not_found)
-        .method_not_allowed_fallback(api::method_not_allowed)
+        .method_not_allowed_fallback(api::method_not_allowed);
+    // Inside the observer, so preflights are logged and counted too.
+    let router = match cors(config) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router
         .layer(axum::middleware::from_fn_with_state(
             Duration::from_millis(config.request_timeout_ms),
             api::deadline,
@@ -127,6 +133,41 @@ pub fn router(state: AppState, config: &CommandConfig) -> Router {
             api::observe::observe,
         ))
         .with_state(state)
+}
+
+/// CORS for the pages of `command.cors_allowed_origins` (the like demo the
+/// query service serves): the like endpoints and ingest with a bearer
+/// token, preflights answered here. `None` when no origin is allowed.
+fn cors(config: &CommandConfig) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{header, HeaderName, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<HeaderValue> = config
+        .cors_allowed_origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    let name = HeaderName::from_static;
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::PUT, Method::DELETE, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                api::observe::REQUEST_ID,
+                api::observe::TRACEPARENT,
+            ])
+            .expose_headers([
+                header::RETRY_AFTER,
+                name("ratelimit"),
+                name("ratelimit-policy"),
+                api::observe::REQUEST_ID,
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 /// The command API's part of the OpenAPI document.
@@ -213,5 +254,96 @@ async fn apply_stream(state: AppState, config: Config, shutdown: CancellationTok
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod cors_tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::routing::put;
+    use axum::Router;
+    use tally_shared::config::Config;
+    use tower::ServiceExt;
+
+    /// A route behind the layer [`super::cors`] makes of `origins`.
+    fn app(origins: &[&str]) -> Router {
+        let mut config = Config::defaults().command;
+        config.cors_allowed_origins = origins.iter().map(|o| o.to_string()).collect();
+        let app = Router::new().route(
+            "/v1/posts/{p}/likes/{u}",
+            put(|| async { "ok" }).delete(|| async { "ok" }),
+        );
+        match super::cors(&config) {
+            Some(cors) => app.layer(cors),
+            None => app,
+        }
+    }
+
+    async fn preflight(
+        app: Router,
+        origin: &str,
+        method: &str,
+    ) -> (StatusCode, Vec<(String, String)>) {
+        let request = Request::options("/v1/posts/p1/likes/u1")
+            .header("origin", origin)
+            .header("access-control-request-method", method)
+            .header("access-control-request-headers", "authorization")
+            .body(Body::empty())
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        let headers = response
+            .headers()
+            .iter()
+            .filter(|(name, _)| name.as_str().starts_with("access-control-"))
+            .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned()))
+            .collect();
+        (response.status(), headers)
+    }
+
+    fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[tokio::test]
+    async fn an_allowed_origin_may_put_and_delete_with_a_token() {
+        for method in ["PUT", "DELETE"] {
+            let (status, headers) = preflight(
+                app(&["http://127.0.0.1:8471"]),
+                "http://127.0.0.1:8471",
+                method,
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{headers:?}");
+            assert_eq!(
+                header(&headers, "access-control-allow-origin"),
+                Some("http://127.0.0.1:8471")
+            );
+            let methods = header(&headers, "access-control-allow-methods").unwrap();
+            assert!(methods.contains(method), "{methods}");
+            let allowed = header(&headers, "access-control-allow-headers").unwrap();
+            assert!(allowed.contains("authorization"), "{allowed}");
+        }
+    }
+
+    #[tokio::test]
+    async fn other_origins_get_no_cors_headers() {
+        let (_, headers) = preflight(
+            app(&["http://127.0.0.1:8471"]),
+            "http://evil.example",
+            "PUT",
+        )
+        .await;
+        assert_eq!(
+            header(&headers, "access-control-allow-origin"),
+            None,
+            "{headers:?}"
+        );
+        // The default: no origin allowed, no layer at all.
+        let (_, headers) = preflight(app(&[]), "http://127.0.0.1:8471", "PUT").await;
+        assert!(headers.is_empty(), "{headers:?}");
     }
 }

@@ -6,6 +6,7 @@
 
 mod campaigns;
 mod cursor;
+mod dashboard;
 mod freshness;
 mod hot;
 mod influencers;
@@ -64,6 +65,8 @@ struct Inner {
     cursors: cursor::Cursors,
     min_seq_wait: Duration,
     grace_seconds: u32,
+    /// The dashboard and the like demo page.
+    pages: dashboard::Pages,
 }
 
 impl AppState {
@@ -86,6 +89,7 @@ impl AppState {
                 cursors: cursor::Cursors::new(config.query.cursor_secret.expose_secret()),
                 min_seq_wait: Duration::from_millis(config.query.min_seq_wait_ms),
                 grace_seconds: config.windows.grace_seconds,
+                pages: dashboard::Pages::new(config),
             }),
         })
     }
@@ -119,7 +123,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 pub fn router(state: AppState, config: &tally_shared::config::QueryConfig) -> Router {
     let (router, _) = routes().split_for_parts();
+    // The web pages are not API operations: routed beside, not described.
     router
+        .merge(dashboard::routes())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -83,6 +83,9 @@ pub struct CommandConfig {
     pub request_timeout_ms: u64,
     pub max_future_skew_secs: u64,
     pub max_event_age_days: u64,
+    /// Origins (`scheme://host[:port]`) whose pages may call the API from
+    /// a browser (CORS); empty: none.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,6 +105,9 @@ pub struct QueryConfig {
     pub cache_stale_ms: u64,
     /// Per tenant and per token, one unit per request.
     pub rate_limit: RateLimitConfig,
+    /// The command API's URL as browsers reach it: the like demo page calls
+    /// it (and the pages' Content-Security-Policy allows its origin).
+    pub command_api_url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -184,6 +190,37 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The origin (`scheme://host[:port]`) of an `http` or `https` URL
+/// without credentials, query or fragment; `None` for anything else.
+pub fn origin_of(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    let end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    let (host, port) = match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => (&authority[..i], Some(&authority[i + 1..])),
+        _ => (authority, None),
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b))
+        && (host.starts_with('[') == host.ends_with(']'))
+        && (!host.contains(':') || host.starts_with('['));
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let path_ok = path
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !b"?#;,'\"\\@".contains(&b));
+    (host_ok && port_ok && path_ok).then(|| &url[..url.len() - path.len()])
+}
+
+/// Whether `value` is exactly an origin, as browsers send it in `Origin`.
+pub fn is_origin(value: &str) -> bool {
+    origin_of(value) == Some(value)
+}
+
 impl Config {
     /// Loads the configuration from the defaults, the file named by
     /// `TALLY_CONFIG` (if set) and `TALLY_*` environment variables.
@@ -198,7 +235,7 @@ impl Config {
 
     /// Refuses values that would make no sense or overflow.
     pub fn check(&self) -> Result<(), ConfigError> {
-        let problems: Vec<&str> = [
+        let problems: Vec<String> = [
             (
                 self.command.max_future_skew_secs > 7 * 86_400,
                 "command.max_future_skew_secs is over 7 days",
@@ -243,7 +280,22 @@ impl Config {
         ]
         .into_iter()
         .filter_map(|(bad, what)| bad.then_some(what))
+        .map(str::to_owned)
         .collect();
+        let mut problems = problems;
+        for origin in &self.command.cors_allowed_origins {
+            if !is_origin(origin) {
+                problems.push(format!(
+                    "command.cors_allowed_origins: {origin:?} is not an origin (scheme://host[:port], no path)"
+                ));
+            }
+        }
+        if origin_of(&self.query.command_api_url).is_none() {
+            problems.push(format!(
+                "query.command_api_url: {:?} is not an http(s) URL",
+                self.query.command_api_url
+            ));
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -356,6 +408,60 @@ mod tests {
             jail.set_env("TALLY_NATS__URLS", "nats://typo:1");
             let err = Config::load().unwrap_err().to_string();
             assert!(err.contains("urls"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn origins() {
+        fn check(url: &str, expected: Option<&str>) {
+            assert_eq!(origin_of(url), expected, "{url}");
+        }
+        check("http://127.0.0.1:8470", Some("http://127.0.0.1:8470"));
+        check("https://api.example.com/", Some("https://api.example.com"));
+        check(
+            "https://api.example.com/command",
+            Some("https://api.example.com"),
+        );
+        check("http://[::1]:8470", Some("http://[::1]:8470"));
+        check("http://localhost", Some("http://localhost"));
+        check("ftp://example.com", None);
+        check("http://", None);
+        check("http://user@example.com", None);
+        check("http://example.com:port", None);
+        check("http://example.com:123456", None);
+        check("http://example.com/a?b", None);
+        check("http://example.com/#x", None);
+        check("http://exa mple.com", None);
+        check("http://example.com; script-src *", None);
+        check("http://::1:80", None);
+        assert!(is_origin("http://127.0.0.1:8471"));
+        assert!(!is_origin("http://127.0.0.1:8471/"));
+        assert!(!is_origin("*"));
+    }
+
+    #[test]
+    fn browser_settings_are_checked() {
+        let config = Config::defaults();
+        assert!(config.command.cors_allowed_origins.is_empty());
+        assert_eq!(config.query.command_api_url, "http://127.0.0.1:8470");
+        Jail::expect_with(|jail| {
+            jail.set_env(
+                "TALLY_COMMAND__CORS_ALLOWED_ORIGINS",
+                "[http://127.0.0.1:8471, https://dash.example.com]",
+            );
+            let config = Config::load().map_err(|e| e.to_string())?;
+            assert_eq!(
+                config.command.cors_allowed_origins,
+                ["http://127.0.0.1:8471", "https://dash.example.com"]
+            );
+            jail.set_env("TALLY_COMMAND__CORS_ALLOWED_ORIGINS", "[\"*\"]");
+            jail.set_env("TALLY_QUERY__COMMAND_API_URL", "javascript:alert(1)");
+            let err = Config::load().unwrap_err().to_string();
+            assert!(
+                err.contains("cors_allowed_origins") && err.contains("command_api_url"),
+                "{err}"
+            );
             Ok(())
         });
     }

@@ -50,3 +50,5 @@ mod shutdown;
 mod cluster;
 // Trace export over OTLP/HTTP, from the HTTP request to the projector.
 mod traces;
+// The dashboard and the like-button demo in headless Chromium.
+mod browser;
