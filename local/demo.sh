@@ -62,9 +62,11 @@ catalogue() {
 # few conversions and follows, and one bot's burst of clicks on post-2.
 history() {
     local p h n i k base
+    # Activity by hour, as hours ago: busy evenings, quiet nights.
+    local wave=(0 9 11 12 10 8 6 4 3 2 1 1 2 3 5 6 7 7 8 9 10 11 12 10 7)
     for p in 1 2 3 4 5 6 7 8 9 10 11; do
         for ((h = 1; h <= 24; h++)); do
-            n=$(( (p * 7 + h * 5) % 6 + (p <= 6 ? 7 - (p + 1) / 2 : 1) ))
+            n=$(( wave[h] * (p <= 6 ? 7 - (p + 1) / 2 : 1) / 3 + (p * h) % 3 + 1 ))
             for ((i = 1; i <= n; i++)); do
                 echo "{\"event_id\":\"demo-h$h-p$p-like-$i\",\"type\":\"like\",\"occurred_at\":\"$(ago $(( h * 3600 + i * 41 )))\",\"post_id\":\"post-$p\",\"user_id\":\"fan-$h-$i\"}"
             done

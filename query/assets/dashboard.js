@@ -290,7 +290,7 @@ async function loadInfluencer(seen) {
     stat('late', 'late events', late),
   );
   $('totals-note').textContent =
-    `Sums of the ${answer.buckets.length} ${granularity} buckets with events, by event time; ` +
+    `Sums of the ${answer.buckets.length} buckets (one ${granularity} each) that have events, by event time; ` +
     'likes are net of unlikes; engagement rate = (likes + shares + comments) / views.';
   const bars = answer.buckets.map((b) => ({
     start: b.start,

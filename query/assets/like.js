@@ -69,7 +69,7 @@ function showCounters(c) {
   counter.textContent = count(c.likes);
   counter.dataset.likes = String(c.likes);
   counter.dataset.updatedAt = String(Date.now());
-  $('other-counters').textContent = `· ${count(c.comments)} comments · ${count(c.shares)} shares · ${count(c.views)} views`;
+  $('other-counters').textContent = `${count(c.comments)} comments · ${count(c.shares)} shares · ${count(c.views)} views`;
   if (c.influencer_id) {
     $('author').textContent = `@${c.influencer_id}`;
     $('avatar').textContent = c.influencer_id.slice(0, 1).toUpperCase();
