@@ -12,9 +12,13 @@ url=${1:?command API URL}
 token=${2:?bearer token}
 
 post() {
-    local body=$1 status
-    status=$(curl -s -o /tmp/tally-demo-answer.$$ -w '%{http_code}' -X POST "$url/v1/events" \
-        -H "Authorization: Bearer $token" -H 'Content-Type: application/json' -d "$body")
+    local body=$1 status try
+    for try in 1 2 3 4 5 6 7 8 9 10; do
+        status=$(curl -s -o /tmp/tally-demo-answer.$$ -w '%{http_code}' -X POST "$url/v1/events" \
+            -H "Authorization: Bearer $token" -H 'Content-Type: application/json' -d "$body")
+        [ "$status" = 429 ] || break
+        sleep 1
+    done
     if [ "$status" != 202 ]; then
         echo "demo event refused ($status): $body" >&2
         cat /tmp/tally-demo-answer.$$ >&2; echo >&2
@@ -25,11 +29,18 @@ post() {
 
 ago() { date -u -d "@$(( $(date +%s) - $1 ))" +%Y-%m-%dT%H:%M:%SZ; }
 
-# NDJSON lines from stdin as one batch (at most 1,000 events).
+# NDJSON lines from stdin as one batch (at most 1,000 events), waiting out
+# the rate limit (a batch spends one unit per event).
 batch() {
-    local status
-    status=$(curl -s -o /tmp/tally-demo-answer.$$ -w '%{http_code}' -X POST "$url/v1/events/batch" \
-        -H "Authorization: Bearer $token" -H 'Content-Type: application/x-ndjson' --data-binary @-)
+    local status body=/tmp/tally-demo-batch.$$ try
+    cat > "$body"
+    for try in 1 2 3 4 5 6 7 8 9 10; do
+        status=$(curl -s -o /tmp/tally-demo-answer.$$ -w '%{http_code}' -X POST "$url/v1/events/batch" \
+            -H "Authorization: Bearer $token" -H 'Content-Type: application/x-ndjson' --data-binary @"$body")
+        [ "$status" = 429 ] || break
+        sleep 1
+    done
+    rm -f "$body"
     if [ "$status" != 202 ]; then
         echo "demo batch refused ($status):" >&2
         cat /tmp/tally-demo-answer.$$ >&2; echo >&2
