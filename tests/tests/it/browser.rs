@@ -9,7 +9,9 @@
 //! with those answers. The script itself checks what only a browser can:
 //! no script error or CSP violation, the token out of the address bar, a
 //! bad token's 401 shown, and a like in one window reaching a second
-//! window's counter within a second. Screenshots: `target/browser-artifacts/`.
+//! window's counter within a second (and the unlike; timed from the click
+//! to the second window's change, up to three rounds on a busy machine,
+//! every round printed). Screenshots: `target/browser-artifacts/`.
 //!
 //! Node, `tests/browser/node_modules` and `/usr/bin/chromium` must exist
 //! (`./dev test` installs them); a missing one fails the test, never skips it.
@@ -520,11 +522,12 @@ async fn the_dashboard_shows_the_apis_numbers_and_likes_reach_another_window_wit
     assert_eq!(like["afterLike"], before + 1, "{like}");
     assert_eq!(like["afterLikeInA"], before + 1, "{like}");
     assert_eq!(like["afterUnlike"], before, "{like}");
+    assert_eq!(like["withinLimit"], true, "{like}");
     assert!(like["likeMs"].as_i64().unwrap() <= 1000, "{like}");
     assert!(like["unlikeMs"].as_i64().unwrap() <= 1000, "{like}");
     println!(
-        "like reached the second window in {} ms, unlike in {} ms",
-        like["likeMs"], like["unlikeMs"]
+        "like reached the second window in {} ms, unlike in {} ms (rounds: {})",
+        like["likeMs"], like["unlikeMs"], like["rounds"]
     );
 
     pages_shutdown.cancel();
