@@ -130,6 +130,23 @@ impl Report {
         }
     }
 
+    /// Sets a peer's row to Tally's ratio to it: `tally`'s rate over the
+    /// peer's.
+    pub fn compare_peer(&mut self, peer: &str, tally: &str) {
+        let ours = self
+            .rows
+            .iter()
+            .find(|r| r.measure == tally)
+            .and_then(|r| r.rate);
+        if let Some(row) = self.rows.iter_mut().find(|r| r.measure == peer) {
+            row.vs = Some(format!("Tally ÷ this ({tally})"));
+            row.ratio = match (ours, row.rate) {
+                (Some(ours), Some(theirs)) if theirs > 0.0 => Some(ours / theirs),
+                _ => None,
+            };
+        }
+    }
+
     pub fn row(&self, measure: &str) -> Option<&Row> {
         self.rows.iter().find(|r| r.measure == measure)
     }
@@ -186,6 +203,7 @@ impl Report {
         let bars: Vec<(&Row, f64)> = self
             .rows
             .iter()
+            .filter(|r| !r.measure.contains("half of saturation"))
             .filter_map(|r| r.rate.filter(|v| *v > 0.0).map(|v| (r, v)))
             .collect();
         let height = 120 + 34 * bars.len() as u32;
@@ -268,6 +286,8 @@ mod tests {
         ]);
         r.compare("batch ingest", "raw publish");
         r.compare("nothing to compare", "a missing limit");
+        r.compare_peer("raw publish", "batch ingest");
+        assert_eq!(r.row("raw publish").unwrap().ratio, Some(0.7));
         assert_eq!(r.row("batch ingest").unwrap().ratio, Some(0.7));
         assert_eq!(r.row("nothing to compare").unwrap().ratio, None);
         let table = r.table();

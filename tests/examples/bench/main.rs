@@ -1,0 +1,473 @@
+//! The benchmark: every figure beside the raw limit measured in the same
+//! run, on the same payloads.
+//!
+//! ```text
+//! ./dev bench [quick|full]
+//! cargo run --release -p tally-tests --example bench -- [quick|full] [--out DIR] [--no-peers]
+//! ```
+//!
+//! It starts its own nats-server and clickhouse-server (the test
+//! harness's) and the three services as processes of their own (the
+//! release binaries), with rate limits off, then measures in order:
+//! 1. raw limits: JetStream async publish with `Nats-Msg-Id` straight from
+//!    a client; the ClickHouse insert of the same events' rows; an HTTP
+//!    baseline (the command API's `/healthz`: the same server stack, no
+//!    work);
+//! 2. projection: one projector worker folding that backlog; a replay
+//!    rebuild of it;
+//! 3. ingest: single events and batches, closed loop at several client
+//!    counts (the best is the saturation point), then an open loop at half
+//!    of it;
+//! 4. accept-to-visible at half of batch saturation;
+//! 5. the query API, per endpoint: cache hits and ClickHouse-backed answers;
+//! 6. the like button: Tally's like endpoints, then the peers (`bench/peers`:
+//!    a Redis INCR counter per post, cqrs-es + postgres-es) on the same
+//!    operations;
+//! 7. each service's peak resident memory.
+//!
+//! Results: `bench-results/<time>/` (`results.json`, `chart.svg`, the
+//! printed table in `table.txt`, service logs).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use futures::StreamExt as _;
+use reqwest::Method;
+use serde_json::{json, Value};
+use tally_projector::fold::{fold_recorded, write};
+use tally_replay::reader::Start;
+use tally_replay::{rebuild, tables, Env, BATCH};
+use tally_shared::event::{validate, Limits, Source, StoredEvent};
+use tally_shared::store::models::Models;
+use tally_tests::bench::load::{saturation, Driver, Prepared, Run};
+use tally_tests::bench::procs::{binaries, ServiceProcess};
+use tally_tests::bench::publish;
+use tally_tests::bench::report::{Aim, Memory, Report, Row};
+use tally_tests::workload::{client_of, expected_likes, LikeOp, LikeToggles, Spec, Workload};
+use tally_tests::{config_for, NatsServer, TokenScope as Scope};
+use time::OffsetDateTime;
+
+mod phases;
+mod setup;
+
+use phases::*;
+use setup::*;
+
+/// How big a run is.
+#[derive(Debug, Clone, Copy)]
+struct Size {
+    name: &'static str,
+    posts: u64,
+    /// Events published raw (the backlog folded and rebuilt).
+    backlog: usize,
+    /// Each closed-loop level and each open-loop run.
+    level: Duration,
+    batch_clients: &'static [usize],
+    single_clients: &'static [usize],
+    probes: usize,
+    hits: usize,
+    misses: usize,
+    likes: usize,
+    like_clients: usize,
+}
+
+const QUICK: Size = Size {
+    name: "quick",
+    posts: 5_000,
+    backlog: 150_000,
+    level: Duration::from_millis(2_500),
+    batch_clients: &[1, 4, 16],
+    single_clients: &[8, 64],
+    probes: 30,
+    hits: 150,
+    misses: 25,
+    likes: 10_000,
+    like_clients: 32,
+};
+
+const FULL: Size = Size {
+    name: "full",
+    posts: 50_000,
+    backlog: 1_000_000,
+    level: Duration::from_secs(8),
+    batch_clients: &[1, 2, 4, 8, 16],
+    single_clients: &[8, 32, 64, 128],
+    probes: 100,
+    hits: 1_000,
+    misses: 150,
+    likes: 100_000,
+    like_clients: 32,
+};
+
+/// Events in a batch request.
+const BATCH_EVENTS: usize = 500;
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let size = if args.iter().any(|a| a == "full") {
+        FULL
+    } else {
+        QUICK
+    };
+    let with_peers = !args.iter().any(|a| a == "--no-peers");
+    let started_at = OffsetDateTime::now_utc();
+    let out = match args.iter().position(|a| a == "--out") {
+        Some(i) => PathBuf::from(&args[i + 1]),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../bench-results")
+            .join(started_at.format(time::macros::format_description!(
+                "[year][month][day]-[hour][minute][second]"
+            ))?),
+    };
+    std::fs::create_dir_all(out.join("logs"))?;
+    let run_started = Instant::now();
+
+    let nats = NatsServer::start();
+    let mut config = config_for("bench", &nats);
+    config.clickhouse.timeout_ms = 120_000;
+    let bins = binaries();
+    let logs = out.join("logs");
+    // The projector migrates the schema the query API needs, then steps
+    // aside so that a backlog builds up for it.
+    ServiceProcess::start("tally-projector", &bins, &config, &logs)
+        .await
+        .stop();
+    let command = ServiceProcess::start("tally-command", &bins, &config, &logs).await;
+    let query = ServiceProcess::start("tally-query", &bins, &config, &logs).await;
+    let tenants = Spec::default().tenants;
+    let mut tokens = Tokens {
+        config: config.clone(),
+        writers: HashMap::new(),
+    };
+    for t in 0..tenants {
+        let name = format!("bench-{t}");
+        let token = tokens.mint(&name, &[Scope::EventsWrite]);
+        tokens.writers.insert(name, token);
+    }
+    let mut events = Events {
+        workload: Workload::new(Spec {
+            posts: size.posts,
+            ..Spec::default()
+        }),
+    };
+    let mut rows = Vec::new();
+
+    // 1. Raw limits.
+    eprintln!("raw JetStream publish of {} events…", size.backlog);
+    let backlog = events.stored(size.backlog);
+    let started = Instant::now();
+    let last = publish(&nats.url(), &backlog).await;
+    rows.push(Row::rate(
+        "raw limits",
+        "raw JetStream publish (async, Nats-Msg-Id)",
+        backlog.len() as f64 / started.elapsed().as_secs_f64(),
+        "events",
+        backlog.len() as u64,
+    ));
+
+    eprintln!("raw ClickHouse insert of the same events' rows…");
+    let env = Env::connect(config.clone()).await?;
+    let (options, quarantine) = (env.fold_options(), env.quarantine());
+    let payloads: Vec<Vec<u8>> = backlog.iter().map(StoredEvent::encode).collect();
+    let folded: Vec<_> = payloads
+        .chunks(BATCH)
+        .enumerate()
+        .map(|(b, chunk)| {
+            let first = (b * BATCH) as u64 + 1;
+            fold_recorded(
+                chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (first + i as u64, &p[..])),
+                options,
+                &quarantine,
+            )
+        })
+        .collect();
+    drop((payloads, backlog));
+    let scratch = env.database(&format!("{}_raw", config.clickhouse.database));
+    tables::create_database(&scratch).await?;
+    let client = env.client(&scratch);
+    let started = Instant::now();
+    for batch in &folded {
+        write(&client, &batch.rows).await?;
+    }
+    rows.push(Row::rate(
+        "raw limits",
+        "raw ClickHouse insert (same events' rows)",
+        size.backlog as f64 / started.elapsed().as_secs_f64(),
+        "events",
+        size.backlog as u64,
+    ));
+    tables::drop_database(&env.client(env.live()), &scratch.database).await?;
+    drop(folded);
+
+    eprintln!("HTTP baseline…");
+    let command_driver = Driver::new(command.url.clone());
+    let query_driver = Driver::new(query.url.clone());
+    let token = tokens.writer("bench-0");
+    let mut levels = Vec::new();
+    for &n in size.single_clients {
+        let requests = Arc::new(vec![Prepared::get("/healthz", token.clone()); 400_000]);
+        levels.push((n, command_driver.closed_loop(requests, n, size.level).await));
+    }
+    let (n, best) = saturation(&levels).unwrap();
+    rows.push(
+        Row::run(
+            "raw limits",
+            "HTTP baseline (command API /healthz)",
+            best,
+            "req",
+        )
+        .note(format!("{n} clients")),
+    );
+
+    // 2. Projection: one worker folds the backlog; then a rebuild of it.
+    eprintln!("one projector worker folding the backlog ({last} events)…");
+    let models = Models::connect(&config.clickhouse);
+    let projector = ServiceProcess::start("tally-projector", &bins, &config, &logs).await;
+    let (first_seen, from) = projected(&models, 1).await;
+    projected(&models, last).await;
+    let folded_events = last.saturating_sub(from);
+    rows.push(
+        Row::rate(
+            "projection",
+            "fold, one projector worker",
+            folded_events as f64 / first_seen.elapsed().as_secs_f64(),
+            "events",
+            folded_events,
+        )
+        .note("fetch, decode, fold, insert, ack"),
+    );
+    eprintln!("replay rebuild…");
+    let mut env = env;
+    let started = Instant::now();
+    let report = rebuild::rebuild(
+        &mut env,
+        rebuild::Options {
+            models: vec![],
+            start: Start::Beginning,
+            restart: true,
+            keep_old: false,
+            batch: BATCH,
+        },
+    )
+    .await?;
+    rows.push(Row::rate(
+        "projection",
+        "replay rebuild (fold, insert, switch)",
+        report.projected.events as f64 / started.elapsed().as_secs_f64(),
+        "events",
+        report.projected.events,
+    ));
+
+    // 3. Ingest.
+    let mut settle = Settle { env, models };
+    eprintln!("batch ingest…");
+    let (sat, half, batch_rate) = ingest(
+        &mut settle,
+        &command_driver,
+        &mut events,
+        &tokens,
+        &size,
+        true,
+    )
+    .await;
+    rows.extend([sat, half]);
+    eprintln!("single-event ingest…");
+    let (sat, half, _) = ingest(
+        &mut settle,
+        &command_driver,
+        &mut events,
+        &tokens,
+        &size,
+        false,
+    )
+    .await;
+    rows.extend([sat, half]);
+
+    // 4. End to end.
+    eprintln!("accept-to-visible…");
+    settle.settle().await;
+    rows.push(
+        accept_to_visible(
+            &command_driver,
+            &query_driver,
+            &mut events,
+            &tokens,
+            &size,
+            batch_rate / 2.0,
+        )
+        .await,
+    );
+
+    // 5. Queries, once everything is projected.
+    let stream_last = settle.settle().await;
+    eprintln!("queries ({stream_last} events stored and projected)…");
+    let reader = tokens.mint("bench-0", &[Scope::ReportsRead]);
+    rows.extend(queries(&query_driver, reader, &size, size.posts).await);
+
+    // 6. The like button, and the peers.
+    eprintln!("like button: Tally…");
+    settle.settle().await;
+    let ops: Vec<LikeOp> = LikeToggles::new(7, size.posts, 50_000, 1.1)
+        .take(size.likes)
+        .collect();
+    let (like_row, like_mismatches) = likes(
+        &mut settle,
+        &command_driver,
+        &query_driver,
+        &ops,
+        &size,
+        &tokens,
+    )
+    .await;
+    rows.push(like_row);
+    if with_peers {
+        eprintln!("like button: peers…");
+        rows.extend(peers(&ops, &size, &out)?);
+    }
+
+    let memory: Vec<Memory> = [&command, &query, &projector]
+        .iter()
+        .map(|s| Memory {
+            service: s.name.to_owned(),
+            peak_mib: s.peak_resident_bytes().unwrap_or(0) as f64 / 1048576.0,
+        })
+        .collect();
+    let stored = settle.env.stream_last().await?;
+    let mut report = Report {
+        size: size.name.to_owned(),
+        started_at: started_at.format(&time::format_description::well_known::Rfc3339)?,
+        machine: machine(),
+        dataset: format!("{stored} events stored in the run ({} tenants, {} posts each, Zipf 1.1, 5% duplicates, 2% late)", tenants, size.posts),
+        rows,
+        memory,
+        aims: vec![],
+    };
+    let raw_publish = "raw JetStream publish (async, Nats-Msg-Id)";
+    for measure in [
+        "batch ingest, saturation",
+        "batch ingest, half of saturation",
+        "single-event ingest, saturation",
+        "single-event ingest, half of saturation",
+    ] {
+        report.compare(measure, raw_publish);
+    }
+    report.compare(
+        "fold, one projector worker",
+        "raw ClickHouse insert (same events' rows)",
+    );
+    report.compare(
+        "replay rebuild (fold, insert, switch)",
+        "raw ClickHouse insert (same events' rows)",
+    );
+    report.compare_peer(
+        "Redis INCR counter per post",
+        "Tally like endpoints (PUT/DELETE)",
+    );
+    report.compare_peer(
+        "cqrs-es + postgres-es aggregate per post",
+        "Tally like endpoints (PUT/DELETE)",
+    );
+    report.aims = aims(&report, like_mismatches);
+
+    command.stop();
+    query.stop();
+    projector.stop();
+    let json = serde_json::to_string_pretty(&report)?;
+    std::fs::write(out.join("results.json"), &json)?;
+    report.chart(&out.join("chart.svg"))?;
+    let table = report.table();
+    std::fs::write(out.join("table.txt"), &table)?;
+    println!("\n{}\n{}\n\n{table}", report.machine, report.dataset);
+    println!(
+        "results in {} ({:.0} s)",
+        out.display(),
+        run_started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The issue's aims against this run.
+fn aims(r: &Report, like_mismatches: u64) -> Vec<Aim> {
+    let ratio = |m: &str| r.row(m).and_then(|row| row.ratio).unwrap_or(0.0);
+    let rate = |m: &str| r.row(m).and_then(|row| row.rate).unwrap_or(0.0);
+    let p99 = |m: &str| r.row(m).and_then(|row| row.p99_ms).unwrap_or(f64::INFINITY);
+    let aim = |aim: &str, measured: String, met: bool| Aim {
+        aim: aim.into(),
+        measured,
+        met,
+    };
+    let max_memory = r.memory.iter().map(|m| m.peak_mib).fold(0.0, f64::max);
+    let worst_hit = r
+        .rows
+        .iter()
+        .filter(|row| row.measure.ends_with("cache hit"))
+        .filter_map(|row| row.p99_ms)
+        .fold(0.0, f64::max);
+    vec![
+        aim(
+            "batch ingest >= 70% of raw publish",
+            format!("{:.2}x", ratio("batch ingest, saturation")),
+            ratio("batch ingest, saturation") >= 0.7,
+        ),
+        aim(
+            "single-event ingest >= 30% of raw publish",
+            format!("{:.2}x", ratio("single-event ingest, saturation")),
+            ratio("single-event ingest, saturation") >= 0.3,
+        ),
+        aim(
+            "single-event p99 <= 10 ms at half of saturation",
+            format!("{:.1} ms", p99("single-event ingest, half of saturation")),
+            p99("single-event ingest, half of saturation") <= 10.0,
+        ),
+        aim(
+            "accept-to-visible p99 <= 1 s (aim 250 ms)",
+            format!(
+                "{:.0} ms",
+                p99("accept-to-visible (like, then post metrics)")
+            ),
+            p99("accept-to-visible (like, then post metrics)") <= 1000.0,
+        ),
+        aim(
+            "fold >= 250,000 events/s per worker",
+            format!("{:.0}", rate("fold, one projector worker")),
+            rate("fold, one projector worker") >= 250_000.0,
+        ),
+        aim(
+            "rebuild >= 300,000 events/s",
+            format!("{:.0}", rate("replay rebuild (fold, insert, switch)")),
+            rate("replay rebuild (fold, insert, switch)") >= 300_000.0,
+        ),
+        aim(
+            "cache-hit p99 <= 1 ms (every endpoint)",
+            format!("worst {worst_hit:.2} ms"),
+            worst_hit <= 1.0,
+        ),
+        aim(
+            "post metrics from ClickHouse p99 <= 30 ms",
+            format!("{:.1} ms", p99("post metrics: ClickHouse")),
+            p99("post metrics: ClickHouse") <= 30.0,
+        ),
+        aim(
+            "rankings from ClickHouse p99 <= 100 ms",
+            format!("{:.1} ms", p99("influencer rankings: ClickHouse")),
+            p99("influencer rankings: ClickHouse") <= 100.0,
+        ),
+        aim(
+            "each service < 256 MiB resident",
+            format!("max {max_memory:.0} MiB"),
+            max_memory < 256.0,
+        ),
+        aim(
+            "like counts exact",
+            format!("{like_mismatches} posts wrong"),
+            like_mismatches == 0,
+        ),
+    ]
+}

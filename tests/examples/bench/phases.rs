@@ -1,0 +1,355 @@
+//! The measured phases.
+
+use super::*;
+
+/// Closed loops at each client count, then an open loop at half of the
+/// best; (saturation row, half row).
+pub async fn ingest(
+    settle: &mut Settle,
+    driver: &Driver,
+    events: &mut Events,
+    tokens: &Tokens,
+    size: &Size,
+    batch: bool,
+) -> (Row, Row, f64) {
+    let (clients, per_second_guess) = if batch {
+        (size.batch_clients, 120_000.0)
+    } else {
+        (size.single_clients, 25_000.0)
+    };
+    let need = (per_second_guess * size.level.as_secs_f64()) as usize;
+    let mut levels = Vec::new();
+    for &n in clients {
+        let requests = Arc::new(events.requests(need, batch, tokens));
+        settle.settle().await;
+        let run = driver.closed_loop(requests, n, size.level).await;
+        eprintln!(
+            "  {} clients: {:.0} events/s, p99 {:.1} ms",
+            n,
+            run.events_per_second(),
+            run.ms(99.0)
+        );
+        levels.push((n, run));
+    }
+    let (n, best) = saturation(&levels).expect("at least one level").clone();
+    let kind = if batch { "batch" } else { "single-event" };
+    let at_saturation = Row::run(
+        "ingest",
+        &format!("{kind} ingest, saturation"),
+        &best,
+        "events",
+    )
+    .note(format!("{n} clients"));
+    let rate = best.requests_per_second() / 2.0;
+    let need = (rate * size.level.as_secs_f64() * 1.05) as usize + 1;
+    let requests =
+        Arc::new(events.requests(need * if batch { BATCH_EVENTS } else { 1 }, batch, tokens));
+    settle.settle().await;
+    let half = driver.open_loop(requests, rate, size.level, 4_096).await;
+    let at_half = Row::run(
+        "ingest",
+        &format!("{kind} ingest, half of saturation"),
+        &half,
+        "events",
+    )
+    .note(format!("open loop at {rate:.0} req/s"));
+    (at_saturation, at_half, best.events_per_second())
+}
+
+/// Accept-to-visible: a like on a fresh post, then its metrics polled
+/// until they show it; under an open loop of batches at `rate` events/s.
+pub async fn accept_to_visible(
+    command: &Driver,
+    query: &Driver,
+    events: &mut Events,
+    tokens: &Tokens,
+    size: &Size,
+    rate: f64,
+) -> Row {
+    let span = Duration::from_millis(120 * size.probes as u64) + Duration::from_secs(2);
+    let need = (rate * span.as_secs_f64() * 1.05) as usize;
+    let load = Arc::new(events.requests(need, true, tokens));
+    let background = {
+        let command = command.clone();
+        tokio::spawn(async move {
+            command
+                .open_loop(load, rate / BATCH_EVENTS as f64, span, 4_096)
+                .await
+        })
+    };
+    let writer = tokens.writer("bench-0");
+    let reader = tokens.mint("bench-0", &[Scope::ReportsRead]);
+    let mut visible = Run::default();
+    let started = Instant::now();
+    for i in 0..size.probes {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let body = json!({"event_id": format!("probe-{i}"), "type": "like", "post_id": format!("probe-{i}"),
+                          "user_id": "prober", "occurred_at": now_rfc3339(0, OffsetDateTime::now_utc())});
+        let like = Prepared::json(
+            "/v1/events",
+            writer.clone(),
+            Bytes::from(body.to_string()),
+            1,
+        );
+        let (status, _) = command.send(&like).await;
+        assert_eq!(status, 202, "probe {i} refused");
+        let accepted = Instant::now();
+        let path = format!("/v1/posts/probe-{i}/metrics");
+        loop {
+            let response = query
+                .http
+                .get(format!("{}{path}", query.base))
+                .bearer_auth(&*reader)
+                .send()
+                .await;
+            if let Ok(response) = response {
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                if body["likes"] == 1 {
+                    visible.latencies.push(accepted.elapsed());
+                    break;
+                }
+            }
+            assert!(
+                accepted.elapsed() < Duration::from_secs(30),
+                "probe {i} never visible"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    visible.elapsed = started.elapsed();
+    let load = background.await.expect("the background load");
+    Row::latency(
+        "end to end",
+        "accept-to-visible (like, then post metrics)",
+        &visible,
+    )
+    .note(format!(
+        "under {:.0} events/s of batches",
+        load.events_per_second()
+    ))
+}
+
+/// The `i`-th path to ask an endpoint.
+pub type PathOf = Box<dyn Fn(usize) -> String>;
+
+/// Each endpoint: one path asked again and again (cache hits counted), and
+/// distinct paths (ClickHouse-backed answers counted).
+pub async fn queries(query: &Driver, reader: Arc<str>, size: &Size, posts: u64) -> Vec<Row> {
+    let influencers = Spec::default().influencers;
+    let endpoints: Vec<(&str, PathOf)> = vec![
+        (
+            "post metrics",
+            Box::new(move |i| format!("/v1/posts/post-{}/metrics", i as u64 % posts)),
+        ),
+        (
+            "influencer engagement (minute)",
+            Box::new(move |i| {
+                format!(
+                    "/v1/influencers/inf-{}/engagement?granularity=minute",
+                    i as u64 % influencers
+                )
+            }),
+        ),
+        (
+            "influencer followers",
+            Box::new(move |i| format!("/v1/influencers/inf-{}/followers", i as u64 % influencers)),
+        ),
+        (
+            "campaign aggregates",
+            Box::new(|i| {
+                format!(
+                    "/v1/campaigns/camp-{}/aggregates?period={}",
+                    i % 20,
+                    ["24h", "7d", "30d", "1h"][i / 20 % 4]
+                )
+            }),
+        ),
+        (
+            "influencer rankings",
+            Box::new(|i| {
+                let metrics = [
+                    "likes",
+                    "views",
+                    "comments",
+                    "shares",
+                    "engagements",
+                    "engagement_rate",
+                ];
+                format!(
+                    "/v1/influencers/rankings?metric={}&period={}&limit={}",
+                    metrics[i % 6],
+                    ["24h", "7d", "30d"][i % 3],
+                    10 + i
+                )
+            }),
+        ),
+        (
+            "trends (post, 1m windows)",
+            Box::new(move |i| {
+                format!(
+                    "/v1/trends?entity=post:post-{}&metric=likes&window=1m&step=10s",
+                    i as u64 % posts
+                )
+            }),
+        ),
+        (
+            "late events",
+            Box::new(|i| format!("/v1/late-events?limit={}", 10 + i)),
+        ),
+        (
+            "anomalies",
+            Box::new(move |i| {
+                format!("/v1/anomalies?influencer_id=inf-{}", i as u64 % influencers)
+            }),
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (name, path) in endpoints {
+        let (mut hits, mut misses) = (Run::default(), Run::default());
+        let mut statuses = HashMap::new();
+        for round in 0..size.hits {
+            let (took, status, hit) = timed(query, &reader, &path(0)).await;
+            *statuses.entry(status).or_insert(0) += 1;
+            if hit {
+                hits.latencies.push(took);
+            }
+            if round % 50 == 49 {
+                tokio::task::yield_now().await;
+            }
+        }
+        for i in 1..=size.misses {
+            let (took, status, hit) = timed(query, &reader, &path(i)).await;
+            *statuses.entry(status).or_insert(0) += 1;
+            if !hit && status == 200 {
+                misses.latencies.push(took);
+            }
+        }
+        let mut hit_row = Row::latency("query", &format!("{name}: cache hit"), &hits);
+        let miss_row = Row::latency("query", &format!("{name}: ClickHouse"), &misses);
+        if statuses.keys().any(|s| *s != 200 && *s != 404) {
+            hit_row = hit_row.note(format!("statuses {statuses:?}"));
+        }
+        rows.extend([hit_row, miss_row]);
+    }
+    rows
+}
+
+pub async fn timed(query: &Driver, token: &str, path: &str) -> (Duration, u16, bool) {
+    let started = Instant::now();
+    let response = query
+        .http
+        .get(format!("{}{path}", query.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("the query API answers");
+    let hit = response
+        .headers()
+        .get("tally-cache")
+        .is_some_and(|v| v == "hit");
+    let status = response.status().as_u16();
+    let _ = response.bytes().await;
+    (started.elapsed(), status, hit)
+}
+
+/// Tally's like endpoints on `ops`: each user's operations in order on one
+/// client; then the counts checked against the query API.
+pub async fn likes(
+    settle: &mut Settle,
+    command: &Driver,
+    query: &Driver,
+    ops: &[LikeOp],
+    size: &Size,
+    tokens: &Tokens,
+) -> (Row, u64) {
+    let writer = tokens.mint("bench-likes", &[Scope::EventsWrite]);
+    let mut queues: Vec<Vec<Prepared>> = vec![Vec::new(); size.like_clients];
+    for op in ops {
+        let method = if op.like { Method::PUT } else { Method::DELETE };
+        queues[client_of(&op.user, size.like_clients)].push(Prepared {
+            method,
+            path: format!("/v1/posts/{}/likes/{}", op.post, op.user),
+            token: writer.clone(),
+            body: None,
+            events: 1,
+        });
+    }
+    let run = command.partitioned(queues).await;
+    // Every count as expected, once projected (read-your-writes by waiting).
+    let reader = tokens.mint("bench-likes", &[Scope::ReportsRead]);
+    let expected = expected_likes(ops);
+    // Once projected, every post's likes must be exactly the pairs left liked.
+    settle.settle().await;
+    let checks = expected.iter().map(|(post, count)| {
+        let (http, url, reader) = (
+            query.http.clone(),
+            format!("{}/v1/posts/{post}/metrics", query.base),
+            reader.clone(),
+        );
+        async move {
+            let seen: Value = match http.get(url).bearer_auth(&*reader).send().await {
+                Ok(r) => r.json().await.unwrap_or(Value::Null),
+                Err(_) => Value::Null,
+            };
+            seen["likes"].as_i64().unwrap_or(0) != *count
+        }
+    });
+    let mismatches = futures::stream::iter(checks)
+        .buffer_unordered(16)
+        .filter(|wrong| std::future::ready(*wrong))
+        .count()
+        .await as u64;
+    let row = Row::run(
+        "like button",
+        "Tally like endpoints (PUT/DELETE)",
+        &run,
+        "ops",
+    )
+    .note(format!(
+        "{} clients, {mismatches} of {} posts' counts wrong",
+        size.like_clients,
+        expected.len()
+    ));
+    (row, mismatches)
+}
+
+/// The peers on the same operations, from `bench/peers`.
+pub fn peers(ops: &[LikeOp], size: &Size, out: &Path) -> anyhow::Result<Vec<Row>> {
+    let file = out.join("like-ops.ndjson");
+    let lines: Vec<String> = ops.iter().map(|op| op.to_json().to_string()).collect();
+    std::fs::write(&file, lines.join("\n") + "\n")?;
+    let binary =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/peers/target/release/tally-peers");
+    let output = std::process::Command::new(&binary)
+        .arg("--ops")
+        .arg(&file)
+        .args(["--concurrency", &size.like_clients.to_string()])
+        .stderr(std::fs::File::create(out.join("logs/peers.log"))?)
+        .output()
+        .with_context(|| format!("running {} (build it: cargo build --release --manifest-path bench/peers/Cargo.toml)", binary.display()))?;
+    let answer: Value = serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("the peers' answer ({}); see logs/peers.log", output.status))?;
+    let mut rows = Vec::new();
+    for (key, name) in [
+        ("redis", "Redis INCR counter per post"),
+        ("cqrs_es", "cqrs-es + postgres-es aggregate per post"),
+    ] {
+        let peer = &answer[key];
+        let mut row = Row::rate(
+            "like button",
+            name,
+            peer["ops_per_second"].as_f64().unwrap_or(0.0),
+            "ops",
+            peer["ops"].as_u64().unwrap_or(0),
+        );
+        row.p50_ms = peer["p50_ms"].as_f64();
+        row.p99_ms = peer["p99_ms"].as_f64();
+        row.p999_ms = peer["p999_ms"].as_f64();
+        row.note = Some(format!(
+            "{} retries, {} mismatches, {} errors",
+            peer["retries"], peer["mismatches"], peer["errors"]
+        ));
+        rows.push(row);
+    }
+    Ok(rows)
+}

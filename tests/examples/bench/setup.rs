@@ -1,0 +1,166 @@
+//! What the phases share: the workload as requests, tokens, waiting for
+//! the projection, the machine.
+
+use super::*;
+
+pub fn now_rfc3339(age_seconds: u64, now: OffsetDateTime) -> String {
+    (now - time::Duration::seconds(age_seconds as i64))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// The workload, stamped with times: (tenant, envelope).
+pub struct Events {
+    pub workload: Workload,
+}
+
+impl Events {
+    pub fn next(&mut self, now: OffsetDateTime) -> (String, Value) {
+        let g = self.workload.next().expect("an endless workload");
+        let mut envelope = g.envelope;
+        envelope["occurred_at"] = json!(now_rfc3339(g.age_seconds, now));
+        (g.tenant, envelope)
+    }
+
+    /// As the command API would store them.
+    pub fn stored(&mut self, n: usize) -> Vec<StoredEvent> {
+        let now = OffsetDateTime::now_utc();
+        (0..n)
+            .map(|_| {
+                let (tenant, envelope) = self.next(now);
+                let event = validate(&envelope, now, &Limits::default()).expect("a valid event");
+                StoredEvent::new(&tenant, Source::Api, event, now)
+            })
+            .collect()
+    }
+
+    /// Requests carrying about `events` events: batches of
+    /// [`BATCH_EVENTS`] of one tenant each, or single events.
+    pub fn requests(&mut self, events: usize, batch: bool, tokens: &Tokens) -> Vec<Prepared> {
+        let now = OffsetDateTime::now_utc();
+        if !batch {
+            return (0..events)
+                .map(|_| {
+                    let (tenant, envelope) = self.next(now);
+                    let body = Bytes::from(serde_json::to_vec(&envelope).unwrap());
+                    Prepared::json("/v1/events", tokens.writer(&tenant), body, 1)
+                })
+                .collect();
+        }
+        let mut open: HashMap<String, Vec<Value>> = HashMap::new();
+        let mut requests = Vec::new();
+        for _ in 0..events {
+            let (tenant, envelope) = self.next(now);
+            let items = open.entry(tenant.clone()).or_default();
+            items.push(envelope);
+            if items.len() == BATCH_EVENTS {
+                let body = Bytes::from(serde_json::to_vec(&std::mem::take(items)).unwrap());
+                let token = tokens.writer(&tenant);
+                requests.push(Prepared::json(
+                    "/v1/events/batch",
+                    token,
+                    body,
+                    BATCH_EVENTS as u64,
+                ));
+            }
+        }
+        requests
+    }
+}
+
+/// Tokens per tenant.
+pub struct Tokens {
+    pub config: tally_shared::Config,
+    pub writers: HashMap<String, Arc<str>>,
+}
+
+impl Tokens {
+    pub fn writer(&self, tenant: &str) -> Arc<str> {
+        self.writers.get(tenant).cloned().expect("a known tenant")
+    }
+
+    pub fn mint(&self, tenant: &str, scopes: &[Scope]) -> Arc<str> {
+        tally_shared::auth::mint_token(&self.config.auth, "bench", tenant, scopes, 24 * 3600).into()
+    }
+}
+
+/// Waits until every read model reflects the stream up to `last`.
+pub async fn projected(models: &Models, last: u64) -> (Instant, u64) {
+    let mut first: Option<(Instant, u64)> = None;
+    loop {
+        let positions = models.positions().await.unwrap_or_default();
+        let at = positions.iter().map(|p| p.position).min().unwrap_or(0);
+        if positions.is_empty() || at == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        first.get_or_insert((Instant::now(), at));
+        if at >= last {
+            return first.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the projection has caught up with everything stored, so
+/// that each phase starts from a quiet system (not competing with the
+/// last phase's backlog on the same cores).
+pub struct Settle {
+    pub env: Env,
+    pub models: Models,
+}
+
+impl Settle {
+    pub async fn settle(&mut self) -> u64 {
+        let last = self
+            .env
+            .stream_last()
+            .await
+            .expect("the stream's last sequence");
+        projected(&self.models, last).await;
+        last
+    }
+}
+
+/// The machine, for the report.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpu
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_owned();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let total = memory
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .nth(1)
+        .and_then(|k| k.parse::<u64>().ok())
+        .unwrap_or(0);
+    let version = |cmd: &str, arg: &str| {
+        std::process::Command::new(cmd)
+            .arg(arg)
+            .output()
+            .ok()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned()
+            })
+            .unwrap_or_default()
+    };
+    format!(
+        "{model}, {cores} cores, {:.0} GiB; nats-server {}, ClickHouse {}; client, servers and services on the same cores",
+        total as f64 / 1024.0 / 1024.0,
+        version("nats-server", "--version"),
+        version("clickhouse-server", "--version"),
+    )
+}
