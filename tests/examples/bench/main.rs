@@ -99,7 +99,7 @@ const FULL: Size = Size {
     probes: 100,
     hits: 1_000,
     misses: 150,
-    likes: 100_000,
+    likes: 30_000,
     like_clients: 32,
 };
 
