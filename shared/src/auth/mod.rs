@@ -17,11 +17,14 @@
 //! - a token with a `kid` is checked against that key only; keys embedded in
 //!   or linked from a token (`jwk`, `jku`, `x5u`, `x5c`) are never used;
 //! - the signature is verified before any claim is read;
-//! - errors, logs and `Debug` output never contain key material.
+//! - errors, logs and `Debug` output never contain key material;
+//! - a token verified once is remembered by its exact text (`verified.rs`),
+//!   and its `exp` and `nbf` are still checked on every request.
 
 mod keys;
 #[cfg(test)]
 mod tests;
+mod verified;
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -175,6 +178,9 @@ struct PinnedKey {
 /// Verifies tokens. Cheap to share behind an `Arc`.
 pub struct Authenticator {
     keys: Vec<PinnedKey>,
+    /// Clock skew allowed for `exp` and `nbf` (every key's validation has it).
+    leeway: u64,
+    verified: verified::Verified,
 }
 
 impl fmt::Debug for Authenticator {
@@ -197,7 +203,11 @@ impl Authenticator {
             .collect::<Vec<_>>();
         let loaded: Vec<&keys::Key> = keys.iter().map(|k| &k.key).collect();
         tracing::info!(keys = ?loaded, "token verification keys loaded");
-        Ok(Authenticator { keys })
+        Ok(Authenticator {
+            keys,
+            leeway: config.leeway_secs,
+            verified: verified::Verified::default(),
+        })
     }
 
     /// [`Authenticator::from_config`] for configurations known to be valid,
@@ -234,6 +244,26 @@ impl Authenticator {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::TooLong.into());
         }
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(known) = self.verified.get(token, now, self.leeway) {
+            return Ok(known?);
+        }
+        let (principal, window) = self.verify_signed(token)?;
+        if let Some((exp, nbf)) = window {
+            let entry = verified::Entry {
+                principal: principal.clone(),
+                exp,
+                nbf,
+            };
+            self.verified.insert(token, entry, now, self.leeway);
+        }
+        Ok(principal)
+    }
+
+    /// [`Authenticator::verify`] without the cache: the signature, then the
+    /// claims. With the caller, the token's `exp` and `nbf` when both are
+    /// plain integers (what the cache needs to keep checking them).
+    fn verify_signed(&self, token: &str) -> Result<(Principal, Option<Window>), AuthError> {
         let header = read_header(token)?;
         if header.crit.is_some() {
             return Err(TokenError::UnsupportedCritical.into());
@@ -264,7 +294,10 @@ impl Authenticator {
         }
         for key in pinned {
             match jsonwebtoken::decode::<TokenClaims>(token, &key.key.decoding, &key.validation) {
-                Ok(data) => return principal(data.claims),
+                Ok(data) => {
+                    let window = window(&data.claims);
+                    return Ok((principal(data.claims)?, window));
+                }
                 // Without a kid, another key pinned to the algorithm may fit.
                 Err(e) if token_error(e.kind()) == TokenError::BadSignature => continue,
                 Err(e) => return Err(token_error(e.kind()).into()),
@@ -325,6 +358,24 @@ struct TokenClaims {
     tenant: Option<Value>,
     #[serde(default)]
     scope: Option<Value>,
+    /// Checked by jsonwebtoken; read only to keep checking a cached token.
+    #[serde(default)]
+    exp: Option<Value>,
+    #[serde(default)]
+    nbf: Option<Value>,
+}
+
+/// A token's `exp` and optional `nbf`.
+type Window = (u64, Option<u64>);
+
+/// The validity window of verified `claims`, if it is plain integers.
+fn window(claims: &TokenClaims) -> Option<Window> {
+    let exp = claims.exp.as_ref()?.as_u64()?;
+    let nbf = match &claims.nbf {
+        None | Some(Value::Null) => None,
+        Some(nbf) => Some(nbf.as_u64()?),
+    };
+    Some((exp, nbf))
 }
 
 fn principal(claims: TokenClaims) -> Result<Principal, AuthError> {
