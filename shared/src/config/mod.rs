@@ -216,9 +216,23 @@ pub fn origin_of(url: &str) -> Option<&str> {
     (host_ok && port_ok && path_ok).then(|| &url[..url.len() - path.len()])
 }
 
-/// Whether `value` is exactly an origin, as browsers send it in `Origin`.
+/// Whether `value` is exactly an origin, as browsers send it in `Origin`:
+/// a lowercase host and no default port (`:80` for http, `:443` for
+/// https), since a browser never sends either and such an entry would
+/// match nothing.
 pub fn is_origin(value: &str) -> bool {
-    origin_of(value) == Some(value)
+    if origin_of(value) != Some(value) || value.bytes().any(|b| b.is_ascii_uppercase()) {
+        return false;
+    }
+    let (scheme, authority) = value
+        .split_once("://")
+        .expect("origin_of checked the scheme");
+    let port = match authority.rsplit_once(':') {
+        Some((_, port)) if !port.contains(']') => port,
+        _ => return true,
+    };
+    let default = if scheme == "https" { "443" } else { "80" };
+    port != default && !port.starts_with('0')
 }
 
 impl Config {
@@ -290,11 +304,17 @@ impl Config {
                 ));
             }
         }
-        if origin_of(&self.query.command_api_url).is_none() {
-            problems.push(format!(
-                "query.command_api_url: {:?} is not an http(s) URL",
-                self.query.command_api_url
-            ));
+        let url = &self.query.command_api_url;
+        match origin_of(url) {
+            None => problems.push(format!(
+                "query.command_api_url: {url:?} is not an http(s) URL"
+            )),
+            // The pages resolve `/v1/...` against it, which drops any path.
+            Some(origin) if url.trim_end_matches('/') != origin => problems.push(format!(
+                "query.command_api_url: {url:?} has a path; give the command API's origin \
+                 (scheme://host[:port]), its routes are at /v1/..."
+            )),
+            Some(_) => {}
         }
         if problems.is_empty() {
             Ok(())
@@ -435,9 +455,23 @@ mod tests {
         check("http://exa mple.com", None);
         check("http://example.com; script-src *", None);
         check("http://::1:80", None);
-        assert!(is_origin("http://127.0.0.1:8471"));
-        assert!(!is_origin("http://127.0.0.1:8471/"));
-        assert!(!is_origin("*"));
+        fn origin(value: &str, expected: bool) {
+            assert_eq!(is_origin(value), expected, "{value}");
+        }
+        origin("http://127.0.0.1:8471", true);
+        origin("https://dash.example.com", true);
+        origin("http://[::1]:8471", true);
+        origin("http://example.com:8080", true);
+        origin("https://example.com:80", true);
+        origin("http://example.com:443", true);
+        origin("http://127.0.0.1:8471/", false);
+        origin("*", false);
+        // Browsers send neither uppercase hosts nor default ports.
+        origin("https://Dash.Example.com", false);
+        origin("http://example.com:80", false);
+        origin("https://example.com:443", false);
+        origin("http://[::1]:80", false);
+        origin("http://example.com:080", false);
     }
 
     #[test]
@@ -462,6 +496,23 @@ mod tests {
                 err.contains("cors_allowed_origins") && err.contains("command_api_url"),
                 "{err}"
             );
+            jail.set_env("TALLY_COMMAND__CORS_ALLOWED_ORIGINS", "[]");
+            for (url, ok) in [
+                ("http://127.0.0.1:8470", true),
+                ("https://api.example.com/", true),
+                ("https://api.example.com/command", false),
+                ("https://api.example.com/command/", false),
+                ("http://127.0.0.1:8470//", true),
+            ] {
+                jail.set_env("TALLY_QUERY__COMMAND_API_URL", url);
+                match Config::load() {
+                    Ok(_) => assert!(ok, "{url} accepted"),
+                    Err(e) => {
+                        let err = e.to_string();
+                        assert!(!ok && err.contains("has a path"), "{url}: {err}");
+                    }
+                }
+            }
             Ok(())
         });
     }
