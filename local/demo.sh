@@ -10,19 +10,32 @@
 set -euo pipefail
 url=${1:?command API URL}
 token=${2:?bearer token}
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/tally-demo.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+
+# Sends "$@" to curl until it is not a 429, waiting as long as the answer's
+# Retry-After says (1 s without one, at most 30 s); prints the status. The
+# body is in $tmp/answer.
+send() {
+    local status try wait
+    for try in 1 2 3 4 5 6 7 8 9 10; do
+        status=$(curl -s -o "$tmp/answer" -D "$tmp/headers" -w '%{http_code}' "$@")
+        [ "$status" = 429 ] || break
+        wait=$(sed -n 's/^[Rr][Ee][Tt][Rr][Yy]-[Aa][Ff][Tt][Ee][Rr]: *\([0-9][0-9]*\).*/\1/p' "$tmp/headers" | tail -n 1)
+        wait=${wait:-1}
+        [ "$wait" -le 30 ] || wait=30
+        sleep "$wait"
+    done
+    echo "$status"
+}
 
 post() {
-    local body=$1 status try
-    for try in 1 2 3 4 5 6 7 8 9 10; do
-        status=$(curl -s -o /tmp/tally-demo-answer.$$ -w '%{http_code}' -X POST "$url/v1/events" \
-            -H "Authorization: Bearer $token" -H 'Content-Type: application/json' -d "$body")
-        [ "$status" = 429 ] || break
-        sleep 1
-    done
+    local body=$1 status
+    status=$(send -X POST "$url/v1/events" \
+        -H "Authorization: Bearer $token" -H 'Content-Type: application/json' -d "$body")
     if [ "$status" != 202 ]; then
         echo "demo event refused ($status): $body" >&2
-        cat /tmp/tally-demo-answer.$$ >&2; echo >&2
-        rm -f /tmp/tally-demo-answer.$$
+        cat "$tmp/answer" >&2; echo >&2
         exit 1
     fi
 }
@@ -32,19 +45,13 @@ ago() { date -u -d "@$(( $(date +%s) - $1 ))" +%Y-%m-%dT%H:%M:%SZ; }
 # NDJSON lines from stdin as one batch (at most 1,000 events), waiting out
 # the rate limit (a batch spends one unit per event).
 batch() {
-    local status body=/tmp/tally-demo-batch.$$ try
+    local status body="$tmp/batch"
     cat > "$body"
-    for try in 1 2 3 4 5 6 7 8 9 10; do
-        status=$(curl -s -o /tmp/tally-demo-answer.$$ -w '%{http_code}' -X POST "$url/v1/events/batch" \
-            -H "Authorization: Bearer $token" -H 'Content-Type: application/x-ndjson' --data-binary @"$body")
-        [ "$status" = 429 ] || break
-        sleep 1
-    done
-    rm -f "$body"
+    status=$(send -X POST "$url/v1/events/batch" \
+        -H "Authorization: Bearer $token" -H 'Content-Type: application/x-ndjson' --data-binary @"$body")
     if [ "$status" != 202 ]; then
         echo "demo batch refused ($status):" >&2
-        cat /tmp/tally-demo-answer.$$ >&2; echo >&2
-        rm -f /tmp/tally-demo-answer.$$
+        cat "$tmp/answer" >&2; echo >&2
         exit 1
     fi
 }
@@ -105,11 +112,10 @@ history() {
 
 platforms=(instagram tiktok youtube)
 catalogue | batch
-history > /tmp/tally-demo-history.$$
-total=$(( $(catalogue | wc -l) + $(wc -l < /tmp/tally-demo-history.$$) ))
-split -l 900 /tmp/tally-demo-history.$$ /tmp/tally-demo-history.$$.part-
-for part in /tmp/tally-demo-history.$$.part-*; do batch < "$part"; done
-rm -f /tmp/tally-demo-history.$$ /tmp/tally-demo-history.$$.part-*
+history > "$tmp/history"
+total=$(( $(catalogue | wc -l) + $(wc -l < "$tmp/history") ))
+split -l 900 "$tmp/history" "$tmp/history.part-"
+for part in "$tmp"/history.part-*; do batch < "$part"; done
 comments=("love this" "where can I buy it?" "so good" "meh" "best post this week")
 count=0
 for p in 1 2 3 4 5 6; do
@@ -134,5 +140,4 @@ for p in 1 2 3 4 5 6; do
         count=$((count + 2))
     done
 done
-rm -f /tmp/tally-demo-answer.$$
 echo "  posted $(( count + total )) demo events: campaign spring-launch, influencers inf-1 .. inf-8, posts post-1 .. post-11"
