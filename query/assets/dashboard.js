@@ -3,7 +3,7 @@
 // fragment (mode, id, period, granularity, chart, rank, posts), never the
 // token, which stays in sessionStorage.
 
-import { ApiError, claims, count, el, fragment, get, percent, setToken, setting, token, when, writeFragment } from './api.js';
+import { ApiError, LiveStream, claims, count, el, fragment, get, percent, setToken, setting, token, when, writeFragment } from './api.js';
 import { barChart, lineChart } from './chart.js';
 
 const GRACE = Number(setting('tally-grace-seconds')) || 0;
@@ -12,7 +12,10 @@ const STEP = { minute: '1m', hour: '1h', day: '1d' };
 const PERIODS = { '1h': 'the last hour', '24h': 'the last 24 hours', '7d': 'the last 7 days', '30d': 'the last 30 days' };
 const PAGE_SIZE = 5;
 const REFRESH_MS = 15000;
-const MAX_LIVE_POSTS = 8;
+// Each live post holds a connection while open, and over HTTP/1.1 a
+// browser has six per host: three leave room for the API calls.
+const MAX_LIVE_POSTS = 3;
+const REFRESH_THROTTLE_MS = 250;
 
 const $ = (id) => document.getElementById(id);
 const enc = encodeURIComponent;
@@ -26,9 +29,14 @@ const view = {
   rank: 'engagements',
   posts: [],
 };
-const ranking = { cursors: [undefined], page: 0, key: '' };
+// `generation` changes with the page or the ranking's key: an answer to an
+// older one is dropped.
+const ranking = { cursors: [undefined], page: 0, key: '', generation: 0 };
 const live = new Map();
 let loads = 0;
+// Bumped by every change the user asks for; a load records the one it
+// started from in `data-shown` (the tests wait for the one they caused).
+let requested = 0;
 let loading = false;
 let pending = false;
 let refreshTimer = null;
@@ -46,14 +54,19 @@ function readView() {
   view.id = pick('id', null, '');
   view.period = pick('period', Object.keys(PERIODS), '24h');
   view.granularity = pick('granularity', Object.keys(SECONDS), 'hour');
-  view.chart = pick('chart', null, 'engagements');
-  view.rank = pick('rank', null, 'engagements');
+  view.chart = pick('chart', options('chart-metric'), 'engagements');
+  view.rank = pick('rank', options('ranking-metric'), 'engagements');
   view.posts = (params.get('posts') || '')
     .split(',')
     .map((p) => p.trim())
     .filter(Boolean)
     .slice(0, MAX_LIVE_POSTS);
   fitGranularity();
+}
+
+/** The values a <select> offers. */
+function options(id) {
+  return [...$(id).options].map((o) => o.value);
 }
 
 function saveView() {
@@ -114,12 +127,19 @@ function showTokenPanel(open) {
 
 // --- loading ------------------------------------------------------------------
 
+/** Marks a change the user asked for; the next load shows it. */
+function request() {
+  requested += 1;
+  document.body.dataset.requested = String(requested);
+}
+
 /** Reloads every panel; a call while one runs queues one more. */
 async function load() {
   if (loading) {
     pending = true;
     return;
   }
+  const generation = requested;
   showWho();
   if (!token()) {
     document.body.dataset.state = 'needs-token';
@@ -157,6 +177,7 @@ async function load() {
     showFreshness(freshness);
     loads += 1;
     document.body.dataset.loads = String(loads);
+    document.body.dataset.shown = String(generation);
     document.body.dataset.state = errors.length ? 'error' : 'ready';
     loading = false;
   }
@@ -167,9 +188,13 @@ async function load() {
   }
 }
 
+/** A load soon after a live change: at most one per 250 ms however many arrive. */
 function refreshSoon() {
-  clearTimeout(refreshTimer);
-  refreshTimer = setTimeout(load, 250);
+  if (refreshTimer !== null) return;
+  refreshTimer = setTimeout(() => {
+    refreshTimer = null;
+    load();
+  }, REFRESH_THROTTLE_MS);
 }
 
 function showErrors(errors) {
@@ -398,17 +423,25 @@ async function loadFollowers(seen) {
 }
 
 async function loadRanking(seen) {
-  const key = [view.rank, view.period, view.mode, view.mode === 'campaign' ? view.id : ''].join('|');
+  // Cursors are signed for the token that asked: another token starts over.
+  const key = [token(), view.rank, view.period, view.mode, view.mode === 'campaign' ? view.id : ''].join('|');
   if (key !== ranking.key) {
     ranking.key = key;
     ranking.cursors = [undefined];
     ranking.page = 0;
+    ranking.generation += 1;
   }
-  const params = { metric: view.rank, period: view.period, limit: PAGE_SIZE, cursor: ranking.cursors[ranking.page] };
-  if (view.mode === 'campaign' && view.id) params.campaign_id = view.id;
+  // Everything this answer is about, taken before the wait: a click on
+  // Next or a view change during it must not relabel it.
+  const { page, generation } = ranking;
+  const { rank, period, mode, id } = view;
+  const params = { metric: rank, period, limit: PAGE_SIZE, cursor: ranking.cursors[page] };
+  if (mode === 'campaign' && id) params.campaign_id = id;
   const answer = seen(await get('/v1/influencers/rankings', params));
-  ranking.cursors[ranking.page + 1] = answer.next_cursor;
-  const ratio = view.rank === 'engagement_rate';
+  if (ranking.key === key) ranking.cursors[page + 1] = answer.next_cursor;
+  // Stale: the load queued behind this one shows the page now asked for.
+  if (ranking.generation !== generation) return;
+  const ratio = rank === 'engagement_rate';
   $('ranking').tBodies[0].replaceChildren(
     ...answer.items.map((item) =>
       el(
@@ -416,7 +449,7 @@ async function loadRanking(seen) {
         {
           'data-influencer': item.influencer_id,
           'data-value': item.value,
-          class: view.mode === 'influencer' && item.influencer_id === view.id ? 'current' : '',
+          class: mode === 'influencer' && item.influencer_id === id ? 'current' : '',
         },
         el('td', {}, String(item.rank)),
         el('td', {}, el('a', { href: '#', 'data-pick': item.influencer_id }, item.influencer_id)),
@@ -427,16 +460,20 @@ async function loadRanking(seen) {
   if (answer.items.length === 0) {
     $('ranking').tBodies[0].replaceChildren(el('tr', {}, el('td', { colspan: 3, class: 'note' }, 'No influencer in this period.')));
   }
-  $('ranking-page').textContent = `page ${ranking.page + 1}`;
-  $('ranking-page').dataset.page = String(ranking.page + 1);
-  $('ranking-prev').disabled = ranking.page === 0;
+  $('ranking-page').textContent = `page ${page + 1}`;
+  $('ranking-page').dataset.page = String(page + 1);
+  $('ranking-prev').disabled = page === 0;
   $('ranking-next').disabled = !answer.next_cursor;
-  $('ranking-scope').textContent = `${PERIODS[view.period]}${params.campaign_id ? `, campaign ${params.campaign_id}` : ''}`;
+  $('ranking-scope').textContent = `${PERIODS[period]}${params.campaign_id ? `, campaign ${params.campaign_id}` : ''}`;
 }
 
 async function loadAnomalies(seen) {
   const params = { granularity: view.granularity, period: view.period };
   if (view.mode === 'influencer' && view.id) params.influencer_id = view.id;
+  // The API filters anomalies by influencer, not by campaign.
+  $('anomalies-scope').textContent = params.influencer_id
+    ? `influencer ${params.influencer_id}, ${PERIODS[params.period]}`
+    : `all influencers of the tenant (not only this campaign's), ${PERIODS[params.period]}`;
   const answer = seen(await get('/v1/anomalies', params));
   const items = [
     ...answer.spikes.map((s) =>
@@ -475,10 +512,13 @@ async function loadLate(seen) {
 
 // --- live posts (Server-Sent Events) -------------------------------------------
 
+/** Whether a failure needs the user (a new token, another id), not a retry. */
+const needsUser = (e) => [400, 401, 403].includes(e.status);
+
 function follow(posts) {
   for (const [id, entry] of live) {
     if (!posts.includes(id)) {
-      entry.source.close();
+      entry.stream.close();
       live.delete(id);
     }
   }
@@ -486,38 +526,36 @@ function follow(posts) {
   for (const id of posts) {
     if (live.has(id)) continue;
     const card = el('div', { class: 'live-post', 'data-live-post': id }, el('strong', {}, id), el('span', { class: 'counters note' }, 'connecting…'));
-    const url = `/v1/posts/${enc(id)}/live?access_token=${enc(token())}`;
-    const entry = { source: new EventSource(url), card, events: 0 };
-    entry.source.addEventListener('counters', (message) => {
-      const c = JSON.parse(message.data);
-      entry.events += 1;
-      card.classList.remove('failed');
-      card.dataset.likes = String(c.likes);
-      card.querySelector('.counters').replaceChildren(
-        ...['likes', 'comments', 'shares', 'views', 'clicks'].map((name) =>
-          el('span', { class: 'counter', 'data-counter': name }, el('b', {}, count(c[name])), ` ${name}`),
-        ),
-      );
-      // The first event is the state at connection; later ones are changes.
-      if (entry.events > 1) {
-        card.classList.add('flash');
-        setTimeout(() => card.classList.remove('flash'), 600);
-        refreshSoon();
-      }
-      showLiveStatus();
-    });
-    entry.source.addEventListener('error', async () => {
-      showLiveStatus();
-      if (entry.source.readyState !== EventSource.CLOSED) return;
-      // EventSource hides the answer: ask the same question plainly.
-      card.classList.add('failed');
-      let why = 'the stream closed';
-      try {
-        await get(`/v1/posts/${enc(id)}/metrics`);
-      } catch (e) {
-        why = e.message;
-      }
-      card.querySelector('.counters').textContent = why;
+    const entry = { card, events: 0 };
+    entry.stream = new LiveStream(`/v1/posts/${enc(id)}/live`, {
+      onEvent(name, data) {
+        if (name !== 'counters') return;
+        const c = JSON.parse(data);
+        entry.events += 1;
+        card.classList.remove('failed');
+        card.dataset.likes = String(c.likes);
+        card.querySelector('.counters').replaceChildren(
+          ...['likes', 'comments', 'shares', 'views', 'clicks'].map((counter) =>
+            el('span', { class: 'counter', 'data-counter': counter }, el('b', {}, count(c[counter])), ` ${counter}`),
+          ),
+        );
+        // The first event of a connection is the state then; later ones
+        // are changes.
+        if (entry.events > 1) {
+          card.classList.add('flash');
+          setTimeout(() => card.classList.remove('flash'), 600);
+          refreshSoon();
+        }
+      },
+      onState(state) {
+        if (state === 'connecting') entry.events = 0;
+        showLiveStatus();
+      },
+      onError(error) {
+        card.classList.add('failed');
+        card.querySelector('.counters').textContent = needsUser(error) ? error.message : `${error.message} — retrying`;
+        return needsUser(error) ? false : undefined;
+      },
     });
     live.set(id, entry);
     list.append(card);
@@ -527,7 +565,7 @@ function follow(posts) {
 }
 
 function showLiveStatus() {
-  const open = [...live.values()].filter((e) => e.source.readyState === EventSource.OPEN).length;
+  const open = [...live.values()].filter((e) => e.stream && e.stream.state === 'open').length;
   const status = $('live-status');
   status.textContent = open ? `live: ${open} post${open > 1 ? 's' : ''}` : live.size ? 'live: connecting' : 'live: off';
   status.classList.toggle('off', open === 0);
@@ -535,7 +573,7 @@ function showLiveStatus() {
 }
 
 function restartLive() {
-  for (const entry of live.values()) entry.source.close();
+  for (const entry of live.values()) entry.stream.close();
   live.clear();
   if (token()) follow(view.posts);
   else showLiveStatus();
@@ -561,6 +599,7 @@ function start() {
     fitGranularity();
     showView();
     saveView();
+    request();
     load();
   });
   for (const id of ['mode', 'period', 'granularity', 'chart-metric']) {
@@ -572,16 +611,21 @@ function start() {
   $('ranking-metric').addEventListener('change', () => {
     view.rank = $('ranking-metric').value;
     saveView();
+    request();
     load();
   });
   $('ranking-next').addEventListener('click', () => {
     if (!ranking.cursors[ranking.page + 1]) return;
     ranking.page += 1;
+    ranking.generation += 1;
+    request();
     load();
   });
   $('ranking-prev').addEventListener('click', () => {
     if (ranking.page === 0) return;
     ranking.page -= 1;
+    ranking.generation += 1;
+    request();
     load();
   });
   $('ranking').addEventListener('click', (event) => {
@@ -592,11 +636,13 @@ function start() {
     view.id = pick.dataset.pick;
     showView();
     saveView();
+    request();
     load();
   });
   $('live-form').addEventListener('submit', (event) => {
     event.preventDefault();
     view.posts = $('live-posts').value.split(/[\s,]+/).filter(Boolean).slice(0, MAX_LIVE_POSTS);
+    $('live-posts').value = view.posts.join(', ');
     saveView();
     follow(view.posts);
   });
@@ -608,11 +654,13 @@ function start() {
     showTokenPanel(false);
     entitiesFor = '';
     restartLive();
+    request();
     load();
   });
   $('forget-token').addEventListener('click', () => {
     setToken('');
     restartLive();
+    request();
     load();
   });
   window.addEventListener('hashchange', () => {
@@ -620,6 +668,7 @@ function start() {
     showView();
     entitiesFor = '';
     restartLive();
+    request();
     load();
   });
   setInterval(() => {
@@ -627,6 +676,7 @@ function start() {
   }, REFRESH_MS);
 
   restartLive();
+  request();
   load();
 }
 

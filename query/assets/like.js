@@ -4,15 +4,15 @@
 // follows the query API's live stream, so every open window sees every
 // click. Parameters in the fragment: token, post, user.
 
-import { ApiError, call, count, el, fragment, get, setToken, setting, token, writeFragment } from './api.js';
+import { ApiError, LiveStream, call, count, el, fragment, setToken, setting, token, writeFragment } from './api.js';
 
 const COMMAND_API = setting('tally-command-api');
 const $ = (id) => document.getElementById(id);
 const enc = encodeURIComponent;
 
 const state = { post: 'post-1', user: '', liked: null, likes: null, clickedAt: 0, busy: false };
-let source = null;
-let retry = null;
+let stream = null;
+let liveError = false;
 
 function randomUser() {
   const bytes = crypto.getRandomValues(new Uint8Array(4));
@@ -30,9 +30,17 @@ function readParams() {
   $('user-input').value = state.user;
   $('post-title').textContent = state.post;
   $('command-api').textContent = COMMAND_API;
-  const second = new URLSearchParams({ post: state.post, user: randomUser() });
-  if (token()) second.set('token', token());
-  $('second').href = `/like#${second}`;
+  // No token in the link: a click opens it with this tab's sessionStorage
+  // (and so the token) copied; copied or opened otherwise, it asks for one.
+  $('second').href = `/like#${new URLSearchParams({ post: state.post, user: randomUser() })}`;
+}
+
+/** Opens the second window as this tab's child, which starts with a copy of its sessionStorage. */
+function openSecond(event) {
+  if (event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
+  event.preventDefault();
+  const other = window.open($('second').href, '_blank');
+  if (other) other.opener = null;
 }
 
 function showError(error) {
@@ -98,28 +106,34 @@ function showLive(open) {
 
 /** Follows the post's counters; a post nobody has touched yet is retried. */
 function followPost() {
-  clearTimeout(retry);
-  if (source) source.close();
+  if (stream) stream.close();
+  stream = null;
+  showLive(false);
   if (!token()) return;
-  source = new EventSource(`/v1/posts/${enc(state.post)}/live?access_token=${enc(token())}`);
-  source.addEventListener('open', () => showLive(true));
-  source.addEventListener('counters', (message) => showCounters(JSON.parse(message.data)));
-  source.addEventListener('error', async () => {
-    showLive(false);
-    if (source.readyState !== EventSource.CLOSED) return;
-    try {
-      await get(`/v1/posts/${enc(state.post)}/metrics`);
-    } catch (e) {
+  stream = new LiveStream(`/v1/posts/${enc(state.post)}/live`, {
+    onEvent(name, data) {
+      if (name !== 'counters') return;
+      if (liveError) {
+        liveError = false;
+        showError(null);
+      }
+      showCounters(JSON.parse(data));
+    },
+    onState(live) {
+      showLive(live === 'open');
+    },
+    onError(e) {
       if (e.status === 404) {
         // Nobody has liked it yet: it exists after the first click.
         showCounters({ likes: 0, comments: 0, shares: 0, views: 0 });
         $('status').textContent = `${state.post} has no events yet: the first like creates it.`;
-      } else {
-        showError(e);
-        return;
+        return 1000;
       }
-    }
-    retry = setTimeout(followPost, 1000);
+      showError(e);
+      liveError = true;
+      // A refused token or id needs the user; anything else may pass.
+      return [400, 401, 403].includes(e.status) ? false : undefined;
+    },
   });
 }
 
@@ -164,6 +178,7 @@ async function toggle() {
 function start() {
   readParams();
   $('like').addEventListener('click', toggle);
+  $('second').addEventListener('click', openSecond);
   $('who-form').addEventListener('submit', (event) => {
     event.preventDefault();
     if ($('token-input').value.trim()) setToken($('token-input').value);

@@ -7,7 +7,9 @@
 // Content-Security-Policy violation; the token leaves the address bar; a
 // bad token shows the API's 401 plainly; a like clicked in one window moves
 // the counter of a second window within a second (and an unlike too); the
-// dashboard's live panel follows. Screenshots go to TALLY_ARTIFACTS.
+// dashboard's live panel follows; the "another user" link carries no token.
+// Screenshots go to TALLY_ARTIFACTS, and when a check throws, one of every
+// open page (failure-*.png).
 //
 // Environment: TALLY_PAGES_URL (the query service), TALLY_TOKEN (events:write
 // and reports:read), TALLY_CAMPAIGN, TALLY_INFLUENCER, TALLY_POST,
@@ -62,14 +64,24 @@ async function shot(page, name) {
   log('screenshot', path);
 }
 
-/** Waits for the dashboard to finish a load after `after` loads. */
-async function settled(page, after = 0, state = 'ready') {
+/**
+ * Does `action` to the dashboard and waits for a load that started after
+ * it: the page bumps `data-requested` on every navigation, view change and
+ * paging click, and a load records the one it started from in
+ * `data-shown`. A load already running when the action came shows the
+ * view before it, and does not count.
+ */
+async function settled(page, action, state = 'ready') {
+  const before = await page.evaluate(() => Number(document.body?.dataset.requested || 0)).catch(() => 0);
+  await action();
   await page.waitForFunction(
-    ([after, state]) => Number(document.body.dataset.loads || 0) > after && document.body.dataset.state === state,
-    [after, state],
+    ([before, state]) => {
+      const requested = Number(document.body.dataset.requested || 0);
+      return requested > before && Number(document.body.dataset.shown) >= requested && document.body.dataset.state === state;
+    },
+    [before, state],
     { timeout: 20000 },
   );
-  return Number(await page.evaluate(() => document.body.dataset.loads));
 }
 
 /** Every number the dashboard shows, as its data-* attributes hold them. */
@@ -117,34 +129,32 @@ function readDashboard(page) {
 async function dashboard(browser) {
   const page = await open(browser, 'dashboard');
   const view = `mode=campaign&id=${campaign}&period=24h&granularity=minute&chart=engagements&posts=${post}`;
-  await page.goto(`${base}/#token=${encodeURIComponent(token)}&${view}`);
-  let loads = await settled(page);
+  await settled(page, () => page.goto(`${base}/#token=${encodeURIComponent(token)}&${view}`));
   report.campaign = await readDashboard(page);
   if (report.campaign.url.includes(token) || report.campaign.url.includes('token=')) fail('the token stayed in the address bar');
   await shot(page, 'dashboard-campaign');
 
   // The same tab, another view: the token stays in sessionStorage.
-  await page.goto(`${base}/#mode=influencer&id=${influencer}&period=24h&granularity=minute&chart=engagements&rank=likes&posts=${post}`);
-  loads = await settled(page, loads);
+  const view2 = `mode=influencer&id=${influencer}&period=24h&granularity=minute&chart=engagements&rank=likes&posts=${post}`;
+  await settled(page, () => page.goto(`${base}/#${view2}`));
   report.influencer = await readDashboard(page);
   await page.waitForFunction(() => document.getElementById('live-status').dataset.open === '1', null, { timeout: 10000 });
   await shot(page, 'dashboard-influencer');
 
   // Rankings page on: the second page, then back.
-  await page.click('#ranking-next');
-  loads = await settled(page, loads);
+  await settled(page, () => page.click('#ranking-next'));
   report.rankingPage2 = await readDashboard(page);
-  await page.click('#ranking-prev');
-  loads = await settled(page, loads);
+  if (report.rankingPage2.rankingPage !== 2) fail(`after Next the ranking shows page ${report.rankingPage2.rankingPage}`);
+  await settled(page, () => page.click('#ranking-prev'));
   const back = await readDashboard(page);
+  if (back.rankingPage !== 1) fail(`after Previous the ranking shows page ${back.rankingPage}`);
   if (JSON.stringify(back.ranking) !== JSON.stringify(report.influencer.ranking)) fail('the first ranking page differs after paging back');
   return page;
 }
 
 async function badToken(browser) {
   const page = await open(browser, 'bad-token');
-  await page.goto(`${base}/#token=not-a-token&mode=campaign&id=${campaign}`);
-  await settled(page, 0, 'error');
+  await settled(page, () => page.goto(`${base}/#token=not-a-token&mode=campaign&id=${campaign}`), 'error');
   report.badToken = await page.evaluate(() => ({
     errors: document.getElementById('errors').textContent,
     statuses: [...document.querySelectorAll('#errors [data-status]')].map((e) => e.dataset.status),
@@ -164,15 +174,20 @@ async function likePage(browser, user) {
 
 const likesOf = (page) => page.evaluate(() => Number(document.getElementById('count').dataset.likes));
 
-/** Clicks the heart in `a` and times the change of `b`'s counter. */
+/**
+ * Clicks the heart in `a` and times `b`'s counter reaching `expected` (not
+ * any change of it: a late update from before the click would pass).
+ */
 async function clickAndWatch(a, b, expected) {
-  await b.evaluate(() => {
+  await b.evaluate((expected) => {
     const counter = document.getElementById('count');
+    if (window.likeObserver) window.likeObserver.disconnect();
     window.changedAt = null;
-    new MutationObserver(() => {
-      if (window.changedAt === null) window.changedAt = Date.now();
-    }).observe(counter, { attributes: true, attributeFilter: ['data-likes'] });
-  });
+    window.likeObserver = new MutationObserver(() => {
+      if (window.changedAt === null && Number(counter.dataset.likes) === expected) window.changedAt = Date.now();
+    });
+    window.likeObserver.observe(counter, { attributes: true, attributeFilter: ['data-likes'] });
+  }, expected);
   const clickedAt = Date.now();
   await a.click('#like');
   await b.waitForFunction((n) => Number(document.getElementById('count').dataset.likes) === n, expected, {
@@ -189,6 +204,16 @@ async function likes(browser, dashboardPage) {
   const pressed = () => a.evaluate(() => document.getElementById('like').getAttribute('aria-pressed'));
   report.like = { before, pressedBefore: await pressed() };
   if (report.like.pressedBefore !== 'false') fail(`browser-a already likes ${post}`);
+
+  // "another user": no token in the link; the window it opens has one
+  // (a copy of this tab's sessionStorage) and likes as someone else.
+  const href = await a.getAttribute('#second', 'href');
+  if (href.includes('token')) fail(`the second-window link carries the token: ${href}`);
+  const [second] = await Promise.all([a.waitForEvent('popup'), a.click('#second')]);
+  await second.waitForFunction(() => document.body.dataset.state === 'ready', null, { timeout: 20000 });
+  report.like.secondWindow = await second.evaluate(() => ({ url: location.href, user: document.getElementById('user-input').value }));
+  if (report.like.secondWindow.user === 'browser-a') fail('the second window likes as the same user');
+  await second.close();
 
   report.like.likeMs = await clickAndWatch(a, b, before + 1);
   report.like.afterLike = await likesOf(b);
@@ -253,6 +278,11 @@ try {
   if (report.pageErrors.length) fail(`script errors or refused resources:\n  ${report.pageErrors.join('\n  ')}`);
 } catch (e) {
   fail(`${e.name}: ${e.message}`);
+  // Every open page as it stood when the check failed.
+  for (const [i, page] of browser.contexts().flatMap((c) => c.pages()).entries()) {
+    const name = new URL(page.url()).pathname.replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '') || 'dashboard';
+    await shot(page, `failure-${i + 1}-${name}`).catch((err) => log('no failure screenshot of', page.url(), err.message));
+  }
 } finally {
   await browser.close();
   writeFileSync(reportFile, JSON.stringify(report, null, 2));

@@ -13,8 +13,9 @@
 //! to the second window's change, up to three rounds on a busy machine,
 //! every round printed). Screenshots: `target/browser-artifacts/`.
 //!
-//! Node, `tests/browser/node_modules` and `/usr/bin/chromium` must exist
-//! (`./dev test` installs them); a missing one fails the test, never skips it.
+//! Node (20 or later), `tests/browser/node_modules` and `/usr/bin/chromium`
+//! must exist (`./dev test` installs them); a missing one fails the test,
+//! never skips it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -192,6 +193,24 @@ fn find_node() -> PathBuf {
     panic!("node is not installed: run ./dev test (it installs nodejs and the browser tests' npm packages)");
 }
 
+/// playwright-core (`tests/browser/package-lock.json`) needs Node.js 20.
+fn require_node_20(node: &Path) {
+    let output = std::process::Command::new(node)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("{} --version: {e}", node.display()));
+    let version = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let major: Option<u32> = version
+        .strip_prefix('v')
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.parse().ok());
+    assert!(
+        major.is_some_and(|m| m >= 20),
+        "the browser tests need Node.js 20 or later (playwright-core); {} is {version:?}",
+        node.display()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_apis_numbers_and_likes_reach_another_window_within_a_second() {
     let chromium = PathBuf::from(std::env::var("CHROMIUM").unwrap_or("/usr/bin/chromium".into()));
@@ -200,6 +219,7 @@ async fn the_dashboard_shows_the_apis_numbers_and_likes_reach_another_window_wit
         "install Debian's chromium and chromium-driver (./dev test does)",
     );
     let node = find_node();
+    require_node_20(&node);
     let scripts = root().join("tests/browser");
     require(
         &scripts.join("node_modules/playwright-core"),
