@@ -1,8 +1,9 @@
 //! The command side's metrics (names live in `tally_shared::metrics`).
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, histogram};
+use metrics::{counter, histogram, Counter, Histogram};
 use tally_shared::event::Source;
 use tally_shared::http::ApiError;
 use tally_shared::metrics as names;
@@ -17,20 +18,51 @@ fn source_label(source: Source) -> &'static str {
     }
 }
 
+const SOURCES: [Source; 5] = [
+    Source::Api,
+    Source::Batch,
+    Source::LikeButton,
+    Source::Webhook,
+    Source::Import,
+];
+
+/// The handle in `cell`, registered on first use: every later event records
+/// through it instead of building a key and looking it up.
+fn once<T>(cell: &'static OnceLock<T>, register: impl FnOnce() -> T) -> &'static T {
+    cell.get_or_init(|| {
+        // Handles taken before the recorder is installed would record nothing.
+        names::handle();
+        register()
+    })
+}
+
 pub fn stored(source: Source, duplicate: bool) {
+    /// Per source (in `SOURCES` order): accepted, duplicate.
+    static STORED: [[OnceLock<Counter>; 2]; 5] = [const { [const { OnceLock::new() }; 2] }; 5];
+    let i = SOURCES.iter().position(|s| *s == source).unwrap_or(0);
     let name = if duplicate {
         names::EVENTS_DUPLICATE
     } else {
         names::EVENTS_ACCEPTED
     };
-    counter!(name, "source" => source_label(source)).increment(1);
+    once(
+        &STORED[i][usize::from(duplicate)],
+        || counter!(name, "source" => source_label(source)),
+    )
+    .increment(1);
 }
 
 pub fn published(took: Duration, ok: bool) {
-    histogram!(names::PUBLISH_SECONDS, "outcome" => if ok { "ok" } else { "error" })
-        .record(took.as_secs_f64());
+    static OK: OnceLock<Histogram> = OnceLock::new();
+    static ERROR: OnceLock<Histogram> = OnceLock::new();
+    let outcome = if ok { "ok" } else { "error" };
+    once(
+        if ok { &OK } else { &ERROR },
+        || histogram!(names::PUBLISH_SECONDS, "outcome" => outcome),
+    )
+    .record(took.as_secs_f64());
     if !ok {
-        metrics::counter!(names::NATS_ERRORS, "op" => "publish").increment(1);
+        counter!(names::NATS_ERRORS, "op" => "publish").increment(1);
     }
 }
 

@@ -4,13 +4,15 @@
 //! with, passed on to what it publishes; and the request rate and latency
 //! per route, method and status.
 
-use std::time::Instant;
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use http::{HeaderName, HeaderValue};
-use metrics::{counter, histogram};
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use metrics::{counter, histogram, Counter, Histogram};
 use tracing::Instrument;
 
 use crate::metrics as names;
@@ -72,11 +74,9 @@ pub async fn observe(
         .get(&TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_traceparent);
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let method = request.method().clone();
     let span = tracing::info_span!(
         "request",
         request_id = %id,
@@ -88,19 +88,79 @@ pub async fn observe(
         crate::telemetry::continue_trace(&span, &trace.0);
     }
     let mut response = TRACE.scope(trace, next.run(request).instrument(span)).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [
-        ("service", service.to_owned()),
-        ("route", route),
-        ("method", method),
-        ("status", status),
-    ];
-    counter!(names::HTTP_REQUESTS, &labels).increment(1);
-    histogram!(names::HTTP_REQUEST_SECONDS, &labels).record(started.elapsed().as_secs_f64());
+    record(
+        service,
+        route,
+        &method,
+        response.status(),
+        started.elapsed(),
+    );
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     response
+}
+
+/// The request metrics of one label set, registered once.
+struct Recorded {
+    service: &'static str,
+    method: Method,
+    status: StatusCode,
+    requests: Counter,
+    seconds: Histogram,
+}
+
+/// Most label sets whose handles are kept (routes are a fixed list, but a
+/// client chooses the method): past it, requests record the slow way.
+const MAX_RECORDED: usize = 1024;
+
+/// Handles by route, then by service, method and status: a request records
+/// through two handles instead of building two keys (eight label strings)
+/// and looking them up in the registry.
+type Handles = RwLock<(usize, HashMap<String, Vec<Recorded>>)>;
+
+/// Counts one request and records its latency.
+fn record(service: &'static str, route: &str, method: &Method, status: StatusCode, took: Duration) {
+    static HANDLES: OnceLock<Handles> = OnceLock::new();
+    let handles = HANDLES.get_or_init(|| {
+        // Handles taken before the recorder is installed would record nothing.
+        names::handle();
+        RwLock::default()
+    });
+    let seconds = took.as_secs_f64();
+    let same = |r: &&Recorded| r.service == service && r.method == method && r.status == status;
+    {
+        let known = handles.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(recorded) = known.1.get(route).and_then(|sets| sets.iter().find(same)) {
+            recorded.requests.increment(1);
+            recorded.seconds.record(seconds);
+            return;
+        }
+    }
+    let labels = [
+        ("service", service.to_owned()),
+        ("route", route.to_owned()),
+        ("method", method.as_str().to_owned()),
+        ("status", status.as_str().to_owned()),
+    ];
+    let recorded = Recorded {
+        service,
+        method: method.clone(),
+        status,
+        requests: counter!(names::HTTP_REQUESTS, &labels),
+        seconds: histogram!(names::HTTP_REQUEST_SECONDS, &labels),
+    };
+    recorded.requests.increment(1);
+    recorded.seconds.record(seconds);
+    let mut known = handles.write().unwrap_or_else(|e| e.into_inner());
+    let (count, by_route) = &mut *known;
+    if *count < MAX_RECORDED {
+        let sets = by_route.entry(route.to_owned()).or_default();
+        if !sets.iter().any(|r| same(&r)) {
+            sets.push(recorded);
+            *count += 1;
+        }
+    }
 }
 
 #[cfg(test)]
