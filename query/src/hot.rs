@@ -13,18 +13,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use moka::future::Cache;
-use serde_json::Value;
 use tally_shared::http::ApiError;
 
 /// A computed answer.
 #[derive(Debug)]
 pub struct Entry {
-    pub data: Value,
+    /// The data, serialised once as a JSON object: a hit copies these
+    /// bytes into the answer instead of serialising the data again.
+    pub json: Bytes,
     /// Its entity tag, computed once.
     pub etag: String,
-    /// Its size as JSON, for the cache's weigher.
-    size: usize,
     /// The read models' position it was computed at.
     pub position: u64,
     computed: Instant,
@@ -63,7 +63,7 @@ impl Hot {
             cache: Cache::builder()
                 .max_capacity(max_bytes)
                 .weigher(|key: &String, entry: &Arc<Entry>| {
-                    let size = key.len() + entry.size + 64;
+                    let size = key.len() + entry.json.len() + 64;
                     u32::try_from(size).unwrap_or(u32::MAX)
                 })
                 .time_to_live(stale.max(fresh))
@@ -83,7 +83,7 @@ impl Hot {
     ) -> Result<(Arc<Entry>, Source), ApiError>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Value, ApiError>>,
+        Fut: Future<Output = Result<Bytes, ApiError>>,
     {
         let kept = self.cache.get(&key).await;
         if let Some(entry) = &kept {
@@ -92,13 +92,10 @@ impl Hot {
             }
         }
         match compute().await {
-            Ok(data) => {
-                // Serialised once per computed answer: for its tag and size.
-                let json = data.to_string();
+            Ok(json) => {
                 let entry = Arc::new(Entry {
-                    etag: crate::respond::etag_of(json.as_bytes()),
-                    size: json.len(),
-                    data,
+                    etag: crate::respond::etag_of(&json),
+                    json,
                     position,
                     computed: Instant::now(),
                 });
@@ -120,17 +117,23 @@ impl Hot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    impl Entry {
+        fn data(&self) -> Value {
+            serde_json::from_slice(&self.json).unwrap()
+        }
+    }
 
     fn hot() -> Hot {
         Hot::new(1 << 20, Duration::from_secs(60), Duration::from_secs(300))
     }
 
-    async fn answer(value: i64) -> Result<Value, ApiError> {
-        Ok(json!({"likes": value}))
+    async fn answer(value: i64) -> Result<Bytes, ApiError> {
+        Ok(json!({"likes": value}).to_string().into())
     }
 
-    async fn down() -> Result<Value, ApiError> {
+    async fn down() -> Result<Bytes, ApiError> {
         Err(ApiError::Unavailable("connection refused".into()))
     }
 
@@ -139,22 +142,22 @@ mod tests {
         let hot = hot();
         let (first, source) = hot.get("k".into(), 10, || answer(1)).await.unwrap();
         assert_eq!(
-            (first.data["likes"].as_i64(), source),
+            (first.data()["likes"].as_i64(), source),
             (Some(1), Source::Store)
         );
         let (again, source) = hot.get("k".into(), 10, || answer(2)).await.unwrap();
         assert_eq!(
-            (again.data["likes"].as_i64(), source),
+            (again.data()["likes"].as_i64(), source),
             (Some(1), Source::Cache)
         );
         let (moved, source) = hot.get("k".into(), 11, || answer(3)).await.unwrap();
         assert_eq!(
-            (moved.data["likes"].as_i64(), source),
+            (moved.data()["likes"].as_i64(), source),
             (Some(3), Source::Store)
         );
         // Other keys (tenants, queries) never share an answer.
         let (other, _) = hot.get("k2".into(), 11, || answer(4)).await.unwrap();
-        assert_eq!(other.data["likes"], 4);
+        assert_eq!(other.data()["likes"], 4);
     }
 
     #[tokio::test]
@@ -163,7 +166,7 @@ mod tests {
         hot.get("k".into(), 10, || answer(1)).await.unwrap();
         let (entry, source) = hot.get("k".into(), 10, || answer(2)).await.unwrap();
         assert_eq!(
-            (entry.data["likes"].as_i64(), source),
+            (entry.data()["likes"].as_i64(), source),
             (Some(2), Source::Store)
         );
     }
@@ -178,7 +181,7 @@ mod tests {
         hot.get("k".into(), 10, || answer(1)).await.unwrap();
         let (entry, source) = hot.get("k".into(), 12, down).await.unwrap();
         assert_eq!(
-            (entry.data["likes"].as_i64(), source),
+            (entry.data()["likes"].as_i64(), source),
             (Some(1), Source::Fallback)
         );
         // Other errors (404, 400) are answered as they are.

@@ -210,7 +210,9 @@ impl Ask {
             .hot
             .get(key, self.snapshot.position, || async {
                 let data = compute().await?;
-                Ok(serde_json::to_value(data).expect("report data serialises"))
+                Ok(serde_json::to_vec(&data)
+                    .expect("report data serialises")
+                    .into())
             })
             .await?;
         metrics::counter!(tally_shared::metrics::QUERY_ANSWERS, "source" => source.label())
@@ -221,7 +223,7 @@ impl Ask {
             source != hot::Source::Store,
             self.stale || source == hot::Source::Fallback,
         );
-        let response = respond::tagged(headers, entry.data.clone(), &entry.etag, freshness);
+        let response = respond::tagged(headers, &entry.json, &entry.etag, freshness);
         Ok(axum::response::IntoResponse::into_response((
             self.rate.clone(),
             response,
