@@ -398,11 +398,6 @@ fn aims(r: &Report, like_mismatches: u64) -> Vec<Aim> {
     let ratio = |m: &str| r.row(m).and_then(|row| row.ratio).unwrap_or(0.0);
     let rate = |m: &str| r.row(m).and_then(|row| row.rate).unwrap_or(0.0);
     let p99 = |m: &str| r.row(m).and_then(|row| row.p99_ms).unwrap_or(f64::INFINITY);
-    let aim = |aim: &str, measured: String, met: bool| Aim {
-        aim: aim.into(),
-        measured,
-        met,
-    };
     let max_memory = r.memory.iter().map(|m| m.peak_mib).fold(0.0, f64::max);
     let worst_hit = r
         .rows
@@ -410,64 +405,79 @@ fn aims(r: &Report, like_mismatches: u64) -> Vec<Aim> {
         .filter(|row| row.measure.ends_with("cache hit"))
         .filter_map(|row| row.p99_ms)
         .fold(0.0, f64::max);
-    vec![
-        aim(
+    // (aim, measured, how it is shown, met)
+    let at_least = |x: f64, limit: f64| x >= limit;
+    let at_most = |x: f64, limit: f64| x <= limit;
+    let batch = ratio("batch ingest, saturation");
+    let single = ratio("single-event ingest, saturation");
+    let single_p99 = p99("single-event ingest, half of saturation");
+    let visible = p99("accept-to-visible (like, then post metrics)");
+    let fold = rate("fold, one projector worker");
+    let rebuild = rate("replay rebuild (fold, insert, switch)");
+    let posts = p99("post metrics: ClickHouse");
+    let rankings = p99("influencer rankings: ClickHouse");
+    [
+        (
             "batch ingest >= 70% of raw publish",
-            format!("{:.2}x", ratio("batch ingest, saturation")),
-            ratio("batch ingest, saturation") >= 0.7,
+            format!("{batch:.2}x"),
+            at_least(batch, 0.7),
         ),
-        aim(
+        (
             "single-event ingest >= 30% of raw publish",
-            format!("{:.2}x", ratio("single-event ingest, saturation")),
-            ratio("single-event ingest, saturation") >= 0.3,
+            format!("{single:.2}x"),
+            at_least(single, 0.3),
         ),
-        aim(
+        (
             "single-event p99 <= 10 ms at half of saturation",
-            format!("{:.1} ms", p99("single-event ingest, half of saturation")),
-            p99("single-event ingest, half of saturation") <= 10.0,
+            format!("{single_p99:.1} ms"),
+            at_most(single_p99, 10.0),
         ),
-        aim(
+        (
             "accept-to-visible p99 <= 1 s (aim 250 ms)",
-            format!(
-                "{:.0} ms",
-                p99("accept-to-visible (like, then post metrics)")
-            ),
-            p99("accept-to-visible (like, then post metrics)") <= 1000.0,
+            format!("{visible:.0} ms"),
+            at_most(visible, 1000.0),
         ),
-        aim(
+        (
             "fold >= 250,000 events/s per worker",
-            format!("{:.0}", rate("fold, one projector worker")),
-            rate("fold, one projector worker") >= 250_000.0,
+            format!("{fold:.0}"),
+            at_least(fold, 250_000.0),
         ),
-        aim(
+        (
             "rebuild >= 300,000 events/s",
-            format!("{:.0}", rate("replay rebuild (fold, insert, switch)")),
-            rate("replay rebuild (fold, insert, switch)") >= 300_000.0,
+            format!("{rebuild:.0}"),
+            at_least(rebuild, 300_000.0),
         ),
-        aim(
+        (
             "cache-hit p99 <= 1 ms (every endpoint)",
             format!("worst {worst_hit:.2} ms"),
-            worst_hit <= 1.0,
+            at_most(worst_hit, 1.0),
         ),
-        aim(
+        (
             "post metrics from ClickHouse p99 <= 30 ms",
-            format!("{:.1} ms", p99("post metrics: ClickHouse")),
-            p99("post metrics: ClickHouse") <= 30.0,
+            format!("{posts:.1} ms"),
+            at_most(posts, 30.0),
         ),
-        aim(
+        (
             "rankings from ClickHouse p99 <= 100 ms",
-            format!("{:.1} ms", p99("influencer rankings: ClickHouse")),
-            p99("influencer rankings: ClickHouse") <= 100.0,
+            format!("{rankings:.1} ms"),
+            at_most(rankings, 100.0),
         ),
-        aim(
+        (
             "each service < 256 MiB resident",
             format!("max {max_memory:.0} MiB"),
             max_memory < 256.0,
         ),
-        aim(
+        (
             "like counts exact",
             format!("{like_mismatches} posts wrong"),
             like_mismatches == 0,
         ),
     ]
+    .into_iter()
+    .map(|(aim, measured, met)| Aim {
+        aim: aim.into(),
+        measured,
+        met,
+    })
+    .collect()
 }

@@ -203,12 +203,7 @@ impl Driver {
                 })
             })
             .collect();
-        let mut total = Run::default();
-        for task in tasks {
-            total.merge(task.await.expect("a load client"));
-        }
-        total.elapsed = started.elapsed();
-        total
+        gather(tasks, started).await
     }
 
     /// Sends `requests` at `rate` per second for at most `limit`, each timed
@@ -268,13 +263,18 @@ impl Driver {
                 })
             })
             .collect();
-        let mut total = Run::default();
-        for task in tasks {
-            total.merge(task.await.expect("a load client"));
-        }
-        total.elapsed = started.elapsed();
-        total
+        gather(tasks, started).await
     }
+}
+
+/// The clients' runs as one, timed from `started`.
+async fn gather(tasks: Vec<tokio::task::JoinHandle<Run>>, started: Instant) -> Run {
+    let mut total = Run::default();
+    for task in tasks {
+        total.merge(task.await.expect("a load client"));
+    }
+    total.elapsed = started.elapsed();
+    total
 }
 
 /// Of closed-loop runs at several client counts, the one with the highest
