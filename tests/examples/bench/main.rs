@@ -343,7 +343,7 @@ async fn main() -> anyhow::Result<()> {
     let mut report = Report {
         size: size.name.to_owned(),
         started_at: started_at.format(&time::format_description::well_known::Rfc3339)?,
-        machine: machine(),
+        machine: machine(&config.clickhouse.url).await,
         dataset: format!("{stored} events stored in the run ({} tenants, {} posts each, Zipf 1.1, 5% duplicates, 2% late)", tenants, size.posts),
         rows,
         memory,
@@ -352,9 +352,7 @@ async fn main() -> anyhow::Result<()> {
     let raw_publish = "raw JetStream publish (async, Nats-Msg-Id)";
     for measure in [
         "batch ingest, saturation",
-        "batch ingest, half of saturation",
         "single-event ingest, saturation",
-        "single-event ingest, half of saturation",
     ] {
         report.compare(measure, raw_publish);
     }

@@ -123,7 +123,7 @@ impl Settle {
 }
 
 /// The machine, for the report.
-pub fn machine() -> String {
+pub async fn machine(clickhouse: &str) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpu
         .lines()
@@ -160,7 +160,18 @@ pub fn machine() -> String {
     format!(
         "{model}, {cores} cores, {:.0} GiB; nats-server {}, ClickHouse {}; client, servers and services on the same cores",
         total as f64 / 1024.0 / 1024.0,
-        version("nats-server", "--version"),
-        version("clickhouse-server", "--version"),
+        version("nats-server", "--version").trim_start_matches("nats-server: "),
+        clickhouse_version(clickhouse).await,
     )
+}
+
+async fn clickhouse_version(url: &str) -> String {
+    let answer = reqwest::Client::new()
+        .get(format!("{url}/?query=SELECT%20version()"))
+        .send()
+        .await;
+    match answer {
+        Ok(r) => r.text().await.unwrap_or_default().trim().to_owned(),
+        Err(_) => "?".to_owned(),
+    }
 }
