@@ -10,7 +10,8 @@
 //! harness's) and the three services as processes of their own (the
 //! release binaries), with rate limits off, then measures in order:
 //! 1. raw limits: JetStream async publish with `Nats-Msg-Id` straight from
-//!    a client; the ClickHouse insert of the same events' rows; an HTTP
+//!    a client; the ClickHouse insert of the same events' rows; fetching
+//!    and acking them as a projector does, with no work between; an HTTP
 //!    baseline (the command API's `/healthz`: the same server stack, no
 //!    work);
 //! 2. projection: one projector worker folding that backlog; a replay
@@ -205,6 +206,9 @@ async fn main() -> anyhow::Result<()> {
     ));
     tables::drop_database(&env.client(env.live()), &scratch.database).await?;
     drop(folded);
+
+    eprintln!("raw consume + ack of the backlog…");
+    rows.push(raw_consume_ack(&config, last).await?);
 
     eprintln!("HTTP baseline…");
     let command_driver = Driver::new(command.url.clone());

@@ -353,3 +353,45 @@ pub fn peers(ops: &[LikeOp], size: &Size, out: &Path) -> anyhow::Result<Vec<Row>
     }
     Ok(rows)
 }
+
+/// The projector's other limit: the backlog of `n` events fetched in the
+/// projector's batches through a consumer like its own and acked one by
+/// one, with no work between.
+pub async fn raw_consume_ack(config: &tally_shared::Config, n: u64) -> anyhow::Result<Row> {
+    let client = async_nats::connect(&config.nats.url).await?;
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("TALLY_EVENTS").await?;
+    let consumer = stream
+        .create_consumer(tally_shared::nats::projector_consumer_config("bench-raw"))
+        .await?;
+    let batch_size = config.projector.batch_size;
+    let started = Instant::now();
+    let mut consumed = 0u64;
+    while consumed < n {
+        let mut messages = consumer
+            .fetch()
+            .max_messages(batch_size)
+            .max_bytes(config.projector.batch_bytes)
+            .expires(Duration::from_millis(config.projector.fetch_wait_ms))
+            .messages()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut batch = Vec::with_capacity(batch_size);
+        while let Some(Ok(message)) = messages.next().await {
+            batch.push(message);
+        }
+        for message in &batch {
+            message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        consumed += batch.len() as u64;
+    }
+    let rate = consumed as f64 / started.elapsed().as_secs_f64();
+    stream.delete_consumer("bench-raw").await?;
+    Ok(Row::rate(
+        "raw limits",
+        "raw JetStream consume + ack (the projector's batches)",
+        rate,
+        "events",
+        consumed,
+    ))
+}
