@@ -87,28 +87,36 @@ pub struct RateLimits {
     enabled: bool,
     tenant: Limit<String>,
     token: Limit<u64>,
+    /// `RateLimit-Policy`, the same on every answer: made once.
+    policy: HeaderValue,
 }
 
-/// Headers describing the limits after a request spent its units.
+/// Headers describing the limits after a request spent its units:
+/// `RateLimit-Policy` and `RateLimit`.
 #[derive(Clone)]
-pub struct RateHeaders(Option<(String, String)>);
+pub struct RateHeaders(Option<(HeaderValue, String)>);
 
 impl RateLimits {
     /// `min_burst` is the largest number of units one request may need (the
     /// batch size limit): bursts are never smaller.
     pub fn new(config: &RateLimitConfig, min_burst: u32) -> RateLimits {
+        let tenant = Limit::new(
+            "tenant",
+            config.tenant_per_second,
+            config.tenant_burst.max(min_burst),
+        );
+        let token = Limit::new(
+            "token",
+            config.token_per_second,
+            config.token_burst.max(min_burst),
+        );
+        let policy = HeaderValue::from_str(&format!("{}, {}", tenant.policy(), token.policy()))
+            .expect("a policy is names and numbers");
         RateLimits {
             enabled: config.enabled,
-            tenant: Limit::new(
-                "tenant",
-                config.tenant_per_second,
-                config.tenant_burst.max(min_burst),
-            ),
-            token: Limit::new(
-                "token",
-                config.token_per_second,
-                config.token_burst.max(min_burst),
-            ),
+            tenant,
+            token,
+            policy,
         }
     }
 
@@ -122,7 +130,6 @@ impl RateLimits {
         // its tenant's bucket for the tenant's other tokens.
         let token_left = self.token.spend(&token_key(token), units)?;
         let tenant_left = self.tenant.spend(&tenant.to_owned(), units)?;
-        let policy = format!("{}, {}", self.tenant.policy(), self.token.policy());
         // Report the tighter of the two.
         let state = if token_left < tenant_left {
             format!(
@@ -135,7 +142,7 @@ impl RateLimits {
                 self.tenant.refill_secs(tenant_left)
             )
         };
-        Ok(RateHeaders(Some((policy, state))))
+        Ok(RateHeaders(Some((self.policy.clone(), state))))
     }
 
     /// Forgets buckets that are full again (bounded memory for many keys).
@@ -182,10 +189,7 @@ impl IntoResponseParts for RateHeaders {
     fn into_response_parts(self, mut res: ResponseParts) -> Result<ResponseParts, Self::Error> {
         if let Some((policy, state)) = self.0 {
             let headers = res.headers_mut();
-            if let (Ok(policy), Ok(state)) = (
-                HeaderValue::from_str(&policy),
-                HeaderValue::from_str(&state),
-            ) {
+            if let Ok(state) = HeaderValue::from_str(&state) {
                 headers.insert(HeaderName::from_static("ratelimit-policy"), policy);
                 headers.insert(HeaderName::from_static("ratelimit"), state);
             }
