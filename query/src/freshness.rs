@@ -3,9 +3,14 @@
 //! watermark, and whether the answer came from cache or is stale. The
 //! projector records positions in ClickHouse about once a second; this
 //! reads them at most every [`REFRESH`] and shares the result between
-//! requests.
+//! requests. The read happens beside the requests, not in one: a request
+//! that finds the shared view due for a refresh starts one (unless one is
+//! under way) and answers from the view it has, waiting only when that view
+//! is older than [`WAIT_AFTER`] (the first request, or ClickHouse slow or
+//! gone).
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -14,8 +19,11 @@ use tally_shared::store::models::Models;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-/// How long a position read from ClickHouse is reused.
+/// How long a position read from ClickHouse is reused before a refresh
+/// starts.
 const REFRESH: Duration = Duration::from_millis(100);
+/// How old a position may be before requests wait for a fresh one.
+const WAIT_AFTER: Duration = Duration::from_secs(1);
 /// How often a `min_seq` wait looks again.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -72,38 +80,64 @@ impl Freshness {
 }
 
 /// The shared, briefly cached view of the projector's positions.
+#[derive(Clone)]
 pub struct Tracker {
     models: Models,
-    last: Mutex<Option<(Instant, Snapshot)>>,
+    last: Arc<Mutex<Option<(Instant, Snapshot)>>>,
+    refreshing: Arc<AtomicBool>,
 }
 
 impl Tracker {
     pub fn new(models: Models) -> Tracker {
         Tracker {
             models,
-            last: Mutex::new(None),
+            last: Arc::new(Mutex::new(None)),
+            refreshing: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    /// The current snapshot, read from ClickHouse when the shared one is
-    /// older than [`REFRESH`]. If ClickHouse fails, the last one read, and
+    /// The current snapshot: the shared one, refreshed beside the request
+    /// once older than [`REFRESH`], and read now once older than
+    /// [`WAIT_AFTER`]. If ClickHouse fails then, the last one read and
     /// `true` (degraded); 503 if there is none.
     pub async fn current(&self) -> Result<(Snapshot, bool), ApiError> {
         let last = *self.last.lock().expect("not poisoned");
         if let Some((at, snapshot)) = last {
-            if at.elapsed() < REFRESH {
+            let age = at.elapsed();
+            if age < REFRESH {
+                return Ok((snapshot, false));
+            }
+            if age < WAIT_AFTER {
+                self.refresh_beside();
                 return Ok((snapshot, false));
             }
         }
-        let positions = match self.models.positions().await {
-            Ok(positions) => positions,
-            Err(e) => {
-                return match last {
-                    Some((_, snapshot)) => Ok((snapshot, true)),
-                    None => Err(ApiError::Unavailable(e.to_string())),
-                }
-            }
-        };
+        match self.read().await {
+            Ok(snapshot) => Ok((snapshot, false)),
+            Err(e) => match last {
+                Some((_, snapshot)) => Ok((snapshot, true)),
+                None => Err(ApiError::Unavailable(e.to_string())),
+            },
+        }
+    }
+
+    /// Starts a read unless one is under way.
+    fn refresh_beside(&self) {
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let tracker = self.clone();
+        tokio::spawn(async move {
+            // A failure leaves the old view to age until requests read
+            // (and report the failure) themselves.
+            let _ = tracker.read().await;
+            tracker.refreshing.store(false, Ordering::Release);
+        });
+    }
+
+    /// Reads the positions from ClickHouse and shares them.
+    async fn read(&self) -> Result<Snapshot, tally_shared::store::StoreError> {
+        let positions = self.models.positions().await?;
         // Every read model is written by the same batches; the least
         // advanced one is what all of them reflect.
         let snapshot = positions
@@ -117,7 +151,7 @@ impl Tracker {
             })
             .unwrap_or_default();
         *self.last.lock().expect("not poisoned") = Some((Instant::now(), snapshot));
-        Ok((snapshot, false))
+        Ok(snapshot)
     }
 
     /// The current snapshot, after waiting up to `wait` for it to reach
