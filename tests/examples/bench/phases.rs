@@ -364,21 +364,31 @@ pub async fn raw_consume_ack(config: &tally_shared::Config, n: u64) -> anyhow::R
     let consumer = stream
         .create_consumer(tally_shared::nats::projector_consumer_config("bench-raw"))
         .await?;
-    let batch_size = config.projector.batch_size;
+    // As the projector process runs: its default batches and wait.
+    let settings = tally_shared::Config::defaults().projector;
+    let wait = Duration::from_millis(settings.fetch_wait_ms);
     let started = Instant::now();
     let mut consumed = 0u64;
     while consumed < n {
-        let mut messages = consumer
-            .fetch()
-            .max_messages(batch_size)
-            .max_bytes(config.projector.batch_bytes)
-            .expires(Duration::from_millis(config.projector.fetch_wait_ms))
-            .messages()
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut batch = Vec::with_capacity(batch_size);
-        while let Some(Ok(message)) = messages.next().await {
-            batch.push(message);
+        let mut batch = Vec::with_capacity(settings.batch_size);
+        let collect = async {
+            let mut messages = consumer
+                .fetch()
+                .max_messages(settings.batch_size)
+                .max_bytes(settings.batch_bytes)
+                .expires(wait)
+                .messages()
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            while let Some(Ok(message)) = messages.next().await {
+                batch.push(message);
+            }
+            Ok::<(), anyhow::Error>(())
+        };
+        // nats-server 2.9 ends a partly served pull request silently; stop
+        // waiting shortly after its expiry, as the projector does.
+        if let Ok(result) = tokio::time::timeout(wait + Duration::from_millis(50), collect).await {
+            result?;
         }
         for message in &batch {
             message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;

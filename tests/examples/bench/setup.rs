@@ -118,7 +118,30 @@ impl Settle {
             .await
             .expect("the stream's last sequence");
         projected(&self.models, last).await;
+        self.merged().await;
         last
+    }
+
+    /// Waits (up to a minute) until ClickHouse has no merge running, so
+    /// that background merges of the last phase's inserts do not take the
+    /// cores from the next phase.
+    async fn merged(&self) {
+        let url = format!(
+            "{}/?query=SELECT%20count()%20FROM%20system.merges",
+            self.env.live().url
+        );
+        let http = reqwest::Client::new();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            let running = match http.get(&url).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => return,
+            };
+            if running.trim() == "0" {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }
 
