@@ -139,36 +139,69 @@ impl Publisher {
         result
     }
 
-    /// Appends `events` in their order (the stream keeps it) and waits for
-    /// all their PubAcks at once; one result per event, within one timeout.
+    /// Appends `events` in their order (the stream keeps it), waiting for
+    /// their PubAcks while the later ones are still being sent; one result
+    /// per event, within one timeout.
+    ///
+    /// Waiting for acks only after sending the last event would deadlock
+    /// concurrent batches: each in-flight publish holds one of the
+    /// context's ack permits until its ack is awaited, so batches that
+    /// together want more permits than there are would each wait for the
+    /// others' (until the timeout, for all of them).
     pub async fn append_all(&self, events: &[StoredEvent]) -> Vec<Result<Appended, AppendError>> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut pending = Vec::with_capacity(events.len());
-        for event in events {
-            let send = self.js.publish_with_headers(
-                event.subject(),
-                headers_for(event),
-                event.encode().into(),
-            );
-            pending.push(match tokio::time::timeout_at(deadline, send).await {
-                Ok(Ok(ack)) => Ok(ack),
-                Ok(Err(e)) => Err(AppendError::Unavailable(format!(
-                    "JetStream publish failed: {e}"
-                ))),
-                Err(_) => Err(self.timed_out()),
-            });
-        }
-        let results = futures::future::join_all(pending.into_iter().map(|sent| async move {
-            match sent {
-                Ok(ack) => match tokio::time::timeout_at(deadline, ack).await {
-                    Ok(result) => outcome(result),
+        let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel();
+        let send = async move {
+            for (index, event) in events.iter().enumerate() {
+                let publish = self.js.publish_with_headers(
+                    event.subject(),
+                    headers_for(event),
+                    event.encode().into(),
+                );
+                let sent = match tokio::time::timeout_at(deadline, publish).await {
+                    Ok(Ok(ack)) => Ok(ack),
+                    Ok(Err(e)) => Err(AppendError::Unavailable(format!(
+                        "JetStream publish failed: {e}"
+                    ))),
                     Err(_) => Err(self.timed_out()),
-                },
-                Err(e) => Err(e),
+                };
+                if sent_tx.send((index, sent)).is_err() {
+                    return;
+                }
             }
-        }))
-        .await;
+        };
+        let collect = async move {
+            let mut results: Vec<Option<Result<Appended, AppendError>>> =
+                events.iter().map(|_| None).collect();
+            let mut acks = futures::stream::FuturesUnordered::new();
+            let mut sending = true;
+            loop {
+                tokio::select! {
+                    sent = sent_rx.recv(), if sending => match sent {
+                        Some((index, Ok(ack))) => acks.push(async move {
+                            let result = match tokio::time::timeout_at(deadline, ack).await {
+                                Ok(result) => outcome(result),
+                                Err(_) => Err(self.timed_out()),
+                            };
+                            (index, result)
+                        }),
+                        Some((index, Err(e))) => results[index] = Some(Err(e)),
+                        None => sending = false,
+                    },
+                    Some((index, result)) = futures::StreamExt::next(&mut acks), if !acks.is_empty() => {
+                        results[index] = Some(result);
+                    }
+                    else => break,
+                }
+            }
+            results
+        };
+        let ((), results) = futures::join!(send, collect);
+        let results: Vec<Result<Appended, AppendError>> = results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(self.timed_out())))
+            .collect();
         for (event, result) in events.iter().zip(&results) {
             record(event, started, result);
         }

@@ -149,3 +149,31 @@ async fn oversized_and_mistyped_batches_are_refused_whole() {
     );
     assert_eq!(stack.stored_events().await, 1000);
 }
+
+/// Concurrent batches that together hold more events than the JetStream
+/// context lets await their acks at once (5,000) are all stored: a batch
+/// waits for its acks while it is still sending, so no batch waits for
+/// permits that others hold until they time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_beyond_the_ack_window_are_all_stored() {
+    let stack = Stack::start_with("batch_concurrent", |config| {
+        config.rate_limit.enabled = false;
+        config.nats.publish_timeout_ms = 5_000;
+    })
+    .await;
+    let token = stack.token("acme", &[Scope::EventsWrite]);
+    let batches = 12;
+    let requests = (0..batches).map(|b| {
+        let items: Vec<Value> = (0..1_000).map(|i| like(&format!("c-{b}-{i}"))).collect();
+        post_batch(
+            &stack,
+            &token,
+            "application/json",
+            Value::Array(items).to_string(),
+        )
+    });
+    for (status, body) in futures::future::join_all(requests).await {
+        assert_eq!(status, 202, "{body}");
+    }
+    assert_eq!(stack.stored_events().await, batches * 1_000);
+}
