@@ -46,8 +46,8 @@ use tally_shared::event::{validate, Limits, Source, StoredEvent};
 use tally_shared::store::models::Models;
 use tally_tests::bench::load::{saturation, Driver, Prepared, Run};
 use tally_tests::bench::procs::{binaries, ServiceProcess};
-use tally_tests::bench::publish;
 use tally_tests::bench::report::{Aim, Memory, Report, Row};
+use tally_tests::bench::{publish, publish_under};
 use tally_tests::workload::{client_of, expected_likes, LikeOp, LikeToggles, Spec, Workload};
 use tally_tests::{config_for, NatsServer, TokenScope as Scope};
 use time::OffsetDateTime;
@@ -103,6 +103,11 @@ const FULL: Size = Size {
     likes: 30_000,
     like_clients: 32,
 };
+
+/// The accept-to-visible measures: under half of batch saturation, and
+/// under half of single-event saturation.
+const VISIBLE_AT_HALF_BATCH: &str = "accept-to-visible, half of batch saturation";
+const VISIBLE_AT_HALF_SINGLE: &str = "accept-to-visible, half of single-event saturation";
 
 /// Events in a batch request.
 const BATCH_EVENTS: usize = 500;
@@ -162,13 +167,24 @@ async fn main() -> anyhow::Result<()> {
     let backlog = events.stored(size.backlog);
     let started = Instant::now();
     let last = publish(&nats.url(), &backlog).await;
-    rows.push(Row::rate(
-        "raw limits",
-        "raw JetStream publish (async, Nats-Msg-Id)",
-        backlog.len() as f64 / started.elapsed().as_secs_f64(),
-        "events",
-        backlog.len() as u64,
-    ));
+    let into_events = started.elapsed();
+    // Once more into a scratch stream of the same definition: the limit is
+    // the better of the two (a short run is easily disturbed).
+    let into_scratch = raw_publish_scratch(&nats.url(), &backlog).await?;
+    rows.push(
+        Row::rate(
+            "raw limits",
+            "raw JetStream publish (async, Nats-Msg-Id)",
+            backlog.len() as f64 / into_events.min(into_scratch).as_secs_f64(),
+            "events",
+            backlog.len() as u64,
+        )
+        .note(format!(
+            "best of {:.0} and {:.0}",
+            backlog.len() as f64 / into_events.as_secs_f64(),
+            backlog.len() as f64 / into_scratch.as_secs_f64()
+        )),
+    );
 
     eprintln!("raw ClickHouse insert of the same events' rows…");
     let env = Env::connect(config.clone()).await?;
@@ -283,7 +299,7 @@ async fn main() -> anyhow::Result<()> {
     .await;
     rows.extend([sat, half]);
     eprintln!("single-event ingest…");
-    let (sat, half, _) = ingest(
+    let (sat, half, single_rate) = ingest(
         &mut settle,
         &command_driver,
         &mut events,
@@ -296,18 +312,23 @@ async fn main() -> anyhow::Result<()> {
 
     // 4. End to end.
     eprintln!("accept-to-visible…");
-    settle.settle().await;
-    rows.push(
-        accept_to_visible(
-            &command_driver,
-            &query_driver,
-            &mut events,
-            &tokens,
-            &size,
-            batch_rate / 2.0,
-        )
-        .await,
-    );
+    for (rate, measure) in [
+        (batch_rate / 2.0, VISIBLE_AT_HALF_BATCH),
+        (single_rate / 2.0, VISIBLE_AT_HALF_SINGLE),
+    ] {
+        settle.settle().await;
+        rows.push(
+            accept_to_visible(
+                &command_driver,
+                &query_driver,
+                &mut events,
+                &tokens,
+                &size,
+                (rate, measure),
+            )
+            .await,
+        );
+    }
 
     // 5. Queries, once everything is projected.
     let stream_last = settle.settle().await;
@@ -413,7 +434,8 @@ fn aims(r: &Report, like_mismatches: u64) -> Vec<Aim> {
     let batch = ratio("batch ingest, saturation");
     let single = ratio("single-event ingest, saturation");
     let single_p99 = p99("single-event ingest, half of saturation");
-    let visible = p99("accept-to-visible (like, then post metrics)");
+    let visible = p99(VISIBLE_AT_HALF_BATCH);
+    let visible_single = p99(VISIBLE_AT_HALF_SINGLE);
     let fold = rate("fold, one projector worker");
     let rebuild = rate("replay rebuild (fold, insert, switch)");
     let posts = p99("post metrics: ClickHouse");
@@ -435,9 +457,14 @@ fn aims(r: &Report, like_mismatches: u64) -> Vec<Aim> {
             at_most(single_p99, 10.0),
         ),
         (
-            "accept-to-visible p99 <= 1 s (aim 250 ms)",
+            "accept-to-visible p99 <= 1 s, half of batch saturation",
             format!("{visible:.0} ms"),
             at_most(visible, 1000.0),
+        ),
+        (
+            "accept-to-visible p99 <= 1 s, half of single-event saturation",
+            format!("{visible_single:.0} ms"),
+            at_most(visible_single, 1000.0),
         ),
         (
             "fold >= 250,000 events/s per worker",

@@ -64,7 +64,7 @@ pub async fn accept_to_visible(
     events: &mut Events,
     tokens: &Tokens,
     size: &Size,
-    rate: f64,
+    (rate, measure): (f64, &str),
 ) -> Row {
     let span = Duration::from_millis(120 * size.probes as u64) + Duration::from_secs(2);
     let need = (rate * span.as_secs_f64() * 1.05) as usize;
@@ -118,12 +118,7 @@ pub async fn accept_to_visible(
     }
     visible.elapsed = started.elapsed();
     let load = background.await.expect("the background load");
-    Row::latency(
-        "end to end",
-        "accept-to-visible (like, then post metrics)",
-        &visible,
-    )
-    .note(format!(
+    Row::latency("end to end", measure, &visible).note(format!(
         "under {:.0} events/s of batches",
         load.events_per_second()
     ))
@@ -404,4 +399,20 @@ pub async fn raw_consume_ack(config: &tally_shared::Config, n: u64) -> anyhow::R
         "events",
         consumed,
     ))
+}
+
+/// Publishes `events` into a scratch stream defined as the event stream is
+/// (its subjects under `bench.raw.`), then deletes it; how long it took.
+pub async fn raw_publish_scratch(nats: &str, events: &[StoredEvent]) -> anyhow::Result<Duration> {
+    let js = async_nats::jetstream::new(async_nats::connect(nats).await?);
+    let mut definition =
+        tally_shared::nats::events_stream_config(&tally_shared::Config::defaults().nats);
+    definition.name = "BENCH_RAW".into();
+    definition.subjects = vec!["bench.raw.>".into()];
+    js.create_stream(definition).await?;
+    let started = Instant::now();
+    publish_under(nats, events, "bench.raw.").await;
+    let took = started.elapsed();
+    js.delete_stream("BENCH_RAW").await?;
+    Ok(took)
 }

@@ -108,6 +108,12 @@ pub fn dataset(tenant: &str, posts: u64, events: u64) -> Vec<StoredEvent> {
 /// Publishes `events` straight to JetStream at `nats` (with `Nats-Msg-Id`,
 /// as the command API does, 4096 acks outstanding); the last sequence.
 pub async fn publish(nats: &str, events: &[StoredEvent]) -> u64 {
+    publish_under(nats, events, "").await
+}
+
+/// [`publish`], each subject prefixed with `prefix` (to put the same
+/// messages into a scratch stream).
+pub async fn publish_under(nats: &str, events: &[StoredEvent], prefix: &str) -> u64 {
     let client = async_nats::connect(nats).await.unwrap();
     let js = jetstream::new(client);
     let mut pending = Vec::with_capacity(4096);
@@ -116,9 +122,13 @@ pub async fn publish(nats: &str, events: &[StoredEvent]) -> u64 {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", event.msg_id().as_str());
         pending.push(
-            js.publish_with_headers(event.subject(), headers, event.encode().into())
-                .await
-                .unwrap(),
+            js.publish_with_headers(
+                format!("{prefix}{}", event.subject()),
+                headers,
+                event.encode().into(),
+            )
+            .await
+            .unwrap(),
         );
         if pending.len() == 4096 {
             for ack in pending.drain(..) {
