@@ -122,7 +122,7 @@ impl Settle {
         last
     }
 
-    /// Waits (up to a minute) until ClickHouse has no merge running, so
+    /// Waits (up to 20 s) until ClickHouse has no merge running, so
     /// that background merges of the last phase's inserts do not take the
     /// cores from the next phase.
     async fn merged(&self) {
@@ -132,7 +132,7 @@ impl Settle {
         );
         let http = reqwest::Client::new();
         let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(60) {
+        while started.elapsed() < Duration::from_secs(20) {
             let running = match http.get(&url).send().await {
                 Ok(r) => r.text().await.unwrap_or_default(),
                 Err(_) => return,
