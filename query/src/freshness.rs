@@ -126,12 +126,20 @@ impl Tracker {
         if self.refreshing.swap(true, Ordering::AcqRel) {
             return;
         }
+        /// Clears the flag however the read ends (a panic included).
+        struct Done(Arc<AtomicBool>);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
         let tracker = self.clone();
+        let done = Done(self.refreshing.clone());
         tokio::spawn(async move {
+            let _done = done;
             // A failure leaves the old view to age until requests read
             // (and report the failure) themselves.
             let _ = tracker.read().await;
-            tracker.refreshing.store(false, Ordering::Release);
         });
     }
 

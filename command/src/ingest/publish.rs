@@ -154,6 +154,11 @@ impl Publisher {
         let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel();
         let send = async move {
             for (index, event) in events.iter().enumerate() {
+                // Past the deadline nothing more is sent: what is left is
+                // answered as timed out (503, retry).
+                if tokio::time::Instant::now() >= deadline {
+                    return;
+                }
                 let publish = self.js.publish_with_headers(
                     event.subject(),
                     headers_for(event),

@@ -312,9 +312,9 @@ async fn main() -> anyhow::Result<()> {
 
     // 4. End to end.
     eprintln!("accept-to-visible…");
-    for (rate, measure) in [
-        (batch_rate / 2.0, VISIBLE_AT_HALF_BATCH),
-        (single_rate / 2.0, VISIBLE_AT_HALF_SINGLE),
+    for (rate, batch, measure) in [
+        (batch_rate / 2.0, true, VISIBLE_AT_HALF_BATCH),
+        (single_rate / 2.0, false, VISIBLE_AT_HALF_SINGLE),
     ] {
         settle.settle().await;
         rows.push(
@@ -324,7 +324,7 @@ async fn main() -> anyhow::Result<()> {
                 &mut events,
                 &tokens,
                 &size,
-                (rate, measure),
+                (rate, batch, measure),
             )
             .await,
         );

@@ -61,7 +61,7 @@ pub struct Run {
     pub events: u64,
     /// Answers by status (0: no answer: a connection error or timeout).
     pub statuses: BTreeMap<u16, u64>,
-    /// Latency of every answered request.
+    /// Latency of every 2xx answer.
     pub latencies: Vec<Duration>,
 }
 
@@ -88,14 +88,14 @@ impl Run {
             .sum()
     }
 
+    /// Latencies are those of 2xx answers only: a fast refusal is not a
+    /// fast request (failures are counted by status instead).
     fn record(&mut self, status: u16, events: u64, latency: Duration) {
         *self.statuses.entry(status).or_default() += 1;
-        if status != 0 {
-            self.latencies.push(latency);
-        }
         if (200..300).contains(&status) {
             self.ok += 1;
             self.events += events;
+            self.latencies.push(latency);
         }
     }
 
@@ -324,10 +324,10 @@ mod tests {
         r.record(0, 100, Duration::from_secs(30));
         r.elapsed = Duration::from_secs(2);
         assert_eq!((r.ok, r.events, r.failed()), (1, 100, 2));
-        // A request without an answer has no latency.
-        assert_eq!(r.latencies.len(), 2);
+        // Only the stored request's latency counts.
+        assert_eq!(r.latencies.len(), 1);
         assert_eq!(r.events_per_second(), 50.0);
-        assert_eq!(r.ms(100.0), 7.0);
+        assert_eq!(r.ms(100.0), 5.0);
         assert!(Run::default().ms(50.0).is_nan());
         assert_eq!(per_second(10, Duration::ZERO), 0.0);
     }

@@ -106,38 +106,48 @@ pub fn dataset(tenant: &str, posts: u64, events: u64) -> Vec<StoredEvent> {
 }
 
 /// Publishes `events` straight to JetStream at `nats` (with `Nats-Msg-Id`,
-/// as the command API does, 4096 acks outstanding); the last sequence.
+/// as the command API does, up to 4,096 acks outstanding); the highest
+/// sequence acknowledged.
 pub async fn publish(nats: &str, events: &[StoredEvent]) -> u64 {
     publish_under(nats, events, "").await
 }
 
 /// [`publish`], each subject prefixed with `prefix` (to put the same
-/// messages into a scratch stream).
+/// messages into a scratch stream). A sliding window: a new publish goes
+/// out as soon as one of the 4,096 outstanding acks arrives.
 pub async fn publish_under(nats: &str, events: &[StoredEvent], prefix: &str) -> u64 {
+    use futures::StreamExt as _;
+    use std::future::IntoFuture as _;
+    const WINDOW: usize = 4096;
     let client = async_nats::connect(nats).await.unwrap();
     let js = jetstream::new(client);
-    let mut pending = Vec::with_capacity(4096);
+    type Ack = futures::future::BoxFuture<
+        'static,
+        Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
+    >;
+    let mut pending: futures::stream::FuturesUnordered<Ack> = Default::default();
     let mut last = 0;
     for event in events {
+        if pending.len() == WINDOW {
+            let ack: jetstream::publish::PublishAck =
+                pending.next().await.expect("an outstanding ack").unwrap();
+            last = last.max(ack.sequence);
+        }
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", event.msg_id().as_str());
-        pending.push(
-            js.publish_with_headers(
+        let ack = js
+            .publish_with_headers(
                 format!("{prefix}{}", event.subject()),
                 headers,
                 event.encode().into(),
             )
             .await
-            .unwrap(),
-        );
-        if pending.len() == 4096 {
-            for ack in pending.drain(..) {
-                last = ack.await.unwrap().sequence;
-            }
-        }
+            .unwrap();
+        pending.push(Box::pin(ack.into_future()));
     }
-    for ack in pending {
-        last = ack.await.unwrap().sequence;
+    while let Some(ack) = pending.next().await {
+        let ack: jetstream::publish::PublishAck = ack.unwrap();
+        last = last.max(ack.sequence);
     }
     last
 }
