@@ -445,7 +445,7 @@ async fn the_dashboard_shows_the_apis_numbers_and_likes_reach_another_window_wit
     assert_eq!(influencer["errors"], "", "{influencer}");
     let buckets = engagement["buckets"].as_array().unwrap();
     let mut sums = json!({});
-    for name in [
+    const BUCKET_COUNTS: [&str; 8] = [
         "likes",
         "shares",
         "comments",
@@ -454,7 +454,8 @@ async fn the_dashboard_shows_the_apis_numbers_and_likes_reach_another_window_wit
         "conversions",
         "events",
         "late",
-    ] {
+    ];
+    for name in BUCKET_COUNTS {
         sums[name] = json!(buckets
             .iter()
             .map(|b| b[name].as_i64().unwrap())
@@ -464,16 +465,7 @@ async fn the_dashboard_shows_the_apis_numbers_and_likes_reach_another_window_wit
         "influencer totals (sums of the buckets)",
         &influencer["totals"],
         &sums,
-        &[
-            "likes",
-            "shares",
-            "comments",
-            "views",
-            "clicks",
-            "conversions",
-            "events",
-            "late",
-        ],
+        &BUCKET_COUNTS,
     );
     let bars: Vec<Value> = buckets
         .iter()
