@@ -34,21 +34,7 @@ fn arg(n: usize, default: u64) -> u64 {
 }
 
 async fn timed_get(stack: &Stack, token: &str, path: &str) -> (Duration, u16, bool) {
-    let started = Instant::now();
-    let response = stack
-        .http
-        .get(format!("{}{path}", stack.query.url()))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let hit = response
-        .headers()
-        .get("tally-cache")
-        .is_some_and(|v| v == "hit");
-    let status = response.status().as_u16();
-    let _ = response.bytes().await;
-    (started.elapsed(), status, hit)
+    tally_tests::bench::timed_get(&stack.http, &format!("{}{path}", stack.query.url()), token).await
 }
 
 #[tokio::main]

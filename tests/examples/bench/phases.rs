@@ -246,21 +246,7 @@ pub async fn queries(query: &Driver, reader: Arc<str>, size: &Size, posts: u64) 
 }
 
 pub async fn timed(query: &Driver, token: &str, path: &str) -> (Duration, u16, bool) {
-    let started = Instant::now();
-    let response = query
-        .http
-        .get(format!("{}{path}", query.base))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("the query API answers");
-    let hit = response
-        .headers()
-        .get("tally-cache")
-        .is_some_and(|v| v == "hit");
-    let status = response.status().as_u16();
-    let _ = response.bytes().await;
-    (started.elapsed(), status, hit)
+    tally_tests::bench::timed_get(&query.http, &format!("{}{path}", query.base), token).await
 }
 
 /// Tally's like endpoints on `ops`: each user's operations in order on one

@@ -40,6 +40,25 @@ pub fn summary(samples: &[Duration]) -> String {
     )
 }
 
+/// `GET url` with `token`: how long the whole answer took, its status, and
+/// whether the query API's hot tier answered it (`Tally-Cache: hit`).
+pub async fn timed_get(http: &reqwest::Client, url: &str, token: &str) -> (Duration, u16, bool) {
+    let started = std::time::Instant::now();
+    let response = http
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("the query API answers");
+    let hit = response
+        .headers()
+        .get("tally-cache")
+        .is_some_and(|v| v == "hit");
+    let status = response.status().as_u16();
+    let _ = response.bytes().await;
+    (started.elapsed(), status, hit)
+}
+
 /// xorshift: deterministic and cheap.
 pub struct Rng(pub u64);
 
