@@ -4,6 +4,7 @@
 //! Entry points: [`run`] binds the configured address; [`serve`] takes a
 //! listener (tests bind `127.0.0.1:0`).
 
+mod admission;
 mod catalogue;
 mod ingest;
 mod likes;
@@ -97,15 +98,26 @@ impl AppState {
 fn routes(config: &CommandConfig) -> OpenApiRouter<AppState> {
     let body_limit = DefaultBodyLimit::max(config.max_body_bytes);
     let batch_limit = DefaultBodyLimit::max(config.max_batch_bytes);
+    // One room shared by every write endpoint.
+    let admit =
+        axum::middleware::from_fn_with_state(admission::Admission::new(config), admission::admit);
     OpenApiRouter::new()
-        .routes(routes!(ingest::post_event).layer(body_limit))
-        .routes(routes!(ingest::batch::post_batch).layer(batch_limit))
-        .routes(routes!(
-            likes::get_like,
-            likes::put_like,
-            likes::delete_like
-        ))
-        .routes(routes!(webhooks::receive, webhooks::verify_subscription).layer(batch_limit))
+        .routes(
+            routes!(ingest::post_event)
+                .layer(body_limit)
+                .layer(admit.clone()),
+        )
+        .routes(
+            routes!(ingest::batch::post_batch)
+                .layer(batch_limit)
+                .layer(admit.clone()),
+        )
+        .routes(routes!(likes::get_like, likes::put_like, likes::delete_like).layer(admit.clone()))
+        .routes(
+            routes!(webhooks::receive, webhooks::verify_subscription)
+                .layer(batch_limit)
+                .layer(admit),
+        )
         .routes(routes!(api::healthz))
         .routes(routes!(tally_shared::metrics::endpoint))
         .routes(routes!(readyz))

@@ -77,6 +77,7 @@ pub fn rejected(error: &ApiError, n: u64) {
         ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
         ApiError::RateLimited { .. } => "rate_limited",
         ApiError::Unavailable(_) => "unavailable",
+        ApiError::Overloaded => "overloaded",
         ApiError::Conflict(_) => "conflict",
         ApiError::RequestTimeout(_) => "timeout",
         ApiError::NotFound(_) | ApiError::MethodNotAllowed | ApiError::Internal(_) => "other",

@@ -146,7 +146,7 @@ impl BatchResult {
         (status = 400, description = "The body is not a JSON array or NDJSON, or holds no events"),
         (status = 413, description = "The body or the number of events is over the limit"),
         (status = 415, description = "Neither JSON nor NDJSON"),
-        (status = 503, description = "JetStream did not acknowledge every valid item: retry the batch"),
+        (status = 503, description = "JetStream did not acknowledge every valid item, or the API was at capacity and stored nothing: retry the batch (`Retry-After`)"),
     )
 )]
 pub async fn post_batch(

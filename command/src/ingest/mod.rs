@@ -70,7 +70,7 @@ impl Outcome {
         (status = 413, description = "The body is larger than allowed"),
         (status = 415, description = "The body is not `application/json`"),
         (status = 422, description = "The event is invalid; `errors` names every field"),
-        (status = 503, description = "JetStream did not acknowledge it: retry with the same `event_id`"),
+        (status = 503, description = "JetStream did not acknowledge it, or the API was at capacity: retry with the same `event_id` (`Retry-After`)"),
     )
 )]
 pub async fn post_event(

@@ -71,7 +71,7 @@ enum LikeResponses {
     /// Concurrent changes kept winning; retry.
     #[response(status = 409)]
     Conflict,
-    /// JetStream is unavailable.
+    /// JetStream is unavailable, or the API is at capacity; retry.
     #[response(status = 503)]
     Unavailable,
 }

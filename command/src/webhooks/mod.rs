@@ -116,7 +116,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
         (status = 404, description = "No such platform"),
         (status = 413, description = "Too large, or too many events"),
         (status = 429, description = "The tenant's rate limit is spent"),
-        (status = 503, description = "Not every event was acknowledged: the platform should retry"),
+        (status = 503, description = "Not every event was acknowledged, or the API was at capacity: the platform should retry"),
     )
 )]
 pub async fn receive(

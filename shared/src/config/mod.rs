@@ -86,6 +86,10 @@ pub struct CommandConfig {
     /// Origins (`scheme://host[:port]`) whose pages may call the API from
     /// a browser (CORS); empty: none.
     pub cors_allowed_origins: Vec<String>,
+    /// Request bytes the write endpoints hold at once (admission control);
+    /// a request waits up to `admission_wait_ms` for room, then gets 503.
+    pub max_bytes_in_flight: usize,
+    pub admission_wait_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -267,6 +271,14 @@ impl Config {
                 "command.request_timeout_ms is 0",
             ),
             (
+                self.command.max_bytes_in_flight
+                    < self
+                        .command
+                        .max_body_bytes
+                        .max(self.command.max_batch_bytes),
+                "command.max_bytes_in_flight is below the largest request body allowed",
+            ),
+            (
                 self.query.request_timeout_ms == 0,
                 "query.request_timeout_ms is 0",
             ),
@@ -413,9 +425,13 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.set_env("TALLY_COMMAND__MAX_FUTURE_SKEW_SECS", "99999999999");
             jail.set_env("TALLY_PROJECTOR__BATCH_SIZE", "0");
+            // Room for fewer bytes than the largest batch: never admitted.
+            jail.set_env("TALLY_COMMAND__MAX_BYTES_IN_FLIGHT", "1000");
             let err = Config::load().unwrap_err().to_string();
             assert!(
-                err.contains("max_future_skew_secs") && err.contains("batch_size"),
+                err.contains("max_future_skew_secs")
+                    && err.contains("batch_size")
+                    && err.contains("max_bytes_in_flight"),
                 "{err}"
             );
             Ok(())

@@ -58,6 +58,11 @@ pub enum ApiError {
     /// 503 with `Retry-After`: a dependency (JetStream, ClickHouse) is down or slow.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// 503 with `Retry-After`: the service holds as much work as it takes
+    /// at once and could not start this request in time. Nothing of it was
+    /// done.
+    #[error("the service is at capacity; retry shortly")]
+    Overloaded,
     /// 500: a bug.
     #[error("internal error: {0}")]
     Internal(String),
@@ -100,7 +105,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -123,6 +128,7 @@ impl ApiError {
             ApiError::Invalid(_) => "urn:tally:problem:invalid",
             ApiError::RateLimited { .. } => "urn:tally:problem:rate-limited",
             ApiError::Unavailable(_) => "urn:tally:problem:unavailable",
+            ApiError::Overloaded => "urn:tally:problem:overloaded",
             ApiError::Internal(_) => "urn:tally:problem:internal",
         }
     }
@@ -173,7 +179,7 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static("Signature realm=\"tally-webhooks\""),
                 );
             }
-            ApiError::Unavailable(_) => {
+            ApiError::Unavailable(_) | ApiError::Overloaded => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
             }
             ApiError::RateLimited {

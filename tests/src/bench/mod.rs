@@ -139,7 +139,10 @@ pub async fn publish_under(nats: &str, events: &[StoredEvent], prefix: &str) -> 
     use std::future::IntoFuture as _;
     const WINDOW: usize = 4096;
     let client = async_nats::connect(nats).await.unwrap();
-    let js = jetstream::new(client);
+    let mut js = jetstream::new(client);
+    // A busy machine (a build beside the benchmark) can stall acks for
+    // seconds; a benchmark's load should wait, not fail.
+    js.set_timeout(Duration::from_secs(60));
     type Ack = futures::future::BoxFuture<
         'static,
         Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,

@@ -177,3 +177,55 @@ async fn concurrent_batches_beyond_the_ack_window_are_all_stored() {
     }
     assert_eq!(stack.stored_events().await, batches * 1_000);
 }
+
+/// Past the command API's room for request bytes, a batch waits for room
+/// and, finding none in time, gets 503 with `Retry-After` having stored
+/// nothing; retried, every batch is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_beyond_the_admission_room_get_503_and_lose_nothing_when_retried() {
+    let stack = Stack::start_with("batch_admission", |config| {
+        config.rate_limit.enabled = false;
+        // Room for about six of these batches at once, and no waiting.
+        config.command.max_bytes_in_flight = config.command.max_batch_bytes;
+        config.command.admission_wait_ms = 0;
+    })
+    .await;
+    let token = stack.token("acme", &[Scope::EventsWrite]);
+    let bodies: Vec<String> = (0..48)
+        .map(|b| {
+            let items: Vec<Value> = (0..1_000).map(|i| like(&format!("a-{b}-{i}"))).collect();
+            Value::Array(items).to_string()
+        })
+        .collect();
+    let first = futures::future::join_all(
+        bodies
+            .iter()
+            .map(|body| post_batch(&stack, &token, "application/json", body.clone())),
+    )
+    .await;
+    let mut refused = Vec::new();
+    for (b, (status, body)) in first.iter().enumerate() {
+        match status {
+            202 => {}
+            503 => {
+                assert_eq!(body["type"], "urn:tally:problem:overloaded", "{body}");
+                refused.push(b);
+            }
+            other => panic!("batch {b}: {other} {body}"),
+        }
+    }
+    assert!(!refused.is_empty(), "48 batches at once fit the room");
+    assert!(refused.len() < bodies.len(), "no batch was admitted");
+    // Nothing of a refused batch was stored.
+    let accepted = (bodies.len() - refused.len()) as u64;
+    assert_eq!(stack.stored_events().await, accepted * 1_000);
+
+    // One at a time, the refused batches fit.
+    for b in refused {
+        let (status, body) =
+            post_batch(&stack, &token, "application/json", bodies[b].clone()).await;
+        assert_eq!(status, 202, "batch {b} retried: {body}");
+        assert_eq!(body["accepted"], 1_000, "{body}");
+    }
+    assert_eq!(stack.stored_events().await, 48_000);
+}

@@ -1,0 +1,131 @@
+//! Single-event ingest on its own, with where the CPU went: the command
+//! service, nats-server and this load generator, in CPU microseconds per
+//! request. For finding the single-event path's costs; the benchmark
+//! (`./dev bench`) gives the figures.
+//!
+//! ```text
+//! ./dev bench-ingest [CLIENTS [SECONDS [batch|healthz]]]
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::json;
+use tally_tests::bench::load::{Driver, Prepared};
+use tally_tests::bench::procs::{binaries, ServiceProcess};
+use tally_tests::workload::{Spec, Workload};
+use tally_tests::{config_for, NatsServer, TokenScope as Scope};
+use time::OffsetDateTime;
+
+/// User + system CPU time of a process so far.
+fn cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let clients: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(64);
+    let seconds: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10);
+    let batch = args.iter().any(|a| a == "batch");
+    let healthz = args.iter().any(|a| a == "healthz");
+
+    let nats = NatsServer::start();
+    let config = config_for("ingest_probe", &nats);
+    let logs = std::env::temp_dir().join("tally-ingest-probe");
+    std::fs::create_dir_all(&logs)?;
+    let bins = binaries();
+    let command = ServiceProcess::start("tally-command", &bins, &config, &logs).await;
+    let mut tokens: HashMap<String, Arc<str>> = HashMap::new();
+    let mut workload = Workload::new(Spec::default());
+    let now = OffsetDateTime::now_utc();
+    let need = 40_000 * seconds as usize;
+    let mut requests = Vec::with_capacity(need);
+    let mut pending: HashMap<String, Vec<serde_json::Value>> = HashMap::new();
+    while requests.len() < if batch { need / 500 } else { need } {
+        let g = workload.next().expect("an endless workload");
+        let mut envelope = g.envelope;
+        envelope["occurred_at"] = json!((now - time::Duration::seconds(g.age_seconds as i64))
+            .format(&time::format_description::well_known::Rfc3339)?);
+        let token: Arc<str> = tokens
+            .entry(g.tenant.clone())
+            .or_insert_with(|| {
+                tally_shared::auth::mint_token(
+                    &config.auth,
+                    "probe",
+                    &g.tenant,
+                    &[Scope::EventsWrite],
+                    3600,
+                )
+                .into()
+            })
+            .clone();
+        if healthz {
+            requests.push(Prepared::get("/healthz", token));
+        } else if batch {
+            let items = pending.entry(g.tenant).or_default();
+            items.push(envelope);
+            if items.len() == 500 {
+                let body = Bytes::from(serde_json::to_vec(&std::mem::take(items))?);
+                requests.push(Prepared::json("/v1/events/batch", token, body, 500));
+            }
+        } else {
+            let body = Bytes::from(serde_json::to_vec(&envelope)?);
+            requests.push(Prepared::json("/v1/events", token, body, 1));
+        }
+    }
+    let driver = Driver::new(command.url.clone());
+    // Warm up: connections, token cache.
+    let warm = Arc::new(requests.split_off(requests.len() - 2_000.min(requests.len() / 10)));
+    driver
+        .closed_loop(warm, clients, Duration::from_secs(2))
+        .await;
+
+    let me = std::process::id();
+    let pids = [
+        ("command", command.pid()),
+        ("nats-server", nats.pid().expect("a running server")),
+        ("load", me),
+    ];
+    let before: Vec<Duration> = pids.iter().map(|(_, p)| cpu(*p)).collect();
+    let run = driver
+        .closed_loop(Arc::new(requests), clients, Duration::from_secs(seconds))
+        .await;
+    let after: Vec<Duration> = pids.iter().map(|(_, p)| cpu(*p)).collect();
+    println!(
+        "{clients} clients, {:.1} s: {:.0} req/s, {:.0} events/s, p50 {:.2} ms, p99 {:.2} ms, statuses {:?}",
+        run.elapsed.as_secs_f64(),
+        run.requests_per_second(),
+        run.events_per_second(),
+        run.ms(50.0),
+        run.ms(99.0),
+        run.statuses
+    );
+    let requests = run.ok.max(1) as f64;
+    for (((name, _), b), a) in pids.iter().zip(&before).zip(&after) {
+        let used = (*a - *b).as_secs_f64();
+        println!(
+            "  {name:<12} {:>6.2} CPU s  {:>7.1} µs/request  {:>4.0}% of a core",
+            used,
+            used * 1e6 / requests,
+            100.0 * used / run.elapsed.as_secs_f64()
+        );
+    }
+    println!(
+        "  command peak resident {:.1} MiB",
+        command.peak_resident_bytes().unwrap_or(0) as f64 / 1048576.0
+    );
+    command.stop();
+    Ok(())
+}
