@@ -6,6 +6,8 @@
 //! ```text
 //! ./dev bench-ingest [CLIENTS [SECONDS [batch|healthz]]]
 //! ```
+//!
+//! `PROBE_TALLY_<SETTING>=value` sets a setting of the command service.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,11 +48,15 @@ async fn main() -> anyhow::Result<()> {
     let logs = std::env::temp_dir().join("tally-ingest-probe");
     std::fs::create_dir_all(&logs)?;
     let bins = binaries();
-    let command = ServiceProcess::start("tally-command", &bins, &config, &logs).await;
+    // PROBE_TALLY_X=v sets the command service's TALLY_X=v.
+    let extra: Vec<(String, String)> = std::env::vars()
+        .filter_map(|(k, v)| Some((k.strip_prefix("PROBE_")?.to_owned(), v)))
+        .collect();
+    let command = ServiceProcess::start_with("tally-command", &bins, &config, &logs, &extra).await;
     let mut tokens: HashMap<String, Arc<str>> = HashMap::new();
     let mut workload = Workload::new(Spec::default());
     let now = OffsetDateTime::now_utc();
-    let need = 40_000 * seconds as usize;
+    let need = if batch { 150_000 } else { 40_000 } * seconds as usize;
     let mut requests = Vec::with_capacity(need);
     let mut pending: HashMap<String, Vec<serde_json::Value>> = HashMap::new();
     while requests.len() < if batch { need / 500 } else { need } {
@@ -85,6 +91,15 @@ async fn main() -> anyhow::Result<()> {
             requests.push(Prepared::json("/v1/events", token, body, 1));
         }
     }
+    let bytes: usize = requests
+        .iter()
+        .filter_map(|r| r.body.as_ref().map(|(_, b)| b.len()))
+        .sum();
+    println!(
+        "{} requests, {:.0} body bytes each on average",
+        requests.len(),
+        bytes as f64 / requests.len().max(1) as f64
+    );
     let driver = Driver::new(command.url.clone());
     // Warm up: connections, token cache.
     let warm = Arc::new(requests.split_off(requests.len() - 2_000.min(requests.len() / 10)));
@@ -121,6 +136,16 @@ async fn main() -> anyhow::Result<()> {
             used * 1e6 / requests,
             100.0 * used / run.elapsed.as_secs_f64()
         );
+    }
+    let metrics = reqwest::get(format!("{}/metrics", command.url))
+        .await?
+        .text()
+        .await?;
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("tally_events_rejected_total"))
+    {
+        println!("  {line}");
     }
     println!(
         "  command peak resident {:.1} MiB",

@@ -78,6 +78,14 @@ async fn main() {
         started.elapsed().as_secs_f64()
     );
 
+    // Measure the steady state, not the load's background merges.
+    let settling = Instant::now();
+    tally_tests::bench::merges_done(&stack.config.clickhouse.url, Duration::from_secs(300)).await;
+    println!(
+        "ClickHouse merges settled in {:.1} s",
+        settling.elapsed().as_secs_f64()
+    );
+
     if std::env::var_os("QUERY_BENCH_HOLD").is_some() {
         println!(
             "holding: ClickHouse {} database {}",

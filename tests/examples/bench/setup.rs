@@ -126,22 +126,7 @@ impl Settle {
     /// that background merges of the last phase's inserts do not take the
     /// cores from the next phase.
     async fn merged(&self) {
-        let url = format!(
-            "{}/?query=SELECT%20count()%20FROM%20system.merges",
-            self.env.live().url
-        );
-        let http = reqwest::Client::new();
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(20) {
-            let running = match http.get(&url).send().await {
-                Ok(r) => r.text().await.unwrap_or_default(),
-                Err(_) => return,
-            };
-            if running.trim() == "0" {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        tally_tests::bench::merges_done(&self.env.live().url, Duration::from_secs(20)).await;
     }
 }
 

@@ -59,6 +59,25 @@ pub async fn timed_get(http: &reqwest::Client, url: &str, token: &str) -> (Durat
     (started.elapsed(), status, hit)
 }
 
+/// Waits, up to `limit`, until the ClickHouse server at `url` runs no
+/// merge: measurements then see the steady state, not a bulk load's
+/// background merges competing for the cores.
+pub async fn merges_done(url: &str, limit: Duration) {
+    let url = format!("{url}/?query=SELECT%20count()%20FROM%20system.merges");
+    let http = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        let running = match http.get(&url).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => return,
+        };
+        if running.trim() == "0" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// xorshift: deterministic and cheap.
 pub struct Rng(pub u64);
 

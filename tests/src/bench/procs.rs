@@ -73,6 +73,18 @@ impl ServiceProcess {
         config: &Config,
         logs: &Path,
     ) -> ServiceProcess {
+        Self::start_with(name, binaries, config, logs, &[]).await
+    }
+
+    /// [`ServiceProcess::start`], with `extra` settings (`TALLY_*`
+    /// variables) over the benchmark's.
+    pub async fn start_with(
+        name: &'static str,
+        binaries: &Path,
+        config: &Config,
+        logs: &Path,
+        extra: &[(String, String)],
+    ) -> ServiceProcess {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let log = std::fs::File::create(logs.join(format!("{name}.log"))).expect("a log file");
@@ -84,6 +96,7 @@ impl ServiceProcess {
         }
         let child = command
             .envs(environment(config, name, &listen))
+            .envs(extra.iter().cloned())
             .stdout(Stdio::from(log.try_clone().expect("the log file")))
             .stderr(Stdio::from(log))
             .spawn()
