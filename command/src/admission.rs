@@ -19,8 +19,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::HttpBody as _;
 use axum::extract::{Request, State};
-use axum::http::header::CONTENT_LENGTH;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tally_shared::config::CommandConfig;
@@ -51,9 +51,10 @@ impl Admission {
         }
     }
 
-    /// The bytes a request with `content_length` holds: at least 1 (an
-    /// empty request still costs work), at most the whole room (a larger
-    /// body is refused with 413 as soon as it is read).
+    /// The bytes a request whose body is at most `content_length` holds
+    /// (`None`: unknown, chunked): at least 1 (an empty request still costs
+    /// work), at most the whole room (a larger body is refused with 413 as
+    /// soon as it is read).
     fn cost(&self, content_length: Option<u64>) -> u32 {
         let length = content_length.map_or(self.unknown, |n| u32::try_from(n).unwrap_or(u32::MAX));
         length.clamp(1, self.capacity)
@@ -63,12 +64,9 @@ impl Admission {
 /// The middleware: waits for room for the request's bytes, runs it, then
 /// frees the room.
 pub async fn admit(State(admission): State<Admission>, request: Request, next: Next) -> Response {
-    let content_length = request
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let cost = admission.cost(content_length);
+    // Exact for a Content-Length and for no body at all (a PUT or DELETE
+    // of the like button); unbounded for a chunked body.
+    let cost = admission.cost(request.body().size_hint().upper());
     let room = admission.room.clone().acquire_many_owned(cost);
     let Ok(Ok(_held)) = tokio::time::timeout(admission.wait, room).await else {
         let error = ApiError::Overloaded;
@@ -98,6 +96,7 @@ async fn discard_body(request: Request, limit: usize) {
 mod tests {
     use super::*;
     use axum::body::Body;
+    use axum::http::header::CONTENT_LENGTH;
     use axum::http::StatusCode;
     use axum::routing::post;
     use axum::Router;
@@ -120,6 +119,18 @@ mod tests {
         assert_eq!(a.cost(None), 300, "unknown: the largest body allowed");
         assert_eq!(a.cost(Some(5_000)), 1_000, "never more than the room");
         assert_eq!(a.cost(Some(u64::MAX)), 1_000);
+    }
+
+    #[tokio::test]
+    async fn a_request_without_a_body_costs_one_byte_and_a_chunked_one_the_most() {
+        let a = admission(1_000, 0);
+        let empty = Request::put("/").body(Body::empty()).unwrap();
+        assert_eq!(a.cost(empty.body().size_hint().upper()), 1);
+        let sized = request(250);
+        assert_eq!(a.cost(sized.body().size_hint().upper()), 250);
+        let chunks = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from("x"))]);
+        let chunked = Request::post("/").body(Body::from_stream(chunks)).unwrap();
+        assert_eq!(a.cost(chunked.body().size_hint().upper()), 300);
     }
 
     /// A route that holds its room until `release` is notified.
