@@ -21,23 +21,32 @@ use std::time::Duration;
 
 use axum::body::HttpBody as _;
 use axum::extract::{Request, State};
+use axum::http::header::EXPECT;
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tally_shared::auth::Authenticator;
 use tally_shared::config::CommandConfig;
 use tally_shared::http::ApiError;
 use tokio::sync::Semaphore;
 
-/// Room for request bytes: one permit a byte.
+/// Room for request bytes (one permit a byte), as one route takes it.
 #[derive(Clone)]
 pub struct Admission {
     room: Arc<Semaphore>,
     capacity: u32,
-    /// What a body of unknown length counts as: the largest allowed.
-    unknown: u32,
+    /// The route's largest body: what a body of unknown length counts as,
+    /// and above which a declared length is refused (413) at once.
+    limit: u32,
     wait: Duration,
+    /// Bearer-token routes: a request must carry a valid token before it
+    /// may take room, so that no stranger can hold it.
+    gate: Option<Arc<Authenticator>>,
 }
 
 impl Admission {
+    /// The room every write route shares (its `limit` the largest body
+    /// any route allows, until [`Admission::route`] narrows it).
     pub fn new(config: &CommandConfig) -> Admission {
         let capacity = u32::try_from(config.max_bytes_in_flight)
             .unwrap_or(u32::MAX)
@@ -45,34 +54,71 @@ impl Admission {
         Admission {
             room: Arc::new(Semaphore::new(capacity as usize)),
             capacity,
-            unknown: u32::try_from(config.max_body_bytes.max(config.max_batch_bytes))
+            limit: u32::try_from(config.max_body_bytes.max(config.max_batch_bytes))
                 .unwrap_or(u32::MAX),
             wait: Duration::from_millis(config.admission_wait_ms),
+            gate: None,
         }
     }
 
-    /// The bytes a request whose body is at most `content_length` holds
-    /// (`None`: unknown, chunked): at least 1 (an empty request still costs
-    /// work), at most the whole room (a larger body is refused with 413 as
-    /// soon as it is read).
-    fn cost(&self, content_length: Option<u64>) -> u32 {
-        let length = content_length.map_or(self.unknown, |n| u32::try_from(n).unwrap_or(u32::MAX));
-        length.clamp(1, self.capacity)
+    /// The same room for a route whose bodies are at most `limit` bytes,
+    /// checking bearer tokens with `gate` first (`None`: the route
+    /// authenticates otherwise, e.g. webhook signatures over the body).
+    pub fn route(&self, limit: usize, gate: Option<Arc<Authenticator>>) -> Admission {
+        Admission {
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            gate,
+            ..self.clone()
+        }
+    }
+
+    /// The bytes a request whose body is at most `length` holds (`None`:
+    /// unknown, chunked): at least 1 (an empty request still costs work),
+    /// at most the route's largest body and the whole room; `Err` for a
+    /// declared length over the route's limit.
+    fn cost(&self, length: Option<u64>) -> Result<u32, ApiError> {
+        let length = match length {
+            Some(n) if n > u64::from(self.limit) => return Err(ApiError::PayloadTooLarge),
+            Some(n) => n as u32,
+            None => self.limit,
+        };
+        Ok(length.clamp(1, self.limit.min(self.capacity)))
     }
 }
 
 /// The middleware: waits for room for the request's bytes, runs it, then
 /// frees the room.
 pub async fn admit(State(admission): State<Admission>, request: Request, next: Next) -> Response {
+    // Reads hold no request bytes: they pass.
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
+        return next.run(request).await;
+    }
+    let refuse = |error: ApiError| {
+        crate::metrics::rejected(&error, 1);
+        error.into_response()
+    };
+    if let Some(gate) = &admission.gate {
+        if let Err(e) = gate.authenticate(request.headers()) {
+            return refuse(e.into());
+        }
+    }
     // Exact for a Content-Length and for no body at all (a PUT or DELETE
-    // of the like button); unbounded for a chunked body.
-    let cost = admission.cost(request.body().size_hint().upper());
+    // of the like button); unknown for a chunked body.
+    let cost = match admission.cost(request.body().size_hint().upper()) {
+        Ok(cost) => cost,
+        Err(e) => return refuse(e),
+    };
     let room = admission.room.clone().acquire_many_owned(cost);
     let Ok(Ok(_held)) = tokio::time::timeout(admission.wait, room).await else {
-        let error = ApiError::Overloaded;
-        crate::metrics::rejected(&error, 1);
-        discard_body(request, admission.unknown as usize).await;
-        return error.into_response();
+        // A client that waits for `100 Continue` has not sent the body:
+        // reading it would ask for the upload only to drop it.
+        if !request.headers().contains_key(EXPECT) {
+            discard_body(request, admission.limit as usize).await;
+        }
+        return refuse(ApiError::Overloaded);
     };
     next.run(request).await
 }
@@ -102,6 +148,8 @@ mod tests {
     use axum::Router;
     use tower::ServiceExt as _;
 
+    /// A room of `capacity` bytes; routes of bodies up to 1,000 bytes
+    /// (300 as the service-wide default).
     fn admission(capacity: usize, wait_ms: u64) -> Admission {
         let mut config = tally_shared::Config::defaults().command;
         config.max_bytes_in_flight = capacity;
@@ -112,40 +160,54 @@ mod tests {
     }
 
     #[test]
-    fn a_request_costs_its_length_within_the_room() {
+    fn a_request_costs_its_length_within_its_route_limit_and_the_room() {
         let a = admission(1_000, 0);
-        assert_eq!(a.cost(Some(250)), 250);
-        assert_eq!(a.cost(Some(0)), 1, "an empty body still costs");
-        assert_eq!(a.cost(None), 300, "unknown: the largest body allowed");
-        assert_eq!(a.cost(Some(5_000)), 1_000, "never more than the room");
-        assert_eq!(a.cost(Some(u64::MAX)), 1_000);
+        assert_eq!(a.cost(Some(250)).unwrap(), 250);
+        assert_eq!(a.cost(Some(0)).unwrap(), 1, "an empty body still costs");
+        assert_eq!(
+            a.cost(None).unwrap(),
+            300,
+            "unknown: the largest body allowed"
+        );
+        assert!(matches!(a.cost(Some(301)), Err(ApiError::PayloadTooLarge)));
+        assert!(matches!(
+            a.cost(Some(u64::MAX)),
+            Err(ApiError::PayloadTooLarge)
+        ));
+        let route = a.route(5_000, None);
+        assert_eq!(route.cost(None).unwrap(), 1_000, "never more than the room");
+        assert_eq!(route.cost(Some(4_000)).unwrap(), 1_000);
     }
 
     #[tokio::test]
     async fn a_request_without_a_body_costs_one_byte_and_a_chunked_one_the_most() {
         let a = admission(1_000, 0);
         let empty = Request::put("/").body(Body::empty()).unwrap();
-        assert_eq!(a.cost(empty.body().size_hint().upper()), 1);
+        assert_eq!(a.cost(empty.body().size_hint().upper()).unwrap(), 1);
         let sized = request(250);
-        assert_eq!(a.cost(sized.body().size_hint().upper()), 250);
+        assert_eq!(a.cost(sized.body().size_hint().upper()).unwrap(), 250);
         let chunks = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from("x"))]);
         let chunked = Request::post("/").body(Body::from_stream(chunks)).unwrap();
-        assert_eq!(a.cost(chunked.body().size_hint().upper()), 300);
+        assert_eq!(a.cost(chunked.body().size_hint().upper()).unwrap(), 300);
     }
 
-    /// A route that holds its room until `release` is notified.
-    fn app(admission: Admission, release: Arc<tokio::sync::Notify>) -> Router {
+    /// A route that counts its runs and holds its room until `release` is
+    /// notified.
+    fn app(
+        admission: Admission,
+        release: Arc<tokio::sync::Notify>,
+        runs: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Router {
+        let handler = move || {
+            let (release, runs) = (release.clone(), runs.clone());
+            async move {
+                runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                release.notified().await;
+                StatusCode::ACCEPTED
+            }
+        };
         Router::new()
-            .route(
-                "/",
-                post(move || {
-                    let release = release.clone();
-                    async move {
-                        release.notified().await;
-                        StatusCode::ACCEPTED
-                    }
-                }),
-            )
+            .route("/", post(handler.clone()).get(handler))
             .layer(axum::middleware::from_fn_with_state(admission, admit))
     }
 
@@ -156,38 +218,65 @@ mod tests {
             .unwrap()
     }
 
+    fn runs() -> Arc<std::sync::atomic::AtomicUsize> {
+        Arc::new(std::sync::atomic::AtomicUsize::new(0))
+    }
+
+    async fn problem(response: Response) -> serde_json::Value {
+        assert_eq!(
+            response.headers()["content-type"],
+            tally_shared::http::PROBLEM_JSON
+        );
+        let body = axum::body::to_bytes(response.into_body(), 10_000)
+            .await
+            .unwrap();
+        serde_json::from_slice(&body).unwrap()
+    }
+
     #[tokio::test]
     async fn a_request_without_room_waits_then_gets_503_having_done_nothing() {
-        let release = Arc::new(tokio::sync::Notify::new());
-        let app = app(admission(1_000, 50), release.clone());
+        let (release, runs) = (Arc::new(tokio::sync::Notify::new()), runs());
+        let app = app(
+            admission(1_000, 50).route(1_000, None),
+            release.clone(),
+            runs.clone(),
+        );
         let first = tokio::spawn(app.clone().oneshot(request(800)));
-        tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         // 800 of 1,000 bytes held: 300 more do not fit.
         let refused = app.clone().oneshot(request(300)).await.unwrap();
         assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(refused.headers()["retry-after"], "1");
         assert_eq!(
-            refused.headers()["content-type"],
-            tally_shared::http::PROBLEM_JSON
+            problem(refused).await["type"],
+            "urn:tally:problem:overloaded"
         );
-        let body = axum::body::to_bytes(refused.into_body(), 10_000)
-            .await
-            .unwrap();
-        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(problem["type"], "urn:tally:problem:overloaded");
-        // 200 still fit beside it.
+        assert_eq!(
+            runs.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "only the first ran"
+        );
+        // 200 still fit beside it, and reads pass without room.
         let small = tokio::spawn(app.clone().oneshot(request(200)));
+        let read = tokio::spawn(
+            app.clone()
+                .oneshot(Request::get("/").body(Body::empty()).unwrap()),
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
         release.notify_waiters();
         assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::ACCEPTED);
         assert_eq!(small.await.unwrap().unwrap().status(), StatusCode::ACCEPTED);
+        assert_eq!(read.await.unwrap().unwrap().status(), StatusCode::ACCEPTED);
     }
 
     #[tokio::test]
     async fn a_waiting_request_runs_once_room_is_freed() {
-        let release = Arc::new(tokio::sync::Notify::new());
-        let app = app(admission(1_000, 5_000), release.clone());
+        let (release, runs) = (Arc::new(tokio::sync::Notify::new()), runs());
+        let app = app(
+            admission(1_000, 5_000).route(1_000, None),
+            release.clone(),
+            runs,
+        );
         let first = tokio::spawn(app.clone().oneshot(request(1_000)));
         tokio::time::sleep(Duration::from_millis(20)).await;
         let waiting = tokio::spawn(app.clone().oneshot(request(1_000)));
@@ -202,5 +291,38 @@ mod tests {
             waiting.await.unwrap().unwrap().status(),
             StatusCode::ACCEPTED
         );
+    }
+
+    /// Neither a stranger nor a declared oversized body takes room: a
+    /// stranger's slow upload cannot hold it for everyone.
+    #[tokio::test]
+    async fn strangers_and_oversized_bodies_are_refused_before_taking_room() {
+        let config = tally_shared::Config::development();
+        let auth = Arc::new(Authenticator::from_config(&config.auth).unwrap());
+        let (release, runs) = (Arc::new(tokio::sync::Notify::new()), runs());
+        let admission = admission(1_000, 0).route(1_000, Some(auth));
+        let room = admission.room.clone();
+        let app = app(admission, release, runs.clone());
+        let stranger = app.clone().oneshot(request(1_000)).await.unwrap();
+        assert_eq!(stranger.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            problem(stranger).await["type"],
+            "urn:tally:problem:unauthorized"
+        );
+        let token = tally_shared::auth::mint_token(
+            &config.auth,
+            "test",
+            "acme",
+            &[tally_shared::auth::Scope::EventsWrite],
+            60,
+        );
+        let mut oversized = request(1_000_001);
+        oversized
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let oversized = app.clone().oneshot(oversized).await.unwrap();
+        assert_eq!(oversized.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(room.available_permits(), 1_000, "no room was taken");
     }
 }

@@ -53,7 +53,7 @@ pub struct AppState {
 }
 
 struct Inner {
-    auth: Authenticator,
+    auth: Arc<Authenticator>,
     publisher: Publisher,
     limits: Limits,
     max_batch_events: usize,
@@ -70,7 +70,7 @@ impl AppState {
         let js = nats::jetstream(nats.clone(), &config.nats);
         Ok(AppState {
             inner: Arc::new(Inner {
-                auth: Authenticator::from_config(&config.auth)?,
+                auth: Arc::new(Authenticator::from_config(&config.auth)?),
                 publisher: Publisher::new(
                     js,
                     nats::events_stream_config(&config.nats).name,
@@ -94,29 +94,36 @@ impl AppState {
 }
 
 /// The routes and their description, from one list: a route cannot be
-/// added without its `#[utoipa::path]`.
-fn routes(config: &CommandConfig) -> OpenApiRouter<AppState> {
+/// added without its `#[utoipa::path]`. `gate` checks bearer tokens before
+/// a write takes room (see [`admission`]); `None` for the description only.
+fn routes(config: &CommandConfig, gate: Option<Arc<Authenticator>>) -> OpenApiRouter<AppState> {
     let body_limit = DefaultBodyLimit::max(config.max_body_bytes);
     let batch_limit = DefaultBodyLimit::max(config.max_batch_bytes);
-    // One room shared by every write endpoint.
-    let admit =
-        axum::middleware::from_fn_with_state(admission::Admission::new(config), admission::admit);
+    // One room shared by every write route, each with its own body limit.
+    let room = admission::Admission::new(config);
+    let admit = |limit: usize, gate: Option<Arc<Authenticator>>| {
+        axum::middleware::from_fn_with_state(room.route(limit, gate), admission::admit)
+    };
     OpenApiRouter::new()
         .routes(
             routes!(ingest::post_event)
                 .layer(body_limit)
-                .layer(admit.clone()),
+                .layer(admit(config.max_body_bytes, gate.clone())),
         )
         .routes(
             routes!(ingest::batch::post_batch)
                 .layer(batch_limit)
-                .layer(admit.clone()),
+                .layer(admit(config.max_batch_bytes, gate.clone())),
         )
-        .routes(routes!(likes::get_like, likes::put_like, likes::delete_like).layer(admit.clone()))
+        .routes(
+            routes!(likes::get_like, likes::put_like, likes::delete_like)
+                .layer(admit(config.max_body_bytes, gate)),
+        )
+        // Signed over the body: no token to check before taking room.
         .routes(
             routes!(webhooks::receive, webhooks::verify_subscription)
                 .layer(batch_limit)
-                .layer(admit),
+                .layer(admit(config.max_batch_bytes, None)),
         )
         .routes(routes!(api::healthz))
         .routes(routes!(tally_shared::metrics::endpoint))
@@ -126,7 +133,7 @@ fn routes(config: &CommandConfig) -> OpenApiRouter<AppState> {
 
 /// The HTTP routes.
 pub fn router(state: AppState, config: &CommandConfig) -> Router {
-    let (router, _) = routes(config).split_for_parts();
+    let (router, _) = routes(config, Some(state.inner.auth.clone())).split_for_parts();
     let router = router
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed);
@@ -184,7 +191,7 @@ fn cors(config: &CommandConfig) -> Option<tower_http::cors::CorsLayer> {
 
 /// The command API's part of the OpenAPI document.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes(&Config::defaults().command).into_openapi()
+    routes(&Config::defaults().command, None).into_openapi()
 }
 
 /// `/readyz`: NATS connected and the event stream applied.

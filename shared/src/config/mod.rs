@@ -279,6 +279,10 @@ impl Config {
                 "command.max_bytes_in_flight is below the largest request body allowed",
             ),
             (
+                self.command.admission_wait_ms >= self.command.request_timeout_ms,
+                "command.admission_wait_ms is not below command.request_timeout_ms",
+            ),
+            (
                 self.query.request_timeout_ms == 0,
                 "query.request_timeout_ms is 0",
             ),
@@ -427,11 +431,14 @@ mod tests {
             jail.set_env("TALLY_PROJECTOR__BATCH_SIZE", "0");
             // Room for fewer bytes than the largest batch: never admitted.
             jail.set_env("TALLY_COMMAND__MAX_BYTES_IN_FLIGHT", "1000");
+            // Waiting for room as long as the request may take: a 408, never the 503.
+            jail.set_env("TALLY_COMMAND__ADMISSION_WAIT_MS", "30000");
             let err = Config::load().unwrap_err().to_string();
             assert!(
                 err.contains("max_future_skew_secs")
                     && err.contains("batch_size")
-                    && err.contains("max_bytes_in_flight"),
+                    && err.contains("max_bytes_in_flight")
+                    && err.contains("admission_wait_ms"),
                 "{err}"
             );
             Ok(())

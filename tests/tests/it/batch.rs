@@ -185,7 +185,7 @@ async fn concurrent_batches_beyond_the_ack_window_are_all_stored() {
 async fn batches_beyond_the_admission_room_get_503_and_lose_nothing_when_retried() {
     let stack = Stack::start_with("batch_admission", |config| {
         config.rate_limit.enabled = false;
-        // Room for about six of these batches at once, and no waiting.
+        // Room for about nine of these batches at once, and no waiting.
         config.command.max_bytes_in_flight = config.command.max_batch_bytes;
         config.command.admission_wait_ms = 0;
     })
