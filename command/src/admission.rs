@@ -222,6 +222,24 @@ mod tests {
         Arc::new(std::sync::atomic::AtomicUsize::new(0))
     }
 
+    /// A route with bodies up to 1,000 bytes and a room of 1,000 bytes,
+    /// waiting up to `wait_ms`; its release and its run count.
+    fn setup(
+        wait_ms: u64,
+    ) -> (
+        Router,
+        Arc<tokio::sync::Notify>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let (release, runs) = (Arc::new(tokio::sync::Notify::new()), runs());
+        let app = app(
+            admission(1_000, wait_ms).route(1_000, None),
+            release.clone(),
+            runs.clone(),
+        );
+        (app, release, runs)
+    }
+
     async fn problem(response: Response) -> serde_json::Value {
         assert_eq!(
             response.headers()["content-type"],
@@ -235,12 +253,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_without_room_waits_then_gets_503_having_done_nothing() {
-        let (release, runs) = (Arc::new(tokio::sync::Notify::new()), runs());
-        let app = app(
-            admission(1_000, 50).route(1_000, None),
-            release.clone(),
-            runs.clone(),
-        );
+        let (app, release, runs) = setup(50);
         let first = tokio::spawn(app.clone().oneshot(request(800)));
         tokio::time::sleep(Duration::from_millis(20)).await;
         // 800 of 1,000 bytes held: 300 more do not fit.
@@ -271,12 +284,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_request_runs_once_room_is_freed() {
-        let (release, runs) = (Arc::new(tokio::sync::Notify::new()), runs());
-        let app = app(
-            admission(1_000, 5_000).route(1_000, None),
-            release.clone(),
-            runs,
-        );
+        let (app, release, _) = setup(5_000);
         let first = tokio::spawn(app.clone().oneshot(request(1_000)));
         tokio::time::sleep(Duration::from_millis(20)).await;
         let waiting = tokio::spawn(app.clone().oneshot(request(1_000)));
