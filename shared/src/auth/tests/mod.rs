@@ -148,6 +148,11 @@ fn check(auth: &Authenticator, token: &str, expected: Result<(), AuthError>) {
     }
 }
 
+/// `auth` accepts a token of `alg` (with `kid`) signed with `key`.
+fn accepts(auth: &Authenticator, alg: Algorithm, kid: Option<&str>, key: &EncodingKey) {
+    check(auth, &sign(alg, kid, &claims(), key), Ok(()));
+}
+
 fn refused(error: TokenError) -> Result<(), AuthError> {
     Err(AuthError::InvalidToken(error))
 }
@@ -211,47 +216,23 @@ fn bad_authorization_headers_are_refused() {
 #[test]
 fn rs256_from_a_pem_key_is_accepted() {
     let auth = authenticator(&keyed(false, Some("rsa.pub.pem"), None));
-    check(
-        &auth,
-        &sign(Algorithm::RS256, None, &claims(), &rsa()),
-        Ok(()),
-    );
+    accepts(&auth, Algorithm::RS256, None, &rsa());
 }
 
 #[test]
 fn es256_from_a_pem_key_is_accepted() {
     let auth = authenticator(&keyed(false, Some("ec.pub.pem"), None));
-    check(
-        &auth,
-        &sign(Algorithm::ES256, None, &claims(), &ec()),
-        Ok(()),
-    );
+    accepts(&auth, Algorithm::ES256, None, &ec());
 }
 
 #[test]
 fn rs256_and_es256_from_a_jwks_file_are_accepted() {
     let auth = authenticator(&keyed(false, None, Some("jwks.json")));
-    check(
-        &auth,
-        &sign(Algorithm::RS256, Some("test-rsa"), &claims(), &rsa()),
-        Ok(()),
-    );
-    check(
-        &auth,
-        &sign(Algorithm::ES256, Some("test-ec"), &claims(), &ec()),
-        Ok(()),
-    );
+    accepts(&auth, Algorithm::RS256, Some("test-rsa"), &rsa());
+    accepts(&auth, Algorithm::ES256, Some("test-ec"), &ec());
     // Without a kid, the keys pinned to the token's algorithm are tried.
-    check(
-        &auth,
-        &sign(Algorithm::RS256, None, &claims(), &rsa()),
-        Ok(()),
-    );
-    check(
-        &auth,
-        &sign(Algorithm::ES256, None, &claims(), &ec()),
-        Ok(()),
-    );
+    accepts(&auth, Algorithm::RS256, None, &rsa());
+    accepts(&auth, Algorithm::ES256, None, &ec());
 }
 
 #[test]
@@ -262,15 +243,7 @@ fn every_configured_source_verifies_at_once() {
         &mint_token(&dev(), "ingest", "acme", &[], 60),
         Ok(()),
     );
-    check(
-        &auth,
-        &sign(Algorithm::RS256, Some("test-rsa"), &claims(), &rsa()),
-        Ok(()),
-    );
+    accepts(&auth, Algorithm::RS256, Some("test-rsa"), &rsa());
     // No kid: the JWKS EC key fails, the PEM EC key fits.
-    check(
-        &auth,
-        &sign(Algorithm::ES256, None, &claims(), &ec_other()),
-        Ok(()),
-    );
+    accepts(&auth, Algorithm::ES256, None, &ec_other());
 }
