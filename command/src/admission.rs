@@ -88,7 +88,11 @@ impl Admission {
 
 /// The middleware: waits for room for the request's bytes, runs it, then
 /// frees the room.
-pub async fn admit(State(admission): State<Admission>, request: Request, next: Next) -> Response {
+pub async fn admit(
+    State(admission): State<Admission>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     // Reads hold no request bytes: they pass.
     if matches!(
         *request.method(),
@@ -101,8 +105,12 @@ pub async fn admit(State(admission): State<Admission>, request: Request, next: N
         error.into_response()
     };
     if let Some(gate) = &admission.gate {
-        if let Err(e) = gate.authenticate(request.headers()) {
-            return refuse(e.into());
+        match gate.authenticate(request.headers()) {
+            // The handler takes the caller from here: one verification.
+            Ok(principal) => {
+                request.extensions_mut().insert(principal);
+            }
+            Err(e) => return refuse(e.into()),
         }
     }
     // Exact for a Content-Length and for no body at all (a PUT or DELETE

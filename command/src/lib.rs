@@ -18,7 +18,7 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::Router;
-use tally_shared::auth::{Authenticator, KeyError};
+use tally_shared::auth::{Authenticator, KeyError, Principal};
 use tally_shared::config::{CommandConfig, Config};
 use tally_shared::event::Limits;
 use tally_shared::http as api;
@@ -90,6 +90,20 @@ impl AppState {
                 nats,
             }),
         })
+    }
+}
+
+impl AppState {
+    /// The caller: as admission authenticated it, or from the bearer token.
+    fn caller(
+        &self,
+        admitted: Option<axum::Extension<Principal>>,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<Principal, api::ApiError> {
+        match admitted {
+            Some(axum::Extension(principal)) => Ok(principal),
+            None => Ok(self.inner.auth.authenticate(headers)?),
+        }
     }
 }
 

@@ -9,10 +9,11 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use serde::Serialize;
 use serde_json::Value;
-use tally_shared::auth::Scope;
+use tally_shared::auth::{Principal, Scope};
 use tally_shared::event::{validate, FieldError, Source, StoredEvent};
 use tally_shared::http::{body_rejection, parse_json, ApiError};
 use time::OffsetDateTime;
@@ -151,10 +152,11 @@ impl BatchResult {
 )]
 pub async fn post_batch(
     state: State<AppState>,
+    admitted: Option<Extension<Principal>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let answer = accept_batch(state, headers, body).await;
+    let answer = accept_batch(state, admitted, headers, body).await;
     if let Err(e) = &answer {
         crate::metrics::rejected(e, 1);
     }
@@ -163,10 +165,11 @@ pub async fn post_batch(
 
 async fn accept_batch(
     State(state): State<AppState>,
+    admitted: Option<Extension<Principal>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let principal = state.inner.auth.authenticate(&headers)?;
+    let principal = state.caller(admitted, &headers)?;
     principal.require(Scope::EventsWrite)?;
     let format = Format::from_headers(&headers)?;
     let body = body.map_err(body_rejection)?;

@@ -10,9 +10,10 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::Extension;
 use axum::Json;
 use serde::Serialize;
-use tally_shared::auth::Scope;
+use tally_shared::auth::{Principal, Scope};
 use tally_shared::event::{validate, Source, StoredEvent};
 use tally_shared::http::{json_body, ApiError};
 use time::OffsetDateTime;
@@ -75,10 +76,11 @@ impl Outcome {
 )]
 pub async fn post_event(
     state: State<AppState>,
+    admitted: Option<Extension<Principal>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, RateHeaders, Json<Accepted>), ApiError> {
-    let answer = accept_one(state, headers, body).await;
+    let answer = accept_one(state, admitted, headers, body).await;
     if let Err(e) = &answer {
         crate::metrics::rejected(e, 1);
     }
@@ -87,10 +89,11 @@ pub async fn post_event(
 
 async fn accept_one(
     State(state): State<AppState>,
+    admitted: Option<Extension<Principal>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, RateHeaders, Json<Accepted>), ApiError> {
-    let principal = state.inner.auth.authenticate(&headers)?;
+    let principal = state.caller(admitted, &headers)?;
     principal.require(Scope::EventsWrite)?;
     let rate = state
         .inner

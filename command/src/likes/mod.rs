@@ -13,9 +13,9 @@ mod decide;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Serialize;
-use tally_shared::auth::Scope;
+use tally_shared::auth::{Principal, Scope};
 use tally_shared::event::{is_valid_id, like_subject, Event, EventKind, Source, StoredEvent};
 use tally_shared::http::ApiError;
 use time::OffsetDateTime;
@@ -103,10 +103,11 @@ pub async fn get_like(
     security(("bearer" = [])), params(LikeIds), responses(LikeResponses))]
 pub async fn put_like(
     state: State<AppState>,
+    admitted: Option<Extension<Principal>>,
     headers: HeaderMap,
     ids: Ids,
 ) -> Result<(RateHeaders, Json<LikeAnswer>), ApiError> {
-    set(state, headers, ids, LikeState::Liked).await
+    set(state, admitted, headers, ids, LikeState::Liked).await
 }
 
 /// Takes the user's like back (idempotent).
@@ -114,19 +115,21 @@ pub async fn put_like(
     security(("bearer" = [])), params(LikeIds), responses(LikeResponses))]
 pub async fn delete_like(
     state: State<AppState>,
+    admitted: Option<Extension<Principal>>,
     headers: HeaderMap,
     ids: Ids,
 ) -> Result<(RateHeaders, Json<LikeAnswer>), ApiError> {
-    set(state, headers, ids, LikeState::NotLiked).await
+    set(state, admitted, headers, ids, LikeState::NotLiked).await
 }
 
 async fn set(
     State(state): State<AppState>,
+    admitted: Option<Extension<Principal>>,
     headers: HeaderMap,
     ids: Ids,
     desired: LikeState,
 ) -> Result<(RateHeaders, Json<LikeAnswer>), ApiError> {
-    let principal = state.inner.auth.authenticate(&headers)?;
+    let principal = state.caller(admitted, &headers)?;
     principal.require(Scope::EventsWrite)?;
     let (post_id, user_id) = check_ids(ids)?;
     let rate = state
