@@ -10,6 +10,7 @@
 pub mod deadletter;
 pub mod fold;
 pub mod positions;
+pub mod rollup;
 mod worker;
 
 use std::sync::atomic::Ordering;
@@ -124,6 +125,14 @@ async fn start(
                     progress.clone(),
                     shutdown.clone(),
                 ));
+                if config.projector.rollup_range > 0 {
+                    tokio::spawn(rollup::run(
+                        config.clickhouse.clone(),
+                        config.projector.rollup_range,
+                        Duration::from_millis(config.projector.rollup_interval_ms),
+                        shutdown.clone(),
+                    ));
+                }
                 let fold_options = fold::FoldOptions {
                     grace_seconds: config.windows.grace_seconds,
                 };

@@ -27,6 +27,7 @@ use anyhow::Context as _;
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use tally_shared::store::models::Models;
+use tally_shared::store::rollups::Roller;
 use time::OffsetDateTime;
 
 use crate::reader::{first_seq_at, Reader, Start};
@@ -147,13 +148,12 @@ async fn finish_switch(
     retired: &str,
 ) -> anyhow::Result<()> {
     tables::execute(admin, &format!("CREATE DATABASE IF NOT EXISTS `{retired}`")).await?;
-    for model in models {
-        let table = model.table();
+    for table in tables::replaced_tables(models) {
         if !table_exists(admin, work, table).await? {
             continue;
         }
         if table_exists(admin, live, table).await? {
-            tables::swap(admin, &[*model], live, work, retired).await?;
+            tables::swap(admin, &[table], live, work, retired).await?;
         } else {
             let sql = format!(
                 "RENAME TABLE {} TO {}",
@@ -247,7 +247,14 @@ pub async fn rebuild(env: &mut Env, options: Options) -> anyhow::Result<Report> 
             &format!("CREATE DATABASE IF NOT EXISTS `{}`", state.retired),
         )
         .await?;
-        tables::swap(&admin, &models, &live, &work, &state.retired).await?;
+        tables::swap(
+            &admin,
+            &tables::replaced_tables(&models),
+            &live,
+            &work,
+            &state.retired,
+        )
+        .await?;
         tracing::info!(?models, reached = state.reached, "rebuilt tables are live");
     }
     if state.phase == SWITCHING {
@@ -273,6 +280,12 @@ pub async fn rebuild(env: &mut Env, options: Options) -> anyhow::Result<Report> 
     .await?;
     bar.finish_and_clear();
     add(&mut projected, pass);
+    // Every event up to the workers' position is in the new tables now:
+    // rolling may start on them.
+    Roller::connect(env.live())
+        .hold(false)
+        .await
+        .context("releasing the rollups")?;
 
     tables::drop_database(&admin, &work).await?;
     let kept = if options.keep_old {
@@ -325,6 +338,12 @@ async fn start(
     }
     tables::drop_database(&admin, work).await?;
     tables::create_database(&env.database(work)).await?;
+    // Nothing is rolled in the new tables until the switch's events are in
+    // them too (released after the last pass).
+    Roller::connect(&env.database(work))
+        .hold(true)
+        .await
+        .context("holding the rollups")?;
     tables::execute(
         &admin,
         &format!(

@@ -7,6 +7,7 @@
 use anyhow::Context as _;
 use tally_projector::positions::PositionRow;
 use tally_shared::event::StoredEvent;
+use tally_shared::store::rollups::Roller;
 use tally_shared::store::READ_MODELS;
 use time::OffsetDateTime;
 
@@ -76,6 +77,18 @@ pub async fn create(env: &mut Env, name: &str, as_of: AsOf) -> anyhow::Result<Sn
     .await?;
     bar.finish_and_clear();
     record_position(env, &client, position).await?;
+    // Every event up to the position is in: roll it, so that rankings over
+    // the snapshot read the rollups (ADR 0006).
+    let size = env.config.projector.rollup_range;
+    if size > 0 {
+        let roller = Roller::connect(&config);
+        while roller
+            .step(size)
+            .await
+            .context("rolling the snapshot")?
+            .is_some()
+        {}
+    }
     Ok(Snapshot {
         name: name.to_owned(),
         database: db,

@@ -64,6 +64,24 @@ impl FromStr for Model {
     }
 }
 
+/// The rollups' tables (ADR 0006): sums of the fact tables, so a rebuild
+/// of any fact they sum replaces them too, empty, and they are rolled again.
+pub const ROLLUP_TABLES: [&str; 3] = ["rollups", "rollup_ranges", "rollup_hold"];
+
+/// The tables a rebuild of `models` replaces, in the one order every
+/// statement that reads several of them locks them in: the facts, the
+/// catalogue, then the rollups (on ClickHouse 18.16 a `RENAME` that locked
+/// them in another order than a concurrent query could deadlock with it).
+pub fn replaced_tables(models: &[Model]) -> Vec<&'static str> {
+    let mut models = models.to_vec();
+    models.sort();
+    let mut tables: Vec<&str> = models.iter().map(|m| m.table()).collect();
+    if models.iter().any(|m| *m != Model::LateEvents) {
+        tables.extend(ROLLUP_TABLES);
+    }
+    tables
+}
+
 /// `db`.`table`, quoted.
 pub fn qualified(database: &str, table: &str) -> String {
     format!("`{database}`.`{table}`")
@@ -116,31 +134,27 @@ pub async fn copy_rows(
     execute(client, &sql).await
 }
 
-/// Moves `models`' tables: `live` ones to `retired`, `fresh` ones into
+/// Moves `tables`: `live` ones to `retired`, `fresh` ones into
 /// `live`, in one statement (readers in between see the old or the new
 /// table; a read that falls exactly between two renames fails once, and the
 /// query API answers it from its cache marked stale).
 pub async fn swap(
     client: &clickhouse::Client,
-    models: &[Model],
+    tables: &[&str],
     live: &str,
     fresh: &str,
     retired: &str,
 ) -> anyhow::Result<()> {
-    let renames: Vec<String> = models
+    let renames: Vec<String> = tables
         .iter()
-        .flat_map(|m| {
+        .flat_map(|table| {
             [
                 format!(
                     "{} TO {}",
-                    qualified(live, m.table()),
-                    qualified(retired, m.table())
+                    qualified(live, table),
+                    qualified(retired, table)
                 ),
-                format!(
-                    "{} TO {}",
-                    qualified(fresh, m.table()),
-                    qualified(live, m.table())
-                ),
+                format!("{} TO {}", qualified(fresh, table), qualified(live, table)),
             ]
         })
         .collect();

@@ -54,6 +54,13 @@ pub const PROJECTION_POSITION: &str = "tally_projection_position";
 pub const PROJECTION_LAG_EVENTS: &str = "tally_projection_lag_events";
 /// Age of the oldest unprojected event, 0 when caught up; label `model`.
 pub const PROJECTION_LAG_SECONDS: &str = "tally_projection_lag_seconds";
+/// Rollup ranges rolled; label `level`.
+pub const ROLLUPS: &str = "tally_rollups_total";
+/// Failed rollup attempts (retried at the next interval).
+pub const ROLLUP_ERRORS: &str = "tally_rollup_errors_total";
+/// The stream sequence the rollups reach from the start (rankings read the
+/// facts only beyond it).
+pub const ROLLUP_POSITION: &str = "tally_rollup_position";
 /// Event-time watermark (seconds since the epoch): buckets ending more than
 /// the grace period before it are complete.
 pub const WATERMARK: &str = "tally_watermark_seconds";

@@ -125,6 +125,10 @@ pub struct ProjectorConfig {
     pub max_attempts: i64,
     pub retry_delay_ms: u64,
     pub position_interval_ms: u64,
+    /// Events per level-0 rollup range; 0 turns rolling off.
+    pub rollup_range: u64,
+    /// How often a worker looks for a range to roll.
+    pub rollup_interval_ms: u64,
     /// Events to move to the dead-letter stream on sight, as
     /// `<tenant>:<event_id>`.
     pub quarantine: Vec<String>,
@@ -302,6 +306,10 @@ impl Config {
             (
                 self.projector.position_interval_ms == 0,
                 "projector.position_interval_ms is 0",
+            ),
+            (
+                self.projector.rollup_interval_ms == 0,
+                "projector.rollup_interval_ms is 0",
             ),
             (
                 self.windows.grace_seconds > 7 * 86_400,

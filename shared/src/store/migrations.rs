@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "post_catalogue",
         sql: include_str!("../../migrations/0004_post_catalogue.sql"),
     },
+    Migration {
+        version: 5,
+        name: "rollups",
+        sql: include_str!("../../migrations/0005_rollups.sql"),
+    },
 ];
 
 /// Longest one migration statement may run.

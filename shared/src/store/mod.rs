@@ -6,6 +6,7 @@
 
 mod migrations;
 pub mod models;
+pub mod rollups;
 
 use std::time::Duration;
 

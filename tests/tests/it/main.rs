@@ -32,6 +32,8 @@ mod migrations;
 mod compose;
 // Every read model against values worked out by hand.
 mod read_models;
+// Rankings from rollups equal rankings from the facts at every position.
+mod rollups;
 // The query API's reports over HTTP on the same dataset.
 mod reports;
 // The query API without ClickHouse: stale cached answers, prompt 503s.

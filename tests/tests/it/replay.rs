@@ -15,6 +15,8 @@ use tally_replay::deadletters::{self, Redriven};
 use tally_replay::reader::Start;
 use tally_replay::{history, rebuild, snapshot, verify, Env};
 use tally_shared::store;
+use tally_shared::store::models::{Filters, Metric, Models};
+use tally_shared::store::rollups::{self, Roller};
 use tally_tests::{eventually, read, rfc3339_ago, start_service, Kind, Stack, TokenScope as Scope};
 
 const POSTS: [&str; 3] = ["p1", "p2", "p3"];
@@ -118,7 +120,11 @@ async fn engagement(client: &clickhouse::Client, seq: u64) -> EngagementRow {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_reports_the_damage_and_rebuild_repairs_it_while_reads_go_on() {
-    let stack = Stack::start("replay_rebuild").await;
+    let stack = Stack::start_with("replay_rebuild", |config| {
+        config.projector.rollup_range = 5;
+        config.projector.rollup_interval_ms = 50;
+    })
+    .await;
     let last = ingest(&stack, "acme", "e", 40).await;
     ingest(&stack, "other", "o", 8).await;
     let last = last.max(stack.stored_events().await);
@@ -255,6 +261,7 @@ async fn verify_reports_the_damage_and_rebuild_repairs_it_while_reads_go_on() {
             }
         })
     };
+    let rebuild_started_ms = now_ms();
     let report = rebuild::rebuild(&mut env, options(10)).await.unwrap();
     stop.store(true, Ordering::Relaxed);
     reader.await.unwrap();
@@ -286,6 +293,59 @@ async fn verify_reports_the_damage_and_rebuild_repairs_it_while_reads_go_on() {
     let after = verify::verify(&mut env, None).await.unwrap();
     assert!(after.differences.is_empty(), "{:?}", after.differences);
     assert!(after.events > repaired.events);
+
+    // The rollups were replaced with the facts (the old ones summed the
+    // damaged rows) and rolled again from the rebuilt ones once released.
+    let roller = Roller::connect(&stack.config.clickhouse);
+    assert!(!roller.held().await.unwrap());
+    let position = roller.position().await.unwrap();
+    eventually(
+        "the rebuilt facts rolled",
+        Duration::from_secs(30),
+        || async {
+            let done = roller.done().await.map_err(|e| e.to_string())?;
+            let rolled = rollups::cover(&done, position).0;
+            (rolled + 5 > position)
+                .then_some(())
+                .ok_or(format!("rolled to {rolled} of {position}"))
+        },
+    )
+    .await;
+    let oldest: u64 = client
+        .query("SELECT min(done_ms) FROM rollup_ranges")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert!(
+        oldest >= rebuild_started_ms,
+        "a rollup from before the rebuild"
+    );
+    let models = Models::connect(&stack.config.clickhouse);
+    let period = (0, u32::MAX - 1);
+    for metric in [Metric::Engagements, Metric::Views] {
+        assert_eq!(
+            models
+                .ranking_page("acme", metric, period, &Filters::default(), position, 0, 10)
+                .await
+                .unwrap(),
+            models
+                .ranking_page_from_facts(
+                    "acme",
+                    metric,
+                    period,
+                    &Filters::default(),
+                    position,
+                    0,
+                    10
+                )
+                .await
+                .unwrap()
+        );
+    }
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

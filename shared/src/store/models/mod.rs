@@ -73,6 +73,109 @@ fn enriched_with(filter: &str, catalogue_filter: &str) -> String {
     )
 }
 
+/// Facts, each sequence once, with their attribution completed from the
+/// catalogue and their counters as `Int64`, one row per attribution they
+/// count under: the facts that satisfy `kept` count as attributed at
+/// sequence `now`; those that satisfy `corrected` count as attributed at
+/// `now`, and minus as attributed at `then` (what a rollup made at `then`
+/// holds for them). Columns: tenant, occurred_at, influencer, campaign,
+/// plat, content_type, tags, then likes, shares, comments, views, clicks,
+/// conversions, follows, sentiment, events (±1 per fact).
+///
+/// Binds: those of `corrected`, then those of `kept`, then the tenants and
+/// the posts the catalogue side is narrowed to (arrays; see [`posts_of`]).
+///
+/// Every table appears once: on ClickHouse 18.16 a statement that locks a
+/// table twice deadlocks with a `RENAME` queued between the two (a
+/// rebuild's switch). It reads without `FINAL`: a fact written twice is the
+/// same row twice, so keeping the first row of each sequence is exact and
+/// costs only the rows selected, where `FINAL` merges all of the tenant's.
+/// The catalogue needs no deduplication: the latest value by sequence is
+/// the same whichever copy of a row holds it.
+pub(crate) fn attributed(kept: &str, corrected: &str, now: u64, then: u64) -> String {
+    let at = |prefix: &str, position: u64| {
+        format!(
+            "argMaxIf(influencer_id, seq, influencer_id != '' AND seq <= {position}) AS {prefix}_influencer,
+             argMaxIf(campaign_id, seq, campaign_id != '' AND seq <= {position}) AS {prefix}_campaign,
+             argMaxIf(platform, seq, platform != '' AND seq <= {position}) AS {prefix}_platform,
+             argMaxIf(content_type, seq, seq <= {position}) AS {prefix}_content_type,
+             argMaxIf(tags, seq, has_tags = 1 AND seq <= {position}) AS {prefix}_tags"
+        )
+    };
+    let attribution = |prefix: &str, sign: i8| {
+        format!(
+            "(if(influencer_id != '', influencer_id, {prefix}_influencer),
+              if(campaign_id != '', campaign_id, {prefix}_campaign),
+              if(platform != '', platform, {prefix}_platform),
+              {prefix}_content_type, {prefix}_tags, toInt64({sign}))"
+        )
+    };
+    format!(
+        "SELECT tenant, occurred_at, tupleElement(v, 1) AS influencer,
+                tupleElement(v, 2) AS campaign, tupleElement(v, 3) AS plat,
+                tupleElement(v, 4) AS content_type, tupleElement(v, 5) AS tags,
+                toInt64(f_likes) * tupleElement(v, 6) AS likes,
+                toInt64(f_shares) * tupleElement(v, 6) AS shares,
+                toInt64(f_comments) * tupleElement(v, 6) AS comments,
+                toInt64(f_views) * tupleElement(v, 6) AS views,
+                toInt64(f_clicks) * tupleElement(v, 6) AS clicks,
+                toInt64(f_conversions) * tupleElement(v, 6) AS conversions,
+                toInt64(f_follows) * tupleElement(v, 6) AS follows,
+                toInt64(f_sentiment) * tupleElement(v, 6) AS sentiment,
+                tupleElement(v, 6) AS events
+         FROM (
+             SELECT tenant, occurred_at, likes AS f_likes, shares AS f_shares,
+                    comments AS f_comments, views AS f_views, clicks AS f_clicks,
+                    conversions AS f_conversions, follows AS f_follows,
+                    sentiment AS f_sentiment,
+                    if(corrected, [{now_plus}, {then_minus}], [{now_plus}]) AS counted
+             FROM (SELECT *, ({corrected}) AS corrected FROM engagements
+                   WHERE ({kept}) OR corrected LIMIT 1 BY seq)
+             ANY LEFT JOIN (
+                 SELECT tenant, post_id, {now_at}, {then_at}
+                 FROM post_catalogue
+                 WHERE type = 'post_published' AND seq <= {now}
+                   AND tenant IN (SELECT arrayJoin(?)) AND post_id IN (SELECT arrayJoin(?))
+                 GROUP BY tenant, post_id
+             ) USING (tenant, post_id)
+         ) ARRAY JOIN counted AS v",
+        now_plus = attribution("n", 1),
+        then_minus = attribution("t", -1),
+        now_at = at("n", now),
+        then_at = at("t", then),
+    )
+}
+
+/// The tenants and posts of the facts that [`attributed`] with the same
+/// `kept`, `corrected` and `binds` selects, to narrow its catalogue side
+/// to them (each list holds `""` too, so that neither is empty).
+pub(crate) async fn posts_of(
+    client: &clickhouse::Client,
+    config: &ClickHouseConfig,
+    kept: &str,
+    corrected: &str,
+    binds: &[&str],
+) -> Result<(Vec<String>, Vec<String>), StoreError> {
+    let mut query = client.query(&format!(
+        "SELECT DISTINCT tenant, post_id FROM engagements WHERE ({corrected}) OR ({kept})"
+    ));
+    for value in binds {
+        query = query.bind(*value);
+    }
+    let pairs: Vec<(String, String)> = timed(config, query.fetch_all()).await?;
+    let mut tenants: Vec<String> = pairs.iter().map(|(t, _)| t.clone()).collect();
+    let mut posts: Vec<String> = pairs.into_iter().map(|(_, p)| p).collect();
+    for list in [&mut tenants, &mut posts] {
+        list.push(String::new());
+        list.sort_unstable();
+        list.dedup();
+    }
+    Ok((tenants, posts))
+}
+
+/// Lists of posts run long: let the statement that carries them be long.
+pub(crate) const LONG_QUERY: (&str, &str) = ("max_query_size", "268435456");
+
 /// A key and its counters as ClickHouse returns them (RowBinary has no
 /// nested structs).
 #[derive(Row, Deserialize)]

@@ -5,7 +5,11 @@
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
-use super::{enriched_with, timed, LateEvent, Metric, Models, Ranked, StoreError};
+use super::{
+    attributed, enriched_with, posts_of, timed, LateEvent, Metric, Models, Ranked, StoreError,
+    LONG_QUERY,
+};
+use crate::store::rollups;
 
 /// Optional filters on enriched facts (attribution included).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,8 +67,101 @@ impl Models {
     /// One page of influencers ranked by `metric` over `[from, to)`, as the
     /// read model stood at `position`: highest first, ties by id, skipping
     /// `offset` lines. Pages of the same position never overlap or miss.
+    ///
+    /// It sums, with the same answer as [`Models::ranking_page_from_facts`]:
+    /// - the rollups of the ranges that cover `(0, R]` (`R <= position`), for
+    ///   the whole minutes of the period;
+    /// - the facts after `R`, for those minutes;
+    /// - the facts of the period's partial first and last minutes;
+    /// - for posts with a catalogue event after `R`: their facts up to `R`
+    ///   attributed as at `position`, minus as at `R` (as the rollups have
+    ///   them).
     #[allow(clippy::too_many_arguments)]
     pub async fn ranking_page(
+        &self,
+        tenant: &str,
+        metric: Metric,
+        (from, to): (u32, u32),
+        filters: &Filters,
+        position: u64,
+        offset: u32,
+        limit: u32,
+    ) -> Result<Vec<Ranked>, StoreError> {
+        let done = rollups::done(&self.client, &self.config).await?;
+        let (rolled, ranges) = rollups::cover(&done, position);
+        let (a, b) = whole_minutes(from, to);
+        let minutes = format!("occurred_at >= toDateTime({a}) AND occurred_at < toDateTime({b})");
+        // The facts after `R` (and those of the partial minutes), counted as
+        // at the position; and the facts up to `R` of posts catalogued after
+        // it, counted as at the position and minus as at `R`.
+        let kept = format!(
+            "tenant = ? AND seq <= {position} AND ((seq > {rolled} AND {minutes})
+                 OR (occurred_at >= toDateTime({from}) AND occurred_at < toDateTime({a}))
+                 OR (occurred_at >= toDateTime({b}) AND occurred_at < toDateTime({to})))"
+        );
+        let corrected = if rolled > 0 {
+            format!(
+                "tenant = ? AND seq <= {rolled} AND {minutes} AND post_id IN (
+                     SELECT post_id FROM catalogue
+                     WHERE tenant = ? AND type = 'post_published'
+                       AND seq > {rolled} AND seq <= {position})"
+            )
+        } else {
+            "0".to_owned()
+        };
+        let binds: &[&str] = if rolled > 0 {
+            &[tenant, tenant, tenant]
+        } else {
+            &[tenant]
+        };
+        let (tenants, posts) =
+            posts_of(&self.client, &self.config, &kept, &corrected, binds).await?;
+        // The facts first, the rollups after: a statement that locked
+        // `rollups` before `engagements` could deadlock with a rebuild's
+        // `RENAME`, which takes them in the other order (ClickHouse 18.16).
+        let mut parts = vec![attributed(&kept, &corrected, position, rolled)];
+        if !ranges.is_empty() {
+            parts.push(format!(
+                "SELECT tenant, minute AS occurred_at, influencer, campaign, platform AS plat,
+                        content_type, tags, likes, shares, comments, views, clicks, conversions,
+                        follows, sentiment, events
+                 FROM rollups
+                 WHERE tenant = ? AND attempt IN ({})
+                   AND minute >= toDateTime({a}) AND minute < toDateTime({b})",
+                rollups::attempt_list(&ranges)
+            ));
+        }
+        let (conditions, values) = filters.conditions();
+        let sql = format!(
+            "SELECT influencer, {} AS metric_value
+             FROM ({})
+             WHERE influencer != '' {conditions}
+             GROUP BY influencer ORDER BY metric_value DESC, influencer
+             LIMIT {}, {}",
+            metric.sql(),
+            parts.join(" UNION ALL "),
+            offset,
+            limit.min(1_000),
+        );
+        let (name, value) = LONG_QUERY;
+        let mut query = self.client.query(&sql).with_setting(name, value);
+        for bind in binds {
+            query = query.bind(*bind);
+        }
+        query = query.bind(&tenants).bind(&posts);
+        if !ranges.is_empty() {
+            query = query.bind(tenant);
+        }
+        for value in values {
+            query = query.bind(value);
+        }
+        timed(&self.config, query.fetch_all()).await
+    }
+
+    /// [`Models::ranking_page`] from the facts alone, without rollups: the
+    /// reference the rollups are checked against.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn ranking_page_from_facts(
         &self,
         tenant: &str,
         metric: Metric,
@@ -197,9 +294,11 @@ impl Models {
             &self.config,
             self.client
                 .query(
+                    // `engagements` before `catalogue`, the order a
+                    // rebuild's `RENAME` locks them in.
                     "SELECT toUInt8(
-                        (SELECT count() FROM catalogue WHERE tenant = ? AND influencer_id = ?)
-                      + (SELECT count() FROM engagements WHERE tenant = ? AND influencer_id = ?) > 0)",
+                        (SELECT count() FROM engagements WHERE tenant = ? AND influencer_id = ?)
+                      + (SELECT count() FROM catalogue WHERE tenant = ? AND influencer_id = ?) > 0)",
                 )
                 .bind(tenant)
                 .bind(influencer_id)
@@ -209,6 +308,19 @@ impl Models {
         )
         .await?;
         Ok(known == 1)
+    }
+}
+
+/// The whole minutes `[a, b)` within `[from, to)`; `a == b == from` when
+/// there are none, so that `[from, a)` and `[b, to)`, the partial minutes,
+/// cover the rest.
+fn whole_minutes(from: u32, to: u32) -> (u32, u32) {
+    let a = from.div_ceil(60).saturating_mul(60);
+    let b = to / 60 * 60;
+    if a < b {
+        (a, b)
+    } else {
+        (from, from)
     }
 }
 
@@ -290,6 +402,24 @@ mod tests {
             [p(100, 1), p(110, 0)]
         );
         assert!(sliding(&[], 100, 100, 10, 10).is_empty());
+    }
+
+    #[test]
+    fn whole_minutes_and_partial_ones_cover_the_period() {
+        assert_eq!(whole_minutes(60, 180), (60, 180));
+        assert_eq!(whole_minutes(61, 250), (120, 240));
+        // Within one minute, or across one boundary only: no whole minute.
+        assert_eq!(whole_minutes(61, 119), (61, 61));
+        assert_eq!(whole_minutes(100, 130), (100, 100));
+        assert_eq!(whole_minutes(61, 179), (61, 61));
+        for (from, to) in [(0, 1), (59, 61), (61, 250), (3_600, 90_000), (7, 7_777)] {
+            let (a, b) = whole_minutes(from, to);
+            assert!(from <= a && a <= b && b <= to, "{from} {to}");
+            if a < b {
+                // The partial minutes are less than a minute each.
+                assert!(a % 60 == 0 && b % 60 == 0 && a - from < 60 && to - b < 60);
+            }
+        }
     }
 
     #[test]

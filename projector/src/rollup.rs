@@ -1,0 +1,46 @@
+//! Rolling ranges of stream sequences into per-minute sums (ADR 0006,
+//! `tally_shared::store::rollups`). Every worker runs it: two workers that
+//! roll the same range write the same sums, and the query side reads one.
+
+use std::time::Duration;
+
+use metrics::{counter, gauge};
+use tally_shared::config::ClickHouseConfig;
+use tally_shared::metrics as names;
+use tally_shared::store::rollups::{self, Roller};
+use tokio_util::sync::CancellationToken;
+
+/// Rolls every range that is due, then looks again every `interval`, until
+/// `shutdown`. Ranges hold `size` events at level 0.
+pub async fn run(
+    clickhouse: ClickHouseConfig,
+    size: u64,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let roller = Roller::connect(&clickhouse);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        // Several ranges may be due (after a pause, or joins after rolls).
+        while !shutdown.is_cancelled() {
+            match roller.step(size).await {
+                Ok(Some(range)) => {
+                    tracing::debug!(level = range.level, lo = range.lo, hi = range.hi, "rolled");
+                    counter!(names::ROLLUPS, "level" => range.level.to_string()).increment(1);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "rolling failed; retrying");
+                    counter!(names::ROLLUP_ERRORS).increment(1);
+                    break;
+                }
+            }
+        }
+        if let Ok(done) = roller.done().await {
+            gauge!(names::ROLLUP_POSITION).set(rollups::cover(&done, u64::MAX).0 as f64);
+        }
+    }
+}

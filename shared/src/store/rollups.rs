@@ -1,0 +1,506 @@
+//! Rollups (ADR 0006): the facts of closed ranges of stream sequences,
+//! summed per tenant, minute and attribution. Rankings read them for the
+//! ranges they cover and the facts only beyond.
+//!
+//! A level-0 range `(lo, hi]` is rolled from the facts once every event up
+//! to `hi` is projected, attributed from the catalogue as it stood at `hi`;
+//! catalogue events in the range also correct the attribution of their
+//! posts' earlier facts (minus as attributed at `lo`, plus as at `hi`). The
+//! sum of consecutive ranges from the start to `R` is therefore exactly the
+//! facts up to `R` attributed as at `R`. A range of level `n` is
+//! [`FAN_IN`] consecutive ranges of level `n - 1` summed, so that a ranking
+//! over a long history reads a few large ranges.
+//!
+//! Rolling is a pure function of the facts: an attempt repeated after a
+//! crash, or made by two workers at once, writes the same sums. Each
+//! attempt writes under a random `attempt` number and counts only once
+//! `rollup_ranges` records it done; any done attempt of a range is as good
+//! as another.
+
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+
+use super::models::{attributed, posts_of, LONG_QUERY};
+use super::{timed, StoreError};
+use crate::config::ClickHouseConfig;
+
+/// Ranges of one level summed into one range of the next.
+pub const FAN_IN: usize = 16;
+/// The highest level.
+pub const TOP_LEVEL: u8 = 3;
+
+/// A rolled range of stream sequences `(lo, hi]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct Range {
+    pub level: u8,
+    pub lo: u64,
+    pub hi: u64,
+    pub attempt: u64,
+}
+
+/// A row of `rollups`.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+struct RollupRow {
+    tenant: String,
+    level: u8,
+    lo: u64,
+    hi: u64,
+    attempt: u64,
+    minute: u32,
+    influencer: String,
+    campaign: String,
+    platform: String,
+    content_type: String,
+    tags: Vec<String>,
+    likes: i64,
+    shares: i64,
+    comments: i64,
+    views: i64,
+    clicks: i64,
+    conversions: i64,
+    follows: i64,
+    sentiment: i64,
+    events: i64,
+}
+
+/// What to roll next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Sum the facts of `(lo, hi]`.
+    Facts { lo: u64, hi: u64 },
+    /// Sum `parts`, consecutive ranges of level `level - 1`.
+    Join { level: u8, parts: Vec<Range> },
+}
+
+impl Plan {
+    pub fn level(&self) -> u8 {
+        match self {
+            Plan::Facts { .. } => 0,
+            Plan::Join { level, .. } => *level,
+        }
+    }
+
+    /// The sequences it covers, `(lo, hi]`.
+    pub fn bounds(&self) -> (u64, u64) {
+        match self {
+            Plan::Facts { lo, hi } => (*lo, *hi),
+            Plan::Join { parts, .. } => (
+                parts.first().map_or(0, |p| p.lo),
+                parts.last().map_or(0, |p| p.hi),
+            ),
+        }
+    }
+}
+
+/// The chain of done ranges of `level` that starts at `from`, in order
+/// (one attempt per range).
+fn chain(done: &[Range], level: u8, from: u64) -> Vec<Range> {
+    let mut chain = Vec::new();
+    let mut at = from;
+    while let Some(next) = done
+        .iter()
+        .filter(|r| r.level == level && r.lo == at)
+        .max_by_key(|r| r.hi)
+    {
+        chain.push(*next);
+        at = next.hi;
+    }
+    chain
+}
+
+/// The next range to roll, given the ranges done, the position up to which
+/// every event is projected, and the size of a level-0 range: first a join
+/// whose parts are all done (lowest level first), else the level-0 range
+/// after the last one if the position has passed its end.
+pub fn next(done: &[Range], position: u64, size: u64) -> Option<Plan> {
+    for level in 1..=TOP_LEVEL {
+        let start = chain(done, level, 0).last().map_or(0, |r| r.hi);
+        let parts = chain(done, level - 1, start);
+        if parts.len() >= FAN_IN {
+            return Some(Plan::Join {
+                level,
+                parts: parts[..FAN_IN].to_vec(),
+            });
+        }
+    }
+    let lo = chain(done, 0, 0).last().map_or(0, |r| r.hi);
+    let hi = lo + size.max(1);
+    (hi <= position).then_some(Plan::Facts { lo, hi })
+}
+
+/// The fewest done ranges that cover `(0, R]` with `R` as high as possible
+/// but not past `position`, and `R`. With nothing rolled, `R` is 0.
+pub fn cover(done: &[Range], position: u64) -> (u64, Vec<Range>) {
+    let mut ranges = Vec::new();
+    let mut at = 0;
+    while let Some(next) = done
+        .iter()
+        .filter(|r| r.lo == at && r.hi <= position)
+        .max_by_key(|r| (r.hi, r.level))
+    {
+        ranges.push(*next);
+        at = next.hi;
+    }
+    (at, ranges)
+}
+
+/// The counters a rollup row sums, as the columns of [`attributed_at`].
+const SUMS: &str = "toInt64(sum(likes)) AS s_likes, toInt64(sum(shares)) AS s_shares,
+    toInt64(sum(comments)) AS s_comments, toInt64(sum(views)) AS s_views,
+    toInt64(sum(clicks)) AS s_clicks, toInt64(sum(conversions)) AS s_conversions,
+    toInt64(sum(follows)) AS s_follows, toInt64(sum(sentiment)) AS s_sentiment,
+    toInt64(sum(events)) AS s_events";
+
+/// A row whose sums are all zero (a correction that changed nothing) is
+/// left out: it adds nothing.
+const NOT_ZERO: &str = "HAVING s_likes != 0 OR s_shares != 0 OR s_comments != 0 OR s_views != 0
+    OR s_clicks != 0 OR s_conversions != 0 OR s_follows != 0 OR s_sentiment != 0
+    OR s_events != 0";
+
+const COLUMNS: &str = "tenant, level, lo, hi, attempt, minute, influencer, campaign, platform,
+    content_type, tags, likes, shares, comments, views, clicks, conversions, follows, sentiment,
+    events";
+
+/// The statement that rolls `plan` as `attempt`: for a join, an `INSERT`
+/// (it reads only `rollups`); for facts, the `SELECT` of the rows to
+/// insert. `catalogued`: whether
+/// `post_published` events are in the range (without any, there is nothing
+/// to correct, and the correction's scan of the earlier facts is skipped).
+fn roll_sql(plan: &Plan, attempt: u64, catalogued: bool) -> String {
+    let level = plan.level();
+    let (lo, hi) = plan.bounds();
+    match plan {
+        Plan::Facts { .. } => {
+            let (kept, corrected) = facts_of(lo, hi, catalogued);
+            // Read here and written by the caller: an `INSERT … SELECT`
+            // would lock `rollups` before the facts, the reverse of the
+            // order a rebuild's `RENAME` takes them in (a deadlock on
+            // ClickHouse 18.16).
+            format!(
+                "SELECT tenant, toUInt8({level}), toUInt64({lo}), toUInt64({hi}),
+                        toUInt64({attempt}), toStartOfMinute(occurred_at) AS at_minute,
+                        influencer, campaign, plat, content_type, tags, {SUMS}
+                 FROM ({})
+                 GROUP BY tenant, at_minute, influencer, campaign, plat, content_type, tags
+                 {NOT_ZERO}",
+                attributed(&kept, &corrected, hi, lo)
+            )
+        }
+        Plan::Join { parts, .. } => {
+            let attempts = attempt_list(parts);
+            format!(
+                "INSERT INTO rollups ({COLUMNS})
+                 SELECT tenant, {level}, {lo}, {hi}, {attempt}, minute, influencer, campaign,
+                        platform, content_type, tags, {SUMS}
+                 FROM rollups WHERE attempt IN ({attempts})
+                 GROUP BY tenant, minute, influencer, campaign, platform, content_type, tags
+                 {NOT_ZERO}"
+            )
+        }
+    }
+}
+
+/// The facts a level-0 range `(lo, hi]` sums: its own, and, if catalogue
+/// events are in it (`catalogued`), the earlier facts of their posts, which
+/// the ranges before attributed as at `lo` (see [`attributed`]).
+fn facts_of(lo: u64, hi: u64, catalogued: bool) -> (String, String) {
+    let kept = format!("seq > {lo} AND seq <= {hi}");
+    let corrected = if catalogued {
+        format!(
+            "seq <= {lo} AND (tenant, post_id) IN (
+                 SELECT tenant, post_id FROM catalogue
+                 WHERE type = 'post_published' AND seq > {lo} AND seq <= {hi})"
+        )
+    } else {
+        "0".to_owned()
+    };
+    (kept, corrected)
+}
+
+/// `ranges`' attempt numbers as an SQL list (numbers only).
+pub(crate) fn attempt_list(ranges: &[Range]) -> String {
+    ranges
+        .iter()
+        .map(|r| r.attempt.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Rolls ranges in one database.
+#[derive(Clone)]
+pub struct Roller {
+    client: clickhouse::Client,
+    config: ClickHouseConfig,
+}
+
+impl Roller {
+    pub fn connect(config: &ClickHouseConfig) -> Roller {
+        Roller {
+            client: super::client(config),
+            config: config.clone(),
+        }
+    }
+
+    /// The ranges rolled to the end.
+    pub async fn done(&self) -> Result<Vec<Range>, StoreError> {
+        done(&self.client, &self.config).await
+    }
+
+    /// Whether rolling is held (see [`Roller::hold`]), and when that was
+    /// last changed (0 if never).
+    async fn hold_state(&self) -> Result<(bool, u64), StoreError> {
+        let (held, changed): (u8, u64) = timed(
+            &self.config,
+            self.client
+                .query("SELECT toUInt8(argMax(held, at_ms)), max(at_ms) FROM rollup_hold")
+                .fetch_one(),
+        )
+        .await?;
+        Ok((held == 1, changed))
+    }
+
+    /// Whether rolling is held.
+    pub async fn held(&self) -> Result<bool, StoreError> {
+        Ok(self.hold_state().await?.0)
+    }
+
+    /// Holds or releases rolling in this database. A rebuild holds it in
+    /// the tables it builds and releases it once they have every event up
+    /// to the position the workers record; ranges recorded done before the
+    /// release (by a roll that raced the switch) are ignored from then on.
+    /// Times are ClickHouse's clock, and each change is later than the last.
+    pub async fn hold(&self, held: bool) -> Result<(), StoreError> {
+        timed(
+            &self.config,
+            self.client
+                .query(&format!(
+                    "INSERT INTO rollup_hold (held, at_ms)
+                     SELECT {}, greatest(toUInt64(now()) * 1000,
+                                         (SELECT max(at_ms) + 1 FROM rollup_hold))",
+                    u8::from(held)
+                ))
+                .execute(),
+        )
+        .await
+    }
+
+    /// The position below which every event is projected, as the workers
+    /// last recorded it (0 if none did).
+    pub async fn position(&self) -> Result<u64, StoreError> {
+        let positions = super::models::Models::new(self.client.clone(), &self.config)
+            .positions()
+            .await?;
+        Ok(positions.iter().map(|p| p.position).min().unwrap_or(0))
+    }
+
+    /// Rolls `plan` and records it done, unless a rebuild switched the
+    /// tables meanwhile (then `None`: the facts read may have been the
+    /// rebuilt ones before its last pass).
+    pub async fn roll(&self, plan: &Plan) -> Result<Option<Range>, StoreError> {
+        let before = self.hold_state().await?;
+        if before.0 {
+            return Ok(None);
+        }
+        let attempt = uuid::Uuid::new_v4().as_u64_pair().0;
+        let (lo, hi) = plan.bounds();
+        let catalogued = match plan {
+            Plan::Facts { .. } => {
+                let published: u64 = timed(
+                    &self.config,
+                    self.client
+                        .query(&format!(
+                            "SELECT count() FROM catalogue
+                             WHERE type = 'post_published' AND seq > {lo} AND seq <= {hi}"
+                        ))
+                        .fetch_one(),
+                )
+                .await?;
+                published > 0
+            }
+            Plan::Join { .. } => false,
+        };
+        let sql = roll_sql(plan, attempt, catalogued);
+        match plan {
+            Plan::Facts { .. } => {
+                let (kept, corrected) = facts_of(lo, hi, catalogued);
+                let (tenants, posts) =
+                    posts_of(&self.client, &self.config, &kept, &corrected, &[]).await?;
+                let (name, value) = LONG_QUERY;
+                let query = self
+                    .client
+                    .query(&sql)
+                    .with_setting(name, value)
+                    .bind(&tenants)
+                    .bind(&posts);
+                let rows: Vec<RollupRow> = timed(&self.config, query.fetch_all()).await?;
+                timed(&self.config, async {
+                    let mut insert = self.client.insert::<RollupRow>("rollups").await?;
+                    for row in &rows {
+                        insert.write(row).await?;
+                    }
+                    insert.end().await
+                })
+                .await?;
+            }
+            Plan::Join { .. } => timed(&self.config, self.client.query(&sql).execute()).await?,
+        }
+        if self.hold_state().await? != before {
+            tracing::info!(
+                lo,
+                hi,
+                "the tables were switched while rolling; rolling again"
+            );
+            return Ok(None);
+        }
+        let range = Range {
+            level: plan.level(),
+            lo,
+            hi,
+            attempt,
+        };
+        // Later than the last hold or release, so that it counts. Should a
+        // switch come now, this row lands in the rebuilt tables before their
+        // release, which is later, and it is ignored.
+        timed(
+            &self.config,
+            self.client
+                .query(&format!(
+                    "INSERT INTO rollup_ranges (level, lo, hi, attempt, done_ms)
+                     SELECT {}, {lo}, {hi}, {attempt},
+                            greatest(toUInt64(now()) * 1000,
+                                     (SELECT max(at_ms) + 1 FROM rollup_hold))",
+                    range.level
+                ))
+                .execute(),
+        )
+        .await?;
+        Ok(Some(range))
+    }
+
+    /// Rolls the next range if one is due (ranges of `size` events at level
+    /// 0) and says which; `None` if none is due or rolling is held.
+    pub async fn step(&self, size: u64) -> Result<Option<Range>, StoreError> {
+        let (done, position) = tokio::try_join!(self.done(), self.position())?;
+        match next(&done, position, size) {
+            Some(plan) => self.roll(&plan).await,
+            None => Ok(None),
+        }
+    }
+}
+
+/// The ranges rolled to the end, one attempt each: those recorded after
+/// the last hold or release (see [`Roller::hold`]).
+pub(crate) async fn done(
+    client: &clickhouse::Client,
+    config: &ClickHouseConfig,
+) -> Result<Vec<Range>, StoreError> {
+    timed(
+        config,
+        client
+            .query(
+                "SELECT level, lo, hi, min(attempt) AS one_attempt
+                 FROM rollup_ranges
+                 WHERE done_ms > (SELECT max(at_ms) FROM rollup_hold)
+                 GROUP BY level, lo, hi ORDER BY level, lo",
+            )
+            .fetch_all(),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(level: u8, lo: u64, hi: u64) -> Range {
+        Range {
+            level,
+            lo,
+            hi,
+            attempt: lo * 100 + u64::from(level),
+        }
+    }
+
+    /// Level-0 ranges of `size` up to `end`.
+    fn level0(size: u64, end: u64) -> Vec<Range> {
+        (0..end / size)
+            .map(|i| r(0, i * size, (i + 1) * size))
+            .collect()
+    }
+
+    #[test]
+    fn the_first_range_waits_for_the_position_to_pass_its_end() {
+        assert_eq!(next(&[], 9, 10), None);
+        assert_eq!(next(&[], 10, 10), Some(Plan::Facts { lo: 0, hi: 10 }));
+        let done = level0(10, 30);
+        assert_eq!(next(&done, 39, 10), None);
+        assert_eq!(next(&done, 45, 10), Some(Plan::Facts { lo: 30, hi: 40 }));
+    }
+
+    #[test]
+    fn sixteen_ranges_of_a_level_are_joined_before_more_are_rolled() {
+        let done = level0(10, 10 * FAN_IN as u64);
+        let Some(Plan::Join { level: 1, parts }) = next(&done, 10_000, 10) else {
+            panic!("expected a join")
+        };
+        assert_eq!(parts, done);
+        // Once joined, level 0 goes on from where it stopped.
+        let mut done = done;
+        done.push(r(1, 0, 160));
+        assert_eq!(
+            next(&done, 10_000, 10),
+            Some(Plan::Facts { lo: 160, hi: 170 })
+        );
+        // Fifteen more do not make a join; the sixteenth does.
+        done.extend((16..31).map(|i| r(0, i * 10, (i + 1) * 10)));
+        assert_eq!(
+            next(&done, 10_000, 10),
+            Some(Plan::Facts { lo: 310, hi: 320 })
+        );
+        done.push(r(0, 310, 320));
+        assert!(matches!(
+            next(&done, 10_000, 10),
+            Some(Plan::Join { level: 1, parts }) if parts[0].lo == 160 && parts[15].hi == 320
+        ));
+    }
+
+    #[test]
+    fn the_cover_takes_the_largest_ranges_and_stops_at_the_position() {
+        let mut done = level0(10, 200);
+        done.push(r(1, 0, 160));
+        let (rolled, ranges) = cover(&done, 10_000);
+        assert_eq!(rolled, 200);
+        assert_eq!(ranges[0], r(1, 0, 160));
+        assert_eq!(ranges.len(), 1 + 4);
+        // A position inside the large range falls back to the small ones.
+        let (rolled, ranges) = cover(&done, 155);
+        assert_eq!(rolled, 150);
+        assert!(ranges.iter().all(|r| r.level == 0));
+        // A position inside a range stops before it.
+        assert_eq!(cover(&done, 175).0, 170);
+        assert_eq!(cover(&[], 175), (0, vec![]));
+    }
+
+    #[test]
+    fn a_gap_ends_the_cover() {
+        let done = vec![r(0, 0, 10), r(0, 20, 30)];
+        assert_eq!(cover(&done, 100), (10, vec![r(0, 0, 10)]));
+    }
+
+    #[test]
+    fn ranges_of_another_size_chain_on() {
+        // The size was changed from 10 to 25 after 30 events.
+        let mut done = level0(10, 30);
+        assert_eq!(next(&done, 100, 25), Some(Plan::Facts { lo: 30, hi: 55 }));
+        done.push(r(0, 30, 55));
+        assert_eq!(cover(&done, 100).0, 55);
+    }
+
+    #[test]
+    fn joins_sum_the_parts_attempts() {
+        let parts = level0(10, 30);
+        let sql = roll_sql(&Plan::Join { level: 1, parts }, 7, false);
+        assert!(sql.contains("attempt IN (0, 1000, 2000)"), "{sql}");
+        assert!(sql.contains("SELECT tenant, 1, 0, 30, 7,"), "{sql}");
+    }
+}
