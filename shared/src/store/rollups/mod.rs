@@ -17,10 +17,11 @@
 //! `rollup_ranges` records it done; any done attempt of a range is as good
 //! as another.
 
+mod facts;
+
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
-use super::models::{attributed, posts_of, LONG_QUERY};
 use super::{timed, StoreError};
 use crate::config::ClickHouseConfig;
 
@@ -40,7 +41,7 @@ pub struct Range {
 
 /// A row of `rollups`.
 #[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
-struct RollupRow {
+pub(super) struct RollupRow {
     tenant: String,
     level: u8,
     lo: u64,
@@ -161,60 +162,20 @@ const COLUMNS: &str = "tenant, level, lo, hi, attempt, minute, influencer, campa
     content_type, tags, likes, shares, comments, views, clicks, conversions, follows, sentiment,
     events";
 
-/// The statement that rolls `plan` as `attempt`: for a join, an `INSERT`
-/// (it reads only `rollups`); for facts, the `SELECT` of the rows to
-/// insert. `catalogued`: whether
-/// `post_published` events are in the range (without any, there is nothing
-/// to correct, and the correction's scan of the earlier facts is skipped).
-fn roll_sql(plan: &Plan, attempt: u64, catalogued: bool) -> String {
-    let level = plan.level();
-    let (lo, hi) = plan.bounds();
-    match plan {
-        Plan::Facts { .. } => {
-            let (kept, corrected) = facts_of(lo, hi, catalogued);
-            // Read here and written by the caller: an `INSERT … SELECT`
-            // would lock `rollups` before the facts, the reverse of the
-            // order a rebuild's `RENAME` takes them in (a deadlock on
-            // ClickHouse 18.16).
-            format!(
-                "SELECT tenant, toUInt8({level}), toUInt64({lo}), toUInt64({hi}),
-                        toUInt64({attempt}), toStartOfMinute(occurred_at) AS at_minute,
-                        influencer, campaign, plat, content_type, tags, {SUMS}
-                 FROM ({})
-                 GROUP BY tenant, at_minute, influencer, campaign, plat, content_type, tags
-                 {NOT_ZERO}",
-                attributed(&kept, &corrected, hi, lo)
-            )
-        }
-        Plan::Join { parts, .. } => {
-            let attempts = attempt_list(parts);
-            format!(
-                "INSERT INTO rollups ({COLUMNS})
-                 SELECT tenant, {level}, {lo}, {hi}, {attempt}, minute, influencer, campaign,
-                        platform, content_type, tags, {SUMS}
-                 FROM rollups WHERE attempt IN ({attempts})
-                 GROUP BY tenant, minute, influencer, campaign, platform, content_type, tags
-                 {NOT_ZERO}"
-            )
-        }
-    }
-}
-
-/// The facts a level-0 range `(lo, hi]` sums: its own, and, if catalogue
-/// events are in it (`catalogued`), the earlier facts of their posts, which
-/// the ranges before attributed as at `lo` (see [`attributed`]).
-fn facts_of(lo: u64, hi: u64, catalogued: bool) -> (String, String) {
-    let kept = format!("seq > {lo} AND seq <= {hi}");
-    let corrected = if catalogued {
-        format!(
-            "seq <= {lo} AND (tenant, post_id) IN (
-                 SELECT tenant, post_id FROM catalogue
-                 WHERE type = 'post_published' AND seq > {lo} AND seq <= {hi})"
-        )
-    } else {
-        "0".to_owned()
-    };
-    (kept, corrected)
+/// The statement that sums `parts` into one range of `level` as
+/// `attempt` (it reads and writes `rollups` only).
+fn join_sql(level: u8, parts: &[Range], attempt: u64) -> String {
+    let lo = parts.first().map_or(0, |p| p.lo);
+    let hi = parts.last().map_or(0, |p| p.hi);
+    let attempts = attempt_list(parts);
+    format!(
+        "INSERT INTO rollups ({COLUMNS})
+         SELECT tenant, {level}, {lo}, {hi}, {attempt}, minute, influencer, campaign,
+                platform, content_type, tags, {SUMS}
+         FROM rollups WHERE attempt IN ({attempts})
+         GROUP BY tenant, minute, influencer, campaign, platform, content_type, tags
+         {NOT_ZERO}"
+    )
 }
 
 /// `ranges`' attempt numbers as an SQL list (numbers only).
@@ -270,16 +231,28 @@ impl Roller {
     /// release (by a roll that raced the switch) are ignored from then on.
     /// Times are ClickHouse's clock, and each change is later than the last.
     pub async fn hold(&self, held: bool) -> Result<(), StoreError> {
+        let (_, changed) = self.hold_state().await?;
+        let at_ms = self.server_ms().await?.max(changed + 1);
         timed(
             &self.config,
             self.client
                 .query(&format!(
-                    "INSERT INTO rollup_hold (held, at_ms)
-                     SELECT {}, greatest(toUInt64(now()) * 1000,
-                                         (SELECT max(at_ms) + 1 FROM rollup_hold))",
+                    "INSERT INTO rollup_hold (held, at_ms) VALUES ({}, {at_ms})",
                     u8::from(held)
                 ))
                 .execute(),
+        )
+        .await
+    }
+
+    /// ClickHouse's clock, in milliseconds (whole seconds): holds and
+    /// ranges are ordered by one clock whichever process writes them.
+    async fn server_ms(&self) -> Result<u64, StoreError> {
+        timed(
+            &self.config,
+            self.client
+                .query("SELECT toUInt64(now()) * 1000")
+                .fetch_one(),
         )
         .await
     }
@@ -319,20 +292,10 @@ impl Roller {
             }
             Plan::Join { .. } => false,
         };
-        let sql = roll_sql(plan, attempt, catalogued);
         match plan {
             Plan::Facts { .. } => {
-                let (kept, corrected) = facts_of(lo, hi, catalogued);
-                let (tenants, posts) =
-                    posts_of(&self.client, &self.config, &kept, &corrected, &[]).await?;
-                let (name, value) = LONG_QUERY;
-                let query = self
-                    .client
-                    .query(&sql)
-                    .with_setting(name, value)
-                    .bind(&tenants)
-                    .bind(&posts);
-                let rows: Vec<RollupRow> = timed(&self.config, query.fetch_all()).await?;
+                let rows =
+                    facts::roll(&self.client, &self.config, (lo, hi), attempt, catalogued).await?;
                 timed(&self.config, async {
                     let mut insert = self.client.insert::<RollupRow>("rollups").await?;
                     for row in &rows {
@@ -342,7 +305,10 @@ impl Roller {
                 })
                 .await?;
             }
-            Plan::Join { .. } => timed(&self.config, self.client.query(&sql).execute()).await?,
+            Plan::Join { level, parts } => {
+                let sql = join_sql(*level, parts, attempt);
+                timed(&self.config, self.client.query(&sql).execute()).await?
+            }
         }
         if self.hold_state().await? != before {
             tracing::info!(
@@ -361,14 +327,13 @@ impl Roller {
         // Later than the last hold or release, so that it counts. Should a
         // switch come now, this row lands in the rebuilt tables before their
         // release, which is later, and it is ignored.
+        let done_ms = self.server_ms().await?.max(before.1 + 1);
         timed(
             &self.config,
             self.client
                 .query(&format!(
                     "INSERT INTO rollup_ranges (level, lo, hi, attempt, done_ms)
-                     SELECT {}, {lo}, {hi}, {attempt},
-                            greatest(toUInt64(now()) * 1000,
-                                     (SELECT max(at_ms) + 1 FROM rollup_hold))",
+                     VALUES ({}, {lo}, {hi}, {attempt}, {done_ms})",
                     range.level
                 ))
                 .execute(),
@@ -389,20 +354,28 @@ impl Roller {
 }
 
 /// The ranges rolled to the end, one attempt each: those recorded after
-/// the last hold or release (see [`Roller::hold`]).
+/// the last hold or release (see [`Roller::hold`]). Each statement reads
+/// one table (see [`facts`]).
 pub(crate) async fn done(
     client: &clickhouse::Client,
     config: &ClickHouseConfig,
 ) -> Result<Vec<Range>, StoreError> {
+    let changed: u64 = timed(
+        config,
+        client
+            .query("SELECT max(at_ms) FROM rollup_hold")
+            .fetch_one(),
+    )
+    .await?;
     timed(
         config,
         client
-            .query(
+            .query(&format!(
                 "SELECT level, lo, hi, min(attempt) AS one_attempt
                  FROM rollup_ranges
-                 WHERE done_ms > (SELECT max(at_ms) FROM rollup_hold)
-                 GROUP BY level, lo, hi ORDER BY level, lo",
-            )
+                 WHERE done_ms > {changed}
+                 GROUP BY level, lo, hi ORDER BY level, lo"
+            ))
             .fetch_all(),
     )
     .await
@@ -499,7 +472,7 @@ mod tests {
     #[test]
     fn joins_sum_the_parts_attempts() {
         let parts = level0(10, 30);
-        let sql = roll_sql(&Plan::Join { level: 1, parts }, 7, false);
+        let sql = join_sql(1, &parts, 7);
         assert!(sql.contains("attempt IN (0, 1000, 2000)"), "{sql}");
         assert!(sql.contains("SELECT tenant, 1, 0, 30, 7,"), "{sql}");
     }
