@@ -10,6 +10,10 @@ use tally_shared::metrics as names;
 use tally_shared::store::rollups::{self, Roller};
 use tokio_util::sync::CancellationToken;
 
+/// Looks at an unchanged position after which the stream counts as quiet
+/// and is rolled up to its position (short ranges; see `rollups::next`).
+const QUIET_LOOKS: u32 = 3;
+
 /// Rolls every range that is due, then looks again every `interval`, until
 /// `shutdown`. Ranges hold `size` events at level 0.
 pub async fn run(
@@ -19,14 +23,24 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let roller = Roller::connect(&clickhouse);
+    // The position, and for how many looks it has stood still.
+    let mut last = (0, 0);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
+        if let Ok(position) = roller.position().await {
+            last = if position == last.0 {
+                (position, last.1 + 1)
+            } else {
+                (position, 0)
+            };
+        }
+        let quiet = last.1 >= QUIET_LOOKS;
         // Several ranges may be due (after a pause, or joins after rolls).
         while !shutdown.is_cancelled() {
-            match roller.step(size).await {
+            match roller.step(size, quiet).await {
                 Ok(Some(range)) => {
                     tracing::debug!(level = range.level, lo = range.lo, hi = range.hi, "rolled");
                     counter!(names::ROLLUPS, "level" => range.level.to_string()).increment(1);

@@ -250,7 +250,15 @@ pub async fn rankings(
         .get("cursor")
         .map(|cursor| state.inner.cursors.check(&scope, cursor))
         .transpose()?;
-    let first_range = ask.params.range(ask.now(), 7 * 86_400)?;
+    let mut first_range = ask.params.range(ask.now(), 7 * 86_400)?;
+    if ask.params.get("from").is_none() && ask.params.get("to").is_none() {
+        // A relative period ends at the next whole minute: its rankings are
+        // then read from the rollups alone once they reach the position
+        // (ADR 0006).
+        let (from, to) = first_range;
+        let end = to.div_ceil(60).saturating_mul(60);
+        first_range = (from + (end - to), end);
+    }
     ask.settle(&state).await?;
     let listing = "influencers/rankings".to_owned();
     let (ask, state) = (&ask, &state);

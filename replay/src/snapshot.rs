@@ -83,7 +83,7 @@ pub async fn create(env: &mut Env, name: &str, as_of: AsOf) -> anyhow::Result<Sn
     if size > 0 {
         let roller = Roller::connect(&config);
         while roller
-            .step(size)
+            .step(size, true)
             .await
             .context("rolling the snapshot")?
             .is_some()

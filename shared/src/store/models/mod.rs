@@ -1,8 +1,10 @@
 //! The read models, as queries over the projected facts (ADR 0004).
 //!
 //! The projector writes one row per event, keyed by stream sequence; every
-//! aggregate here is computed from those rows with `FINAL`, so whatever was
-//! redelivered or replayed counts once. Attribution an interaction lacks
+//! aggregate here is computed from those rows with `FINAL` (or, where few
+//! rows are read, the first row of each sequence), so whatever was
+//! redelivered or replayed counts once. Rankings also read the rollups of
+//! closed sequence ranges (`super::rollups`, ADR 0006). Attribution an interaction lacks
 //! (influencer, campaign, platform, content type, tags) is joined from the
 //! latest `post_published` event of its post when read: a catalogue event
 //! that arrives after its interactions still attributes them.
@@ -50,6 +52,21 @@ fn enriched(filter: &str) -> String {
 /// [`enriched`], with a constant condition on `catalogue` too (its `?`
 /// parameters bound after the catalogue's tenant).
 fn enriched_with(filter: &str, catalogue_filter: &str) -> String {
+    enriched_from("FINAL", filter, "", catalogue_filter)
+}
+
+/// [`enriched_with`] for a few facts (one post's): each sequence's first
+/// row instead of `FINAL`. A fact written twice is the same row twice, so
+/// this is as exact, and deduplicates only the rows selected where `FINAL`
+/// also merges the parts' other rows in the range it reads.
+fn enriched_few(filter: &str, catalogue_filter: &str) -> String {
+    enriched_from("", filter, "LIMIT 1 BY seq", catalogue_filter)
+}
+
+/// The enriched facts, read from `engagements {modifier} WHERE tenant = ?
+/// {filter} {limit}`. The catalogue side needs no `FINAL`: the latest value
+/// by sequence is the same whichever copy of a row holds it.
+fn enriched_from(modifier: &str, filter: &str, limit: &str, catalogue_filter: &str) -> String {
     format!(
         "SELECT tenant, seq, occurred_at, received_at, type, post_id, user_id,
                 likes, shares, comments, views, clicks, conversions, value_e4, currency,
@@ -58,7 +75,7 @@ fn enriched_with(filter: &str, catalogue_filter: &str) -> String {
                 if(campaign_id != '', campaign_id, p_campaign) AS campaign,
                 if(platform != '', platform, p_platform) AS plat,
                 p_content_type AS content_type, p_tags AS tags
-         FROM (SELECT * FROM engagements FINAL WHERE tenant = ? {filter})
+         FROM (SELECT * FROM engagements {modifier} WHERE tenant = ? {filter} {limit})
          ANY LEFT JOIN (
              SELECT post_id,
                     argMaxIf(influencer_id, seq, influencer_id != '') AS p_influencer,
@@ -66,7 +83,7 @@ fn enriched_with(filter: &str, catalogue_filter: &str) -> String {
                     argMaxIf(platform, seq, platform != '') AS p_platform,
                     argMax(content_type, seq) AS p_content_type,
                     argMaxIf(tags, seq, has_tags = 1) AS p_tags
-             FROM post_catalogue FINAL
+             FROM post_catalogue
              WHERE tenant = ? AND type = 'post_published' {catalogue_filter}
              GROUP BY post_id
          ) USING post_id"
@@ -245,7 +262,7 @@ impl Models {
              FROM ({})",
             // The catalogue side is narrowed to the post too: one post's
             // metrics read one post's facts and catalogue events.
-            enriched_with("AND post_id = ?", "AND post_id = ?")
+            enriched_few("AND post_id = ?", "AND post_id = ?")
         );
         let query = self
             .client
@@ -258,8 +275,8 @@ impl Models {
             .client
             .query(
                 "SELECT currency, toInt64(sum(value_e4)) AS total_e4
-                 FROM engagements FINAL
-                 WHERE tenant = ? AND post_id = ? AND conversions > 0
+                 FROM (SELECT seq, currency, value_e4 FROM engagements
+                       WHERE tenant = ? AND post_id = ? AND conversions > 0 LIMIT 1 BY seq)
                  GROUP BY currency ORDER BY currency",
             )
             .bind(tenant)
@@ -308,7 +325,7 @@ impl Models {
                         argMax(content_type, seq) AS a_content_type,
                         argMaxIf(tags, seq, has_tags = 1) AS a_tags,
                         toUInt64(count()) AS n
-                 FROM post_catalogue FINAL
+                 FROM post_catalogue
                  WHERE tenant = ? AND post_id = ? AND type = 'post_published'",
             )
             .bind(tenant)

@@ -112,8 +112,10 @@ fn chain(done: &[Range], level: u8, from: u64) -> Vec<Range> {
 /// The next range to roll, given the ranges done, the position up to which
 /// every event is projected, and the size of a level-0 range: first a join
 /// whose parts are all done (lowest level first), else the level-0 range
-/// after the last one if the position has passed its end.
-pub fn next(done: &[Range], position: u64, size: u64) -> Option<Plan> {
+/// after the last one if the position has passed its end. When the stream
+/// is `quiet` (the position has stood still), the level-0 range ends at
+/// the position: rankings then read no facts at all.
+pub fn next(done: &[Range], position: u64, size: u64, quiet: bool) -> Option<Plan> {
     for level in 1..=TOP_LEVEL {
         let start = chain(done, level, 0).last().map_or(0, |r| r.hi);
         let parts = chain(done, level - 1, start);
@@ -126,7 +128,13 @@ pub fn next(done: &[Range], position: u64, size: u64) -> Option<Plan> {
     }
     let lo = chain(done, 0, 0).last().map_or(0, |r| r.hi);
     let hi = lo + size.max(1);
-    (hi <= position).then_some(Plan::Facts { lo, hi })
+    if hi <= position {
+        Some(Plan::Facts { lo, hi })
+    } else if quiet && position > lo {
+        Some(Plan::Facts { lo, hi: position })
+    } else {
+        None
+    }
 }
 
 /// The fewest done ranges that cover `(0, R]` with `R` as high as possible
@@ -343,10 +351,11 @@ impl Roller {
     }
 
     /// Rolls the next range if one is due (ranges of `size` events at level
-    /// 0) and says which; `None` if none is due or rolling is held.
-    pub async fn step(&self, size: u64) -> Result<Option<Range>, StoreError> {
+    /// 0, or up to the position if the stream is `quiet`; see [`next`]) and
+    /// says which; `None` if none is due or rolling is held.
+    pub async fn step(&self, size: u64, quiet: bool) -> Result<Option<Range>, StoreError> {
         let (done, position) = tokio::try_join!(self.done(), self.position())?;
-        match next(&done, position, size) {
+        match next(&done, position, size, quiet) {
             Some(plan) => self.roll(&plan).await,
             None => Ok(None),
         }
@@ -403,17 +412,46 @@ mod tests {
 
     #[test]
     fn the_first_range_waits_for_the_position_to_pass_its_end() {
-        assert_eq!(next(&[], 9, 10), None);
-        assert_eq!(next(&[], 10, 10), Some(Plan::Facts { lo: 0, hi: 10 }));
+        assert_eq!(next(&[], 9, 10, false), None);
+        assert_eq!(
+            next(&[], 10, 10, false),
+            Some(Plan::Facts { lo: 0, hi: 10 })
+        );
         let done = level0(10, 30);
-        assert_eq!(next(&done, 39, 10), None);
-        assert_eq!(next(&done, 45, 10), Some(Plan::Facts { lo: 30, hi: 40 }));
+        assert_eq!(next(&done, 39, 10, false), None);
+        assert_eq!(
+            next(&done, 45, 10, false),
+            Some(Plan::Facts { lo: 30, hi: 40 })
+        );
+    }
+
+    #[test]
+    fn a_quiet_stream_is_rolled_up_to_its_position() {
+        let done = level0(10, 30);
+        assert_eq!(
+            next(&done, 34, 10, true),
+            Some(Plan::Facts { lo: 30, hi: 34 })
+        );
+        assert_eq!(next(&done, 30, 10, true), None);
+        // A full range is rolled whole, quiet or not.
+        assert_eq!(
+            next(&done, 55, 10, true),
+            Some(Plan::Facts { lo: 30, hi: 40 })
+        );
+        // The next range starts where the short one ended.
+        let mut done = done;
+        done.push(r(0, 30, 34));
+        assert_eq!(
+            next(&done, 44, 10, false),
+            Some(Plan::Facts { lo: 34, hi: 44 })
+        );
+        assert_eq!(cover(&done, 100).0, 34);
     }
 
     #[test]
     fn sixteen_ranges_of_a_level_are_joined_before_more_are_rolled() {
         let done = level0(10, 10 * FAN_IN as u64);
-        let Some(Plan::Join { level: 1, parts }) = next(&done, 10_000, 10) else {
+        let Some(Plan::Join { level: 1, parts }) = next(&done, 10_000, 10, false) else {
             panic!("expected a join")
         };
         assert_eq!(parts, done);
@@ -421,18 +459,18 @@ mod tests {
         let mut done = done;
         done.push(r(1, 0, 160));
         assert_eq!(
-            next(&done, 10_000, 10),
+            next(&done, 10_000, 10, false),
             Some(Plan::Facts { lo: 160, hi: 170 })
         );
         // Fifteen more do not make a join; the sixteenth does.
         done.extend((16..31).map(|i| r(0, i * 10, (i + 1) * 10)));
         assert_eq!(
-            next(&done, 10_000, 10),
+            next(&done, 10_000, 10, false),
             Some(Plan::Facts { lo: 310, hi: 320 })
         );
         done.push(r(0, 310, 320));
         assert!(matches!(
-            next(&done, 10_000, 10),
+            next(&done, 10_000, 10, false),
             Some(Plan::Join { level: 1, parts }) if parts[0].lo == 160 && parts[15].hi == 320
         ));
     }
@@ -464,7 +502,10 @@ mod tests {
     fn ranges_of_another_size_chain_on() {
         // The size was changed from 10 to 25 after 30 events.
         let mut done = level0(10, 30);
-        assert_eq!(next(&done, 100, 25), Some(Plan::Facts { lo: 30, hi: 55 }));
+        assert_eq!(
+            next(&done, 100, 25, false),
+            Some(Plan::Facts { lo: 30, hi: 55 })
+        );
         done.push(r(0, 30, 55));
         assert_eq!(cover(&done, 100).0, 55);
     }
