@@ -3,7 +3,7 @@
 //! posts catalogued after their interactions were rolled, a post moved to
 //! another influencer and campaign, unlikes, facts written twice (as a
 //! redelivery would), periods that start and end within a minute, filters,
-//! two tenants, and ranges of two levels.
+//! two tenants, and bases summed from ranges.
 
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use crate::read_models::{at, ingest};
 
 /// Events per level-0 range: small, so that a few hundred events make
-/// many ranges and a join of sixteen.
+/// many ranges and several bases.
 const RANGE: u64 = 7;
 
 /// Waits until the facts reach `seq` and the rollups cover at least `rolled`.
@@ -160,7 +160,7 @@ async fn rankings_from_rollups_equal_rankings_from_the_facts_at_every_position()
     let done = roller.done().await.unwrap();
     assert!(
         done.iter().any(|r| r.level == 1),
-        "sixteen ranges were joined: {done:?}"
+        "ranges were summed into a base: {done:?}"
     );
 
     // Periods: whole hours, odd seconds spanning minutes, within a minute,

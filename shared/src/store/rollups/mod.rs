@@ -7,9 +7,10 @@
 //! catalogue events in the range also correct the attribution of their
 //! posts' earlier facts (minus as attributed at `lo`, plus as at `hi`). The
 //! sum of consecutive ranges from the start to `R` is therefore exactly the
-//! facts up to `R` attributed as at `R`. A range of level `n` is
-//! [`FAN_IN`] consecutive ranges of level `n - 1` summed, so that a ranking
-//! over a long history reads a few large ranges.
+//! facts up to `R` attributed as at `R`. Every [`BASE_EVERY`] level-0
+//! ranges are summed with the last base into a new base, a range from the
+//! start (level [`BASE`]): a ranking reads one base and a few level-0
+//! ranges, and each of the base's cells (tenant, minute, attribution) once.
 //!
 //! Rolling is a pure function of the facts: an attempt repeated after a
 //! crash, or made by two workers at once, writes the same sums. Each
@@ -25,10 +26,10 @@ use serde::{Deserialize, Serialize};
 use super::{timed, StoreError};
 use crate::config::ClickHouseConfig;
 
-/// Ranges of one level summed into one range of the next.
-pub const FAN_IN: usize = 16;
-/// The highest level.
-pub const TOP_LEVEL: u8 = 3;
+/// The level of a base: a range from the start of the stream.
+pub const BASE: u8 = 1;
+/// Level-0 ranges after the base that make a new base.
+pub const BASE_EVERY: usize = 4;
 
 /// A rolled range of stream sequences `(lo, hi]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Row, Serialize, Deserialize)]
@@ -69,7 +70,7 @@ pub(super) struct RollupRow {
 pub enum Plan {
     /// Sum the facts of `(lo, hi]`.
     Facts { lo: u64, hi: u64 },
-    /// Sum `parts`, consecutive ranges of level `level - 1`.
+    /// Sum `parts`, consecutive ranges (the base, then level-0 ones).
     Join { level: u8, parts: Vec<Range> },
 }
 
@@ -110,21 +111,26 @@ fn chain(done: &[Range], level: u8, from: u64) -> Vec<Range> {
 }
 
 /// The next range to roll, given the ranges done, the position up to which
-/// every event is projected, and the size of a level-0 range: first a join
-/// whose parts are all done (lowest level first), else the level-0 range
+/// every event is projected, and the size of a level-0 range: a new base if
+/// [`BASE_EVERY`] level-0 ranges follow the last one, else the level-0 range
 /// after the last one if the position has passed its end. When the stream
 /// is `quiet` (the position has stood still), the level-0 range ends at
 /// the position: rankings then read no facts at all.
 pub fn next(done: &[Range], position: u64, size: u64, quiet: bool) -> Option<Plan> {
-    for level in 1..=TOP_LEVEL {
-        let start = chain(done, level, 0).last().map_or(0, |r| r.hi);
-        let parts = chain(done, level - 1, start);
-        if parts.len() >= FAN_IN {
-            return Some(Plan::Join {
-                level,
-                parts: parts[..FAN_IN].to_vec(),
-            });
-        }
+    let base = done
+        .iter()
+        .filter(|r| r.level == BASE && r.lo == 0)
+        .max_by_key(|r| r.hi);
+    let after = chain(done, 0, base.map_or(0, |b| b.hi));
+    if after.len() >= BASE_EVERY {
+        return Some(Plan::Join {
+            level: BASE,
+            parts: base
+                .into_iter()
+                .copied()
+                .chain(after[..BASE_EVERY].iter().copied())
+                .collect(),
+        });
     }
     let lo = chain(done, 0, 0).last().map_or(0, |r| r.hi);
     let hi = lo + size.max(1);
@@ -427,61 +433,57 @@ mod tests {
 
     #[test]
     fn a_quiet_stream_is_rolled_up_to_its_position() {
-        let done = level0(10, 30);
-        assert_eq!(
-            next(&done, 34, 10, true),
-            Some(Plan::Facts { lo: 30, hi: 34 })
-        );
-        assert_eq!(next(&done, 30, 10, true), None);
+        let done = level0(10, 20);
+        assert_eq!(next(&done, 24, 10, true), Some(Plan::Facts { lo: 20, hi: 24 }));
+        assert_eq!(next(&done, 20, 10, true), None);
         // A full range is rolled whole, quiet or not.
-        assert_eq!(
-            next(&done, 55, 10, true),
-            Some(Plan::Facts { lo: 30, hi: 40 })
-        );
+        assert_eq!(next(&done, 55, 10, true), Some(Plan::Facts { lo: 20, hi: 30 }));
         // The next range starts where the short one ended.
         let mut done = done;
-        done.push(r(0, 30, 34));
-        assert_eq!(
-            next(&done, 44, 10, false),
-            Some(Plan::Facts { lo: 34, hi: 44 })
-        );
-        assert_eq!(cover(&done, 100).0, 34);
+        done.push(r(0, 20, 24));
+        assert_eq!(next(&done, 34, 10, false), Some(Plan::Facts { lo: 24, hi: 34 }));
+        assert_eq!(cover(&done, 100).0, 24);
     }
 
     #[test]
-    fn sixteen_ranges_of_a_level_are_joined_before_more_are_rolled() {
-        let done = level0(10, 10 * FAN_IN as u64);
-        let Some(Plan::Join { level: 1, parts }) = next(&done, 10_000, 10, false) else {
-            panic!("expected a join")
+    fn every_few_ranges_are_summed_with_the_base_into_a_new_base() {
+        let done = level0(10, 10 * BASE_EVERY as u64);
+        let Some(Plan::Join { level: BASE, parts }) = next(&done, 10_000, 10, false) else {
+            panic!("expected a base")
         };
         assert_eq!(parts, done);
-        // Once joined, level 0 goes on from where it stopped.
+        // Once summed, level 0 goes on from where it stopped.
         let mut done = done;
-        done.push(r(1, 0, 160));
+        done.push(r(BASE, 0, 40));
         assert_eq!(
             next(&done, 10_000, 10, false),
-            Some(Plan::Facts { lo: 160, hi: 170 })
+            Some(Plan::Facts { lo: 40, hi: 50 })
         );
-        // Fifteen more do not make a join; the sixteenth does.
-        done.extend((16..31).map(|i| r(0, i * 10, (i + 1) * 10)));
+        // Three more do not make a base; the fourth does, with the last base.
+        done.extend((4..7).map(|i| r(0, i * 10, (i + 1) * 10)));
         assert_eq!(
             next(&done, 10_000, 10, false),
-            Some(Plan::Facts { lo: 310, hi: 320 })
+            Some(Plan::Facts { lo: 70, hi: 80 })
         );
-        done.push(r(0, 310, 320));
-        assert!(matches!(
-            next(&done, 10_000, 10, false),
-            Some(Plan::Join { level: 1, parts }) if parts[0].lo == 160 && parts[15].hi == 320
-        ));
+        done.push(r(0, 70, 80));
+        let Some(Plan::Join { level: BASE, parts }) = next(&done, 10_000, 10, false) else {
+            panic!("expected a base")
+        };
+        assert_eq!(parts[0], r(BASE, 0, 40));
+        assert_eq!(
+            parts.iter().map(|p| p.hi).collect::<Vec<_>>(),
+            [40, 50, 60, 70, 80]
+        );
+        assert_eq!(Plan::Join { level: BASE, parts }.bounds(), (0, 80));
     }
 
     #[test]
     fn the_cover_takes_the_largest_ranges_and_stops_at_the_position() {
         let mut done = level0(10, 200);
-        done.push(r(1, 0, 160));
+        done.push(r(BASE, 0, 160));
         let (rolled, ranges) = cover(&done, 10_000);
         assert_eq!(rolled, 200);
-        assert_eq!(ranges[0], r(1, 0, 160));
+        assert_eq!(ranges[0], r(BASE, 0, 160));
         assert_eq!(ranges.len(), 1 + 4);
         // A position inside the large range falls back to the small ones.
         let (rolled, ranges) = cover(&done, 155);
