@@ -141,16 +141,12 @@ impl Models {
             ));
         }
         let (conditions, values) = filters.conditions();
-        let sql = format!(
-            "SELECT influencer, {} AS metric_value
-             FROM ({})
-             WHERE influencer != '' {conditions}
-             GROUP BY influencer ORDER BY metric_value DESC, influencer
-             LIMIT {}, {}",
-            metric.sql(),
-            parts.join(" UNION ALL "),
+        let sql = ranking_sql(
+            metric,
+            &parts.join(" UNION ALL "),
+            &conditions,
             offset,
-            limit.min(1_000),
+            limit,
         );
         let (name, value) = LONG_QUERY;
         let mut query = self.client.query(&sql).with_setting(name, value);
@@ -183,16 +179,12 @@ impl Models {
         limit: u32,
     ) -> Result<Vec<Ranked>, StoreError> {
         let (conditions, values) = filters.conditions();
-        let sql = format!(
-            "SELECT influencer, {} AS metric_value
-             FROM ({})
-             WHERE influencer != '' {conditions}
-             GROUP BY influencer ORDER BY metric_value DESC, influencer
-             LIMIT {}, {}",
-            metric.sql(),
-            enriched_with(RANGE_AT, CATALOGUE_AT),
+        let sql = ranking_sql(
+            metric,
+            &enriched_with(RANGE_AT, CATALOGUE_AT),
+            &conditions,
             offset,
-            limit.min(1_000),
+            limit,
         );
         let mut query = self
             .client
@@ -320,6 +312,20 @@ impl Models {
         .await?;
         Ok(known == 1)
     }
+}
+
+/// A page of influencers ranked by `metric` over the enriched facts (or
+/// rollups) `source`, with the filters' `conditions`.
+fn ranking_sql(metric: Metric, source: &str, conditions: &str, offset: u32, limit: u32) -> String {
+    format!(
+        "SELECT influencer, {} AS metric_value
+         FROM ({source})
+         WHERE influencer != '' {conditions}
+         GROUP BY influencer ORDER BY metric_value DESC, influencer
+         LIMIT {offset}, {}",
+        metric.sql(),
+        limit.min(1_000),
+    )
 }
 
 /// The whole minutes `[a, b)` within `[from, to)`; `a == b == from` when

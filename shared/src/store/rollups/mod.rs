@@ -434,14 +434,23 @@ mod tests {
     #[test]
     fn a_quiet_stream_is_rolled_up_to_its_position() {
         let done = level0(10, 20);
-        assert_eq!(next(&done, 24, 10, true), Some(Plan::Facts { lo: 20, hi: 24 }));
+        assert_eq!(
+            next(&done, 24, 10, true),
+            Some(Plan::Facts { lo: 20, hi: 24 })
+        );
         assert_eq!(next(&done, 20, 10, true), None);
         // A full range is rolled whole, quiet or not.
-        assert_eq!(next(&done, 55, 10, true), Some(Plan::Facts { lo: 20, hi: 30 }));
+        assert_eq!(
+            next(&done, 55, 10, true),
+            Some(Plan::Facts { lo: 20, hi: 30 })
+        );
         // The next range starts where the short one ended.
         let mut done = done;
         done.push(r(0, 20, 24));
-        assert_eq!(next(&done, 34, 10, false), Some(Plan::Facts { lo: 24, hi: 34 }));
+        assert_eq!(
+            next(&done, 34, 10, false),
+            Some(Plan::Facts { lo: 24, hi: 34 })
+        );
         assert_eq!(cover(&done, 100).0, 24);
     }
 
