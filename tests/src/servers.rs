@@ -427,6 +427,14 @@ impl ClickHouseServer {
         }
     }
 
+    /// Kills the server and deletes its data: for a run that leaves much
+    /// of it (a full benchmark's millions of rows take the next run tens of
+    /// seconds to delete as stale).
+    pub fn stop_and_remove(&self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
     /// Starts a killed server again on the same ports and data.
     pub fn restart(&self) {
         self.kill();

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 
-use crate::config::ClickHouseConfig;
+use crate::config::{ClickHouseConfig, Compression};
 
 pub use migrations::{migrate, pending_migrations, MIGRATIONS};
 
@@ -53,6 +53,10 @@ pub(crate) fn server_client(config: &ClickHouseConfig) -> clickhouse::Client {
         .with_user(&config.user)
         .with_password(config.password.expose_secret())
         .with_validation(false)
+        .with_compression(match config.compression {
+            Compression::None => clickhouse::Compression::None,
+            Compression::Lz4 => clickhouse::Compression::Lz4,
+        })
 }
 
 /// Runs `fut` under the configured timeout.

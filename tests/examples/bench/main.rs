@@ -27,7 +27,8 @@
 //! 7. each service's peak resident memory.
 //!
 //! Results: `bench-results/<time>/` (`results.json`, `chart.svg`, the
-//! printed table in `table.txt`, service logs).
+//! printed table in `table.txt`, the same as Markdown for the README in
+//! `results.md`, service logs).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,7 @@ use tally_replay::reader::Start;
 use tally_replay::{rebuild, tables, Env, BATCH};
 use tally_shared::event::{validate, Limits, Source, StoredEvent};
 use tally_shared::store::models::Models;
+use tally_shared::store::rollups::{self, Roller};
 use tally_tests::bench::load::{saturation, Driver, Prepared, Run};
 use tally_tests::bench::procs::{binaries, ServiceProcess};
 use tally_tests::bench::report::{Aim, Memory, Report, Row};
@@ -57,6 +59,13 @@ mod setup;
 
 use phases::*;
 use setup::*;
+
+/// Says which phase starts, with the seconds since the run began.
+macro_rules! phase {
+    ($started:expr, $($arg:tt)*) => {
+        eprintln!("[{:6.1} s] {}", $started.elapsed().as_secs_f64(), format_args!($($arg)*))
+    };
+}
 
 /// How big a run is.
 #[derive(Debug, Clone, Copy)]
@@ -81,12 +90,12 @@ const QUICK: Size = Size {
     posts: 5_000,
     backlog: 150_000,
     level: Duration::from_secs(2),
-    batch_clients: &[1, 4, 16],
+    batch_clients: &[4, 16],
     single_clients: &[8, 64],
-    probes: 20,
+    probes: 12,
     hits: 150,
-    misses: 20,
-    likes: 10_000,
+    misses: 10,
+    likes: 5_000,
     like_clients: 32,
 };
 
@@ -163,7 +172,11 @@ async fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
 
     // 1. Raw limits.
-    eprintln!("raw JetStream publish of {} events…", size.backlog);
+    phase!(
+        run_started,
+        "raw JetStream publish of {} events…",
+        size.backlog
+    );
     let backlog = events.stored(size.backlog);
     let started = Instant::now();
     let last = publish(&nats.url(), &backlog).await;
@@ -186,7 +199,10 @@ async fn main() -> anyhow::Result<()> {
         )),
     );
 
-    eprintln!("raw ClickHouse insert of the same events' rows…");
+    phase!(
+        run_started,
+        "raw ClickHouse insert of the same events' rows…"
+    );
     let env = Env::connect(config.clone()).await?;
     let (options, quarantine) = (env.fold_options(), env.quarantine());
     let payloads: Vec<Vec<u8>> = backlog.iter().map(StoredEvent::encode).collect();
@@ -223,10 +239,10 @@ async fn main() -> anyhow::Result<()> {
     tables::drop_database(&env.client(env.live()), &scratch.database).await?;
     drop(folded);
 
-    eprintln!("raw consume + ack of the backlog…");
+    phase!(run_started, "raw consume + ack of the backlog…");
     rows.push(raw_consume_ack(&config, last).await?);
 
-    eprintln!("HTTP baseline…");
+    phase!(run_started, "HTTP baseline…");
     let command_driver = Driver::new(command.url.clone());
     let query_driver = Driver::new(query.url.clone());
     let token = tokens.writer("bench-0");
@@ -247,7 +263,10 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // 2. Projection: one worker folds the backlog; then a rebuild of it.
-    eprintln!("one projector worker folding the backlog ({last} events)…");
+    phase!(
+        run_started,
+        "one projector worker folding the backlog ({last} events)…"
+    );
     let models = Models::connect(&config.clickhouse);
     let projector = ServiceProcess::start("tally-projector", &bins, &config, &logs).await;
     let (first_seen, from) = projected(&models, 1).await;
@@ -263,7 +282,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .note("fetch, decode, fold, insert, ack"),
     );
-    eprintln!("replay rebuild…");
+    phase!(run_started, "replay rebuild…");
     let mut env = env;
     let started = Instant::now();
     let report = rebuild::rebuild(
@@ -287,7 +306,7 @@ async fn main() -> anyhow::Result<()> {
 
     // 3. Ingest.
     let mut settle = Settle { env, models };
-    eprintln!("batch ingest…");
+    phase!(run_started, "batch ingest…");
     let (sat, half, batch_rate) = ingest(
         &mut settle,
         &command_driver,
@@ -298,7 +317,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await;
     rows.extend([sat, half]);
-    eprintln!("single-event ingest…");
+    phase!(run_started, "single-event ingest…");
     let (sat, half, single_rate) = ingest(
         &mut settle,
         &command_driver,
@@ -311,7 +330,7 @@ async fn main() -> anyhow::Result<()> {
     rows.extend([sat, half]);
 
     // 4. End to end.
-    eprintln!("accept-to-visible…");
+    phase!(run_started, "accept-to-visible…");
     for (rate, batch, measure) in [
         (batch_rate / 2.0, true, VISIBLE_AT_HALF_BATCH),
         (single_rate / 2.0, false, VISIBLE_AT_HALF_SINGLE),
@@ -332,12 +351,15 @@ async fn main() -> anyhow::Result<()> {
 
     // 5. Queries, once everything is projected.
     let stream_last = settle.settle().await;
-    eprintln!("queries ({stream_last} events stored and projected)…");
+    phase!(
+        run_started,
+        "queries ({stream_last} events stored and projected)…"
+    );
     let reader = tokens.mint("bench-0", &[Scope::ReportsRead]);
     rows.extend(queries(&query_driver, reader, &size, size.posts).await);
 
     // 6. The like button, and the peers.
-    eprintln!("like button: Tally…");
+    phase!(run_started, "like button: Tally…");
     settle.settle().await;
     let ops: Vec<LikeOp> = LikeToggles::new(7, size.posts, 50_000, 1.1)
         .take(size.likes)
@@ -353,7 +375,7 @@ async fn main() -> anyhow::Result<()> {
     .await;
     rows.push(like_row);
     if with_peers {
-        eprintln!("like button: peers…");
+        phase!(run_started, "like button: peers…");
         rows.extend(peers(&ops, &size, &out)?);
     }
 
@@ -407,12 +429,15 @@ async fn main() -> anyhow::Result<()> {
     report.chart(&out.join("chart.svg"))?;
     let table = report.table();
     std::fs::write(out.join("table.txt"), &table)?;
+    std::fs::write(out.join("results.md"), report.markdown())?;
     println!("\n{}\n{}\n\n{table}", report.machine, report.dataset);
     println!(
         "results in {} ({:.0} s)",
         out.display(),
         run_started.elapsed().as_secs_f64()
     );
+    eprintln!("removing the run's ClickHouse data…");
+    tally_tests::clickhouse().stop_and_remove();
     Ok(())
 }
 

@@ -110,16 +110,45 @@ pub struct Settle {
     pub models: Models,
 }
 
+/// How long a settle waits at most for the rollups the last phase made due.
+const ROLLED_WITHIN: Duration = Duration::from_secs(60);
+
 impl Settle {
     pub async fn settle(&mut self) -> u64 {
+        let started = Instant::now();
         let last = self
             .env
             .stream_last()
             .await
             .expect("the stream's last sequence");
         projected(&self.models, last).await;
+        self.rolled(last).await;
         self.merged().await;
+        if started.elapsed() > Duration::from_secs(1) {
+            eprintln!("  (settled in {:.1} s)", started.elapsed().as_secs_f64());
+        }
         last
+    }
+
+    /// Waits (up to [`ROLLED_WITHIN`]) until the projector has rolled every
+    /// range and base that the position `last` makes due (ADR 0006): a base
+    /// left over from the last phase rewrites every cell of the history,
+    /// and would take the cores from the next phase.
+    async fn rolled(&self, last: u64) {
+        let config = self.env.live();
+        let range = self.env.config.projector.rollup_range;
+        if range == 0 {
+            return;
+        }
+        let roller = Roller::connect(config);
+        let started = Instant::now();
+        while started.elapsed() < ROLLED_WITHIN {
+            match roller.done().await {
+                Ok(done) if rollups::next(&done, last, range, false).is_none() => return,
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        eprintln!("  (rollups still due after {ROLLED_WITHIN:?}; measuring anyway)");
     }
 
     /// Waits (up to 20 s) until ClickHouse has no merge running, so

@@ -83,6 +83,21 @@ impl Row {
     }
 }
 
+/// `x` with `digits` decimals and its thousands grouped by commas.
+fn grouped(x: f64, digits: usize) -> String {
+    let text = format!("{x:.digits$}");
+    let (whole, fraction) = text.split_at(text.find('.').unwrap_or(text.len()));
+    let (sign, digits) = whole.split_at(usize::from(whole.starts_with('-')));
+    let mut out = String::from(sign);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out + fraction
+}
+
 fn finite(x: f64) -> Option<f64> {
     x.is_finite().then_some(x)
 }
@@ -139,7 +154,7 @@ impl Report {
             .find(|r| r.measure == tally)
             .and_then(|r| r.rate);
         if let Some(row) = self.rows.iter_mut().find(|r| r.measure == peer) {
-            row.vs = Some(format!("Tally ÷ this ({tally})"));
+            row.vs = Some(format!("(Tally ÷ this: {tally})"));
             row.ratio = match (ours, row.rate) {
                 (Some(ours), Some(theirs)) if theirs > 0.0 => Some(ours / theirs),
                 _ => None,
@@ -193,6 +208,60 @@ impl Report {
         for aim in &self.aims {
             let mark = if aim.met { "met    " } else { "NOT met" };
             let _ = writeln!(out, "{mark} {:<52} {}", aim.aim, aim.measured);
+        }
+        out
+    }
+
+    /// The results as Markdown, as the README shows them: the run, the
+    /// table of measures (each ratio beside what it is to), peak memory
+    /// and the aims.
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "Run: `./dev bench {}`, {}. Machine: {}. Data: {}.\n",
+            self.size, self.started_at, self.machine, self.dataset
+        );
+        let _ = writeln!(
+            out,
+            "| measure | rate/s | ratio | p50 ms | p99 ms | p99.9 ms | n |\n|---|---:|---:|---:|---:|---:|---:|"
+        );
+        let mut section = "";
+        for row in &self.rows {
+            if row.section != section {
+                section = &row.section;
+                let _ = writeln!(out, "| **{section}** | | | | | | |");
+            }
+            let ms = |x: Option<f64>| x.map_or("–".to_owned(), |x| grouped(x, 2));
+            let rate = row.rate.map_or("–".to_owned(), |r| {
+                format!("{} {}", grouped(r, 0), row.unit)
+            });
+            let ratio = match (row.ratio, &row.vs) {
+                (Some(r), Some(vs)) => format!("{r:.2}× {vs}"),
+                _ => "–".to_owned(),
+            };
+            let note = row
+                .note
+                .as_deref()
+                .map_or(String::new(), |n| format!(" ({n})"));
+            let _ = writeln!(
+                out,
+                "| {}{note} | {rate} | {ratio} | {} | {} | {} | {} |",
+                row.measure,
+                ms(row.p50_ms),
+                ms(row.p99_ms),
+                ms(row.p999_ms),
+                grouped(row.n as f64, 0),
+            );
+        }
+        let _ = writeln!(out, "\n| service | peak resident |\n|---|---:|");
+        for m in &self.memory {
+            let _ = writeln!(out, "| {} | {:.1} MiB |", m.service, m.peak_mib);
+        }
+        let _ = writeln!(out, "\n| aim | this run | |\n|---|---:|---|");
+        for aim in &self.aims {
+            let mark = if aim.met { "met" } else { "**not met**" };
+            let _ = writeln!(out, "| {} | {} | {mark} |", aim.aim, aim.measured);
         }
         out
     }
@@ -296,6 +365,37 @@ mod tests {
             table.contains("42.0 MiB") && table.contains("met"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn the_markdown_has_every_row_ratio_and_aim() {
+        let mut r = report(vec![
+            Row::rate("raw limits", "raw publish", 123_456.7, "events", 1_000_000),
+            Row::rate("ingest", "batch ingest", 86_419.7, "events", 2),
+            Row::rate("like button", "redis", 1_000.0, "ops", 3),
+        ]);
+        r.compare("batch ingest", "raw publish");
+        r.compare_peer("redis", "batch ingest");
+        let md = r.markdown();
+        assert!(md.contains("| **raw limits** |"), "{md}");
+        assert!(md.contains("| raw publish | 123,457 events | – |"), "{md}");
+        assert!(md.contains("| 0.70× raw publish |"), "{md}");
+        assert!(
+            md.contains("| 86.42× (Tally ÷ this: batch ingest) |"),
+            "{md}"
+        );
+        assert!(md.contains("| 1,000,000 |"), "{md}");
+        assert!(md.contains("| tally-query | 42.0 MiB |"), "{md}");
+        assert!(md.contains("| fast | yes | met |"), "{md}");
+    }
+
+    #[test]
+    fn numbers_are_grouped_by_thousands() {
+        assert_eq!(grouped(0.0, 0), "0");
+        assert_eq!(grouped(999.0, 0), "999");
+        assert_eq!(grouped(1000.0, 0), "1,000");
+        assert_eq!(grouped(1_234_567.891, 2), "1,234,567.89");
+        assert_eq!(grouped(-12_345.0, 0), "-12,345");
     }
 
     #[test]
