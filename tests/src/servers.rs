@@ -427,11 +427,19 @@ impl ClickHouseServer {
         }
     }
 
-    /// Kills the server and deletes its data: for a run that leaves much
-    /// of it (a full benchmark's millions of rows take the next run tens of
-    /// seconds to delete as stale).
-    pub fn stop_and_remove(&self) {
+    /// Kills the server and deletes its data, its logs first copied into
+    /// `keep_logs` (as `clickhouse-server.log`, `clickhouse-err.log`): for
+    /// the very end of a process that leaves much data (a full benchmark's
+    /// millions of rows take the next run tens of seconds to delete as
+    /// stale). Never for a server that others still use: it is not started
+    /// again.
+    pub fn stop_and_remove(&self, keep_logs: Option<&Path>) {
         self.kill();
+        if let Some(into) = keep_logs {
+            for log in ["server.log", "err.log"] {
+                let _ = std::fs::copy(self.dir.join(log), into.join(format!("clickhouse-{log}")));
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 

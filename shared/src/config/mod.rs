@@ -63,7 +63,9 @@ pub enum Compression {
     /// Plain bodies: ClickHouse parses an insert while it arrives. The
     /// faster choice wherever the network is not the bottleneck.
     None,
-    /// LZ4-compressed blocks: less on the wire, for a slow or metered link.
+    /// Inserts as LZ4-compressed blocks (answers too where the server's
+    /// `enable_http_compression` is on): less on the wire, for a slow or
+    /// metered link.
     Lz4,
 }
 
@@ -402,6 +404,23 @@ mod tests {
         assert_eq!(config.auth.public_key_file, None);
         assert_eq!(config.auth.jwks_file, None);
         assert_eq!(config.auth.leeway_secs, 30);
+        assert_eq!(config.clickhouse.compression, Compression::None);
+    }
+
+    #[test]
+    fn clickhouse_compression_is_none_or_lz4() {
+        Jail::expect_with(|jail| {
+            jail.set_env("TALLY_CLICKHOUSE__COMPRESSION", "lz4");
+            let config = Config::load().map_err(|e| e.to_string())?;
+            assert_eq!(config.clickhouse.compression, Compression::Lz4);
+            jail.set_env("TALLY_CLICKHOUSE__COMPRESSION", "zstd");
+            let err = Config::load().unwrap_err().to_string();
+            assert!(
+                err.contains("zstd") && err.to_lowercase().contains("compression"),
+                "{err}"
+            );
+            Ok(())
+        });
     }
 
     #[test]

@@ -350,7 +350,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // 5. Queries, once everything is projected.
-    let stream_last = settle.settle().await;
+    let stream_last = settle.settle_quiet().await;
     phase!(
         run_started,
         "queries ({stream_last} events stored and projected)…"
@@ -436,8 +436,8 @@ async fn main() -> anyhow::Result<()> {
         out.display(),
         run_started.elapsed().as_secs_f64()
     );
-    eprintln!("removing the run's ClickHouse data…");
-    tally_tests::clickhouse().stop_and_remove();
+    eprintln!("removing the run's ClickHouse data (its logs kept in logs/)…");
+    tally_tests::clickhouse().stop_and_remove(Some(&logs));
     Ok(())
 }
 

@@ -115,6 +115,18 @@ const ROLLED_WITHIN: Duration = Duration::from_secs(60);
 
 impl Settle {
     pub async fn settle(&mut self) -> u64 {
+        self.settle_rolled(false).await
+    }
+
+    /// [`Settle::settle`], and then the roll the projector makes once the
+    /// stream has been quiet for a few seconds (up to the position, and any
+    /// base that completes): for a phase that ingests nothing, which would
+    /// otherwise see that roll happen while it measures.
+    pub async fn settle_quiet(&mut self) -> u64 {
+        self.settle_rolled(true).await
+    }
+
+    async fn settle_rolled(&mut self, quiet: bool) -> u64 {
         let started = Instant::now();
         let last = self
             .env
@@ -122,7 +134,7 @@ impl Settle {
             .await
             .expect("the stream's last sequence");
         projected(&self.models, last).await;
-        self.rolled(last).await;
+        self.rolled(last, quiet).await;
         self.merged().await;
         if started.elapsed() > Duration::from_secs(1) {
             eprintln!("  (settled in {:.1} s)", started.elapsed().as_secs_f64());
@@ -131,24 +143,31 @@ impl Settle {
     }
 
     /// Waits (up to [`ROLLED_WITHIN`]) until the projector has rolled every
-    /// range and base that the position `last` makes due (ADR 0006): a base
-    /// left over from the last phase rewrites every cell of the history,
-    /// and would take the cores from the next phase.
-    async fn rolled(&self, last: u64) {
-        let config = self.env.live();
+    /// range and base that the position `last` makes due (ADR 0006), up to
+    /// `last` itself if `quiet`: a base left over from the last phase
+    /// rewrites every cell of the history, and would take the cores from
+    /// the next phase. The projector rolls with the same range size: the
+    /// benchmark passes it this configuration's.
+    async fn rolled(&self, last: u64, quiet: bool) {
         let range = self.env.config.projector.rollup_range;
         if range == 0 {
             return;
         }
-        let roller = Roller::connect(config);
+        let roller = Roller::connect(self.env.live());
         let started = Instant::now();
+        let mut failure = None;
         while started.elapsed() < ROLLED_WITHIN {
             match roller.done().await {
-                Ok(done) if rollups::next(&done, last, range, false).is_none() => return,
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                Ok(done) if rollups::next(&done, last, range, quiet).is_none() => return,
+                Ok(_) => {}
+                Err(e) => failure = Some(e),
             }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        eprintln!("  (rollups still due after {ROLLED_WITHIN:?}; measuring anyway)");
+        eprintln!(
+            "  (rollups still due after {ROLLED_WITHIN:?}; measuring anyway{})",
+            failure.map_or(String::new(), |e| format!("; last error: {e}"))
+        );
     }
 
     /// Waits (up to 20 s) until ClickHouse has no merge running, so

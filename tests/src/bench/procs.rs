@@ -44,6 +44,15 @@ pub fn environment(config: &Config, name: &str, listen: &str) -> Vec<(String, St
         ("TALLY_RATE_LIMIT__ENABLED", "false".to_owned()),
         ("TALLY_QUERY__RATE_LIMIT__ENABLED", "false".to_owned()),
         ("TALLY_PROJECTOR__POSITION_INTERVAL_MS", "200".to_owned()),
+        // The benchmark waits for the rollups by this configuration's range.
+        (
+            "TALLY_PROJECTOR__ROLLUP_RANGE",
+            config.projector.rollup_range.to_string(),
+        ),
+        (
+            "TALLY_PROJECTOR__ROLLUP_INTERVAL_MS",
+            config.projector.rollup_interval_ms.to_string(),
+        ),
         ("TALLY_LOG__FILTER", "error".to_owned()),
     ]
     .into_iter()

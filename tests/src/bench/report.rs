@@ -83,6 +83,11 @@ impl Row {
     }
 }
 
+/// `text` safe in a Markdown table cell.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|")
+}
+
 /// `x` with `digits` decimals and its thousands grouped by commas.
 fn grouped(x: f64, digits: usize) -> String {
     let text = format!("{x:.digits$}");
@@ -237,17 +242,17 @@ impl Report {
                 format!("{} {}", grouped(r, 0), row.unit)
             });
             let ratio = match (row.ratio, &row.vs) {
-                (Some(r), Some(vs)) => format!("{r:.2}× {vs}"),
+                (Some(r), Some(vs)) => format!("{r:.2}× {}", cell(vs)),
                 _ => "–".to_owned(),
             };
             let note = row
                 .note
                 .as_deref()
-                .map_or(String::new(), |n| format!(" ({n})"));
+                .map_or(String::new(), |n| format!(" ({})", cell(n)));
             let _ = writeln!(
                 out,
                 "| {}{note} | {rate} | {ratio} | {} | {} | {} | {} |",
-                row.measure,
+                cell(&row.measure),
                 ms(row.p50_ms),
                 ms(row.p99_ms),
                 ms(row.p999_ms),
@@ -261,7 +266,12 @@ impl Report {
         let _ = writeln!(out, "\n| aim | this run | |\n|---|---:|---|");
         for aim in &self.aims {
             let mark = if aim.met { "met" } else { "**not met**" };
-            let _ = writeln!(out, "| {} | {} | {mark} |", aim.aim, aim.measured);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {mark} |",
+                cell(&aim.aim),
+                cell(&aim.measured)
+            );
         }
         out
     }
@@ -387,6 +397,9 @@ mod tests {
         assert!(md.contains("| 1,000,000 |"), "{md}");
         assert!(md.contains("| tally-query | 42.0 MiB |"), "{md}");
         assert!(md.contains("| fast | yes | met |"), "{md}");
+        let mut piped = report(vec![Row::rate("x", "a | b", 1.0, "ops", 1)]);
+        piped.aims.clear();
+        assert!(piped.markdown().contains("| a \\| b |"));
     }
 
     #[test]
