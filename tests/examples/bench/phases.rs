@@ -46,7 +46,7 @@ pub async fn ingest(
         Arc::new(events.requests(need * if batch { BATCH_EVENTS } else { 1 }, batch, tokens));
     settle.settle().await;
     let half = driver.open_loop(requests, rate, size.level, 4_096).await;
-    let at_half = Row::run(
+    let at_half = Row::open_run(
         "ingest",
         &format!("{kind} ingest, half of saturation"),
         &half,

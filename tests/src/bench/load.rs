@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use reqwest::Method;
@@ -63,6 +63,9 @@ pub struct Run {
     pub statuses: BTreeMap<u16, u64>,
     /// Latency of every 2xx answer.
     pub latencies: Vec<Duration>,
+    /// An open loop's slowest 2xx answer and when (wall clock) it was due:
+    /// dates a stall, to set beside the servers' logs.
+    pub slowest: Option<(Duration, SystemTime)>,
 }
 
 impl Run {
@@ -99,6 +102,14 @@ impl Run {
         }
     }
 
+    /// [`Run::record`] for a request that was due at `due`.
+    fn record_due(&mut self, status: u16, events: u64, latency: Duration, due: SystemTime) {
+        self.record(status, events, latency);
+        if (200..300).contains(&status) && self.slowest.is_none_or(|(worst, _)| latency > worst) {
+            self.slowest = Some((latency, due));
+        }
+    }
+
     fn merge(&mut self, other: Run) {
         self.ok += other.ok;
         self.events += other.events;
@@ -106,6 +117,11 @@ impl Run {
             *self.statuses.entry(status).or_default() += n;
         }
         self.latencies.extend(other.latencies);
+        if let Some((latency, due)) = other.slowest {
+            if self.slowest.is_none_or(|(worst, _)| latency > worst) {
+                self.slowest = Some((latency, due));
+            }
+        }
     }
 }
 
@@ -218,7 +234,7 @@ impl Driver {
     ) -> Run {
         let slots = Arc::new(Semaphore::new(in_flight.max(1)));
         let run = Arc::new(Mutex::new(Run::default()));
-        let started = tokio::time::Instant::now();
+        let (started, wall) = (tokio::time::Instant::now(), SystemTime::now());
         let mut tasks = Vec::new();
         for (i, request) in requests.iter().enumerate() {
             let at = due(i as u64, rate);
@@ -232,7 +248,9 @@ impl Driver {
                 let _slot = slot;
                 let status = driver.status_of(&request).await;
                 let took = started.elapsed().saturating_sub(at);
-                run.lock().unwrap().record(status, request.events, took);
+                run.lock()
+                    .unwrap()
+                    .record_due(status, request.events, took, wall + at);
             }));
         }
         for task in tasks {
@@ -297,6 +315,25 @@ mod tests {
             events,
             ..Run::default()
         }
+    }
+
+    #[test]
+    fn the_slowest_answer_is_kept_with_when_it_was_due() {
+        let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        let ms = Duration::from_millis;
+        let mut one = Run::default();
+        one.record_due(202, 1, ms(5), at(1));
+        one.record_due(202, 1, ms(900), at(2));
+        // A refusal is not an answer's latency.
+        one.record_due(503, 1, ms(2000), at(3));
+        one.record_due(202, 1, ms(7), at(4));
+        assert_eq!(one.slowest, Some((ms(900), at(2))));
+        let mut other = Run::default();
+        other.record_due(202, 1, ms(950), at(9));
+        one.merge(other);
+        assert_eq!(one.slowest, Some((ms(950), at(9))));
+        one.merge(Run::default());
+        assert_eq!(one.slowest, Some((ms(950), at(9))));
     }
 
     #[test]

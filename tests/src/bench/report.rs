@@ -64,6 +64,26 @@ impl Row {
         }
     }
 
+    /// [`Row::run`], noting when the open loop's slowest answer was due
+    /// (UTC): a stall to look for in the servers' logs.
+    pub fn open_run(section: &str, measure: &str, run: &Run, unit: &str) -> Row {
+        let row = Row::run(section, measure, run, unit);
+        match run.slowest {
+            Some((latency, due)) => {
+                let at = time::OffsetDateTime::from(due)
+                    .format(time::macros::format_description!(
+                        "[hour]:[minute]:[second].[subsecond digits:3]"
+                    ))
+                    .unwrap_or_default();
+                row.note(format!(
+                    "slowest {:.1} ms, due at {at} UTC",
+                    latency.as_secs_f64() * 1000.0
+                ))
+            }
+            None => row,
+        }
+    }
+
     /// Latencies only.
     pub fn latency(section: &str, measure: &str, run: &Run) -> Row {
         Row {
@@ -419,12 +439,29 @@ mod tests {
             events: 300,
             statuses: [(202, 3), (503, 1)].into_iter().collect(),
             latencies: [1, 2, 3, 4].map(Duration::from_millis).to_vec(),
+            slowest: None,
         };
         let row = Row::run("ingest", "batch", &run, "events");
         assert_eq!(row.rate, Some(150.0));
         assert_eq!((row.p50_ms, row.p99_ms, row.n), (Some(2.0), Some(4.0), 4));
         assert!(row.note.unwrap().contains("503"));
         assert_eq!(Row::run("x", "y", &run, "req").rate, Some(1.5));
+        assert_eq!(
+            Row::open_run("x", "y", &run, "req"),
+            Row::run("x", "y", &run, "req")
+        );
+        let stalled = Run {
+            slowest: Some((
+                Duration::from_millis(847),
+                std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(3_723_250),
+            )),
+            ..run
+        };
+        let note = Row::open_run("x", "y", &stalled, "req").note.unwrap();
+        assert!(
+            note.starts_with("slowest 847.0 ms, due at 01:02:03.250 UTC; not 2xx"),
+            "{note}"
+        );
     }
 
     #[test]
