@@ -174,7 +174,12 @@ async fn every_read_model_matches_values_worked_out_by_hand() {
     ingest(
         &stack,
         &globex,
-        &[json!({"event_id": "g1", "type": "like", "occurred_at": at(t0 + 300), "post_id": "p1"})],
+        &[
+            json!({"event_id": "g1", "type": "like", "occurred_at": at(t0 + 300), "post_id": "p1"}),
+            // Never catalogued; its fact carries its own attribution.
+            json!({"event_id": "g2", "type": "like", "occurred_at": at(now - 5), "post_id": "p2",
+                   "influencer_id": "gi", "campaign_id": "gc"}),
+        ],
     )
     .await;
     let last = ingest(&stack, &acme, &late_catalogue).await;
@@ -254,6 +259,17 @@ async fn every_read_model_matches_values_worked_out_by_hand() {
         (globex_p1.counters.likes, globex_p1.influencer_id.as_str()),
         (1, ""),
         "tenants never mix"
+    );
+    let globex_p2 = models.post("globex", "p2").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            globex_p2.counters.likes,
+            globex_p2.influencer_id.as_str(),
+            globex_p2.campaign_id.as_str(),
+            globex_p2.platform.as_str()
+        ),
+        (1, "gi", "gc", ""),
+        "an uncatalogued post is attributed as its facts are"
     );
     assert!(models.post("acme", "p404").await.unwrap().is_none());
 
