@@ -34,6 +34,11 @@ use tally_shared::{nats, store, Config};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
+/// The projector service's allocator (its `main.rs`), so the worker measured
+/// here allocates as it does in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const STREAM: &str = "TALLY_BENCH_FOLD";
 const SUBJECT: &str = "bench.fold";
 
