@@ -20,11 +20,10 @@ pub enum Start {
     Time(OffsetDateTime),
 }
 
-/// A recorded event: its stream sequence, subject and payload.
+/// A recorded event: its stream sequence, headers and payload.
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub seq: u64,
-    pub subject: String,
     pub headers: Option<async_nats::HeaderMap>,
     pub payload: Bytes,
 }
@@ -95,7 +94,8 @@ impl Reader {
     /// The next batch of at most `max` events, in stream order; `None` when
     /// the read is done.
     pub async fn next_batch(&mut self, max: usize) -> anyhow::Result<Option<Vec<Recorded>>> {
-        let mut batch = Vec::new();
+        let expected = usize::try_from(self.remaining).unwrap_or(usize::MAX);
+        let mut batch = Vec::with_capacity(max.min(expected));
         let mut waited = Duration::ZERO;
         while self.remaining > 0 && batch.len() < max {
             let message = match tokio::time::timeout(IDLE, self.messages.next()).await {
@@ -132,11 +132,15 @@ impl Reader {
                 break;
             }
             self.remaining -= 1;
+            // Taken apart rather than copied: the reply subject and the
+            // rest are dropped.
+            let async_nats::Message {
+                headers, payload, ..
+            } = message.message;
             batch.push(Recorded {
                 seq,
-                subject: message.subject.to_string(),
-                headers: message.headers.clone(),
-                payload: message.payload.clone(),
+                headers,
+                payload,
             });
         }
         Ok((!batch.is_empty()).then_some(batch))

@@ -174,9 +174,12 @@ pub fn fold_recorded<'a>(
     options: FoldOptions,
     quarantine: &Quarantine,
 ) -> FoldedBatch {
-    let mut events = Vec::new();
+    let batch = batch.into_iter();
+    // Sized up front: a batch's decoded events are megabytes, and growing
+    // the vector by doubling copies them over and over.
+    let mut events = Vec::with_capacity(batch.size_hint().0);
     let mut poison = Vec::new();
-    for (index, (seq, payload)) in batch.into_iter().enumerate() {
+    for (index, (seq, payload)) in batch.enumerate() {
         match StoredEvent::decode(payload) {
             Ok(event) if quarantine.holds(&event) => poison.push(Poison {
                 index,
@@ -238,7 +241,12 @@ pub fn fold<'a>(
     batch: impl IntoIterator<Item = (u64, &'a StoredEvent)>,
     options: FoldOptions,
 ) -> Rows {
-    let mut rows = Rows::default();
+    let batch = batch.into_iter();
+    // Most events are engagements: room for all of them up front.
+    let mut rows = Rows {
+        engagements: Vec::with_capacity(batch.size_hint().0),
+        ..Rows::default()
+    };
     for (seq, stored) in batch {
         let event = &stored.event;
         let occurred_at = epoch_seconds(event.occurred_at);
