@@ -106,6 +106,32 @@ pub struct Rows {
 }
 
 impl Rows {
+    /// Room for `events` engagement rows (most events are engagements):
+    /// a batch's rows are megabytes, and growing a vector by doubling
+    /// copies them over and over.
+    pub fn with_capacity(events: usize) -> Rows {
+        Rows {
+            engagements: Vec::with_capacity(events),
+            ..Rows::default()
+        }
+    }
+
+    /// Where the rows end now, to [`Rows::truncate`] back to.
+    fn mark(&self) -> [usize; 3] {
+        [
+            self.engagements.len(),
+            self.catalogue.len(),
+            self.late.len(),
+        ]
+    }
+
+    /// Drops the rows added since `mark`.
+    fn truncate(&mut self, [engagements, catalogue, late]: [usize; 3]) {
+        self.engagements.truncate(engagements);
+        self.catalogue.truncate(catalogue);
+        self.late.truncate(late);
+    }
+
     /// Events folded: each is an engagement or a catalogue row.
     pub fn len(&self) -> usize {
         self.engagements.len() + self.catalogue.len()
@@ -164,6 +190,10 @@ pub struct FoldedBatch {
     pub poison: Vec<Poison>,
 }
 
+/// Events decoded and folded at a time: a batch's decoded events would be
+/// far larger than its rows, so no more than this many are held at once.
+const FOLD_CHUNK: usize = 4096;
+
 /// Decodes and folds `(stream sequence, payload)` pairs as recorded on the
 /// stream. Events that cannot be decoded, are quarantined, or make the fold
 /// panic (a bug some event triggers) become [`Poison`] instead of rows, so
@@ -175,59 +205,76 @@ pub fn fold_recorded<'a>(
     quarantine: &Quarantine,
 ) -> FoldedBatch {
     let batch = batch.into_iter();
-    // Sized up front: a batch's decoded events are megabytes, and growing
-    // the vector by doubling copies them over and over.
-    let mut events = Vec::with_capacity(batch.size_hint().0);
-    let mut poison = Vec::new();
+    let expected = batch.size_hint().0;
+    let mut folded = FoldedBatch {
+        rows: Rows::with_capacity(expected),
+        seqs: Vec::with_capacity(expected),
+        poison: Vec::new(),
+    };
+    let mut events = Vec::with_capacity(expected.min(FOLD_CHUNK));
     for (index, (seq, payload)) in batch.enumerate() {
         match StoredEvent::decode(payload) {
-            Ok(event) if quarantine.holds(&event) => poison.push(Poison {
+            Ok(event) if quarantine.holds(&event) => folded.poison.push(Poison {
                 index,
                 seq,
                 error: "quarantined by projector.quarantine".into(),
                 quarantined: true,
             }),
             Ok(event) => events.push((index, seq, event)),
-            Err(e) => poison.push(Poison {
+            Err(e) => folded.poison.push(Poison {
                 index,
                 seq,
                 error: e.to_string(),
                 quarantined: false,
             }),
         }
+        if events.len() == FOLD_CHUNK {
+            fold_chunk(&mut events, &mut folded, options);
+        }
     }
-    let all = std::panic::catch_unwind(|| fold(events.iter().map(|(_, s, e)| (*s, e)), options));
-    let rows = match all {
-        Ok(rows) => rows,
+    fold_chunk(&mut events, &mut folded, options);
+    folded
+}
+
+/// Folds decoded `events` into `into` and empties `events`. If the fold
+/// panics, the rows it added are taken back and the events are folded one
+/// by one, those that panic alone becoming poison.
+fn fold_chunk(
+    events: &mut Vec<(usize, u64, StoredEvent)>,
+    into: &mut FoldedBatch,
+    options: FoldOptions,
+) {
+    let rows = &mut into.rows;
+    let before = rows.mark();
+    let all = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        fold_into(rows, events.iter().map(|(_, s, e)| (*s, e)), options)
+    }));
+    match all {
+        Ok(()) => into.seqs.extend(events.iter().map(|(_, seq, _)| *seq)),
         Err(_) => {
+            rows.truncate(before);
             tracing::error!("folding a batch panicked; folding its events one by one");
-            let mut rows = Rows::default();
-            let mut folded = Vec::with_capacity(events.len());
-            for (index, seq, event) in events {
-                match std::panic::catch_unwind(|| fold([(seq, &event)], options)) {
-                    Ok(one) => {
-                        rows.engagements.extend(one.engagements);
-                        rows.catalogue.extend(one.catalogue);
-                        rows.late.extend(one.late);
-                        folded.push((index, seq, event));
+            for (index, seq, event) in events.iter() {
+                let at = rows.mark();
+                let one = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    fold_into(rows, [(*seq, event)], options)
+                }));
+                match one {
+                    Ok(()) => into.seqs.push(*seq),
+                    Err(_) => {
+                        rows.truncate(at);
+                        into.poison.push(Poison {
+                            index: *index,
+                            seq: *seq,
+                            error: "folding panicked".into(),
+                            quarantined: false,
+                        });
                     }
-                    Err(_) => poison.push(Poison {
-                        index,
-                        seq,
-                        error: "folding panicked".into(),
-                        quarantined: false,
-                    }),
                 }
             }
-            events = folded;
-            rows
         }
-    };
-    FoldedBatch {
-        rows,
-        seqs: events.into_iter().map(|(_, seq, _)| seq).collect(),
-        poison,
     }
+    events.clear();
 }
 
 /// The end of the minute bucket holding `at` (seconds since the epoch).
@@ -242,11 +289,17 @@ pub fn fold<'a>(
     options: FoldOptions,
 ) -> Rows {
     let batch = batch.into_iter();
-    // Most events are engagements: room for all of them up front.
-    let mut rows = Rows {
-        engagements: Vec::with_capacity(batch.size_hint().0),
-        ..Rows::default()
-    };
+    let mut rows = Rows::with_capacity(batch.size_hint().0);
+    fold_into(&mut rows, batch, options);
+    rows
+}
+
+/// [`fold`], appending to `rows`.
+fn fold_into<'a>(
+    rows: &mut Rows,
+    batch: impl IntoIterator<Item = (u64, &'a StoredEvent)>,
+    options: FoldOptions,
+) {
     for (seq, stored) in batch {
         let event = &stored.event;
         let occurred_at = epoch_seconds(event.occurred_at);
@@ -349,7 +402,6 @@ pub fn fold<'a>(
         }
         rows.engagements.push(row);
     }
-    rows
 }
 
 /// Writes a batch's rows, one INSERT per table. Idempotent: the rows are
@@ -637,5 +689,63 @@ mod tests {
             fold([(1, &a), (2, &b)], OPTIONS),
             fold([(1, &a), (2, &b)], OPTIONS)
         );
+    }
+
+    #[test]
+    fn a_batch_larger_than_a_chunk_folds_like_its_events_one_by_one() {
+        // Events of every category across several chunks, with unreadable
+        // and quarantined ones among them.
+        let kinds = ["like", "view", "comment", "follow", "post_published"];
+        let mut events = Vec::new();
+        for i in 0..FOLD_CHUNK * 2 + 7 {
+            let payload = match kinds[i % kinds.len()] {
+                "view" => json!({"count": 2}),
+                "comment" => json!({"text": "nice"}),
+                "post_published" => json!({"content_type": "reel"}),
+                _ => json!({}),
+            };
+            let mut event = stored(kinds[i % kinds.len()], &format!("p{}", i % 13), payload);
+            event.event.event_id = format!("e{i}");
+            events.push(event);
+        }
+        let mut payloads: Vec<Vec<u8>> = events.iter().map(StoredEvent::encode).collect();
+        let unreadable = [0, FOLD_CHUNK - 1, FOLD_CHUNK, 2 * FOLD_CHUNK + 6];
+        for &i in &unreadable {
+            payloads[i] = b"{not json".to_vec();
+        }
+        let quarantined = FOLD_CHUNK + 3;
+        let quarantine = Quarantine::new(&[format!("acme:e{quarantined}")]);
+
+        let folded = fold_recorded(
+            payloads
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (100 + i as u64, &p[..])),
+            OPTIONS,
+            &quarantine,
+        );
+
+        let kept: Vec<(u64, &StoredEvent)> = (0..events.len())
+            .filter(|i| !unreadable.contains(i) && *i != quarantined)
+            .map(|i| (100 + i as u64, &events[i]))
+            .collect();
+        assert_eq!(folded.rows, fold(kept.iter().copied(), OPTIONS));
+        assert_eq!(
+            folded.seqs,
+            kept.iter().map(|(seq, _)| *seq).collect::<Vec<_>>()
+        );
+        let mut poison: Vec<(usize, u64, bool)> = folded
+            .poison
+            .iter()
+            .map(|p| (p.index, p.seq, p.quarantined))
+            .collect();
+        poison.sort_unstable();
+        let mut expected: Vec<(usize, u64, bool)> = unreadable
+            .iter()
+            .map(|&i| (i, 100 + i as u64, false))
+            .chain([(quarantined, 100 + quarantined as u64, true)])
+            .collect();
+        expected.sort_unstable();
+        assert_eq!(poison, expected);
     }
 }
