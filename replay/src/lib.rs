@@ -110,8 +110,12 @@ pub struct Projected {
     pub last_seq: Option<u64>,
 }
 
-/// Events per batch a replay folds and writes at once.
-pub const BATCH: usize = 20_000;
+/// Events per batch a replay folds and writes at once. Larger than the
+/// projector's: one insert of 100,000 events' rows costs ClickHouse less
+/// per row than five of 20,000, and a rebuild wrote 159,000-188,000
+/// events/s in batches of 100,000 against 147,000-156,000 in batches of
+/// 50,000 (peak resident about 290 and 145 MB above the start).
+pub const BATCH: usize = 100_000;
 
 /// Reads `reader` to its end, folds each batch as the projector does and
 /// writes the rows of the `wanted` tables through `client`; after each

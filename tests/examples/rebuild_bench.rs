@@ -51,6 +51,11 @@ where
     read
 }
 
+/// The replay tool's allocator (its `main.rs`), so the rebuild measured in
+/// this process allocates as `tally-replay rebuild` does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let events = arg(1, 1_000_000);

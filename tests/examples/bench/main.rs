@@ -120,6 +120,11 @@ const VISIBLE_AT_HALF_SINGLE: &str = "accept-to-visible, half of single-event sa
 
 /// Events in a batch request.
 const BATCH_EVENTS: usize = 500;
+/// The replay tool's allocator (its `main.rs`), so the rebuild measured in
+/// this process allocates as `tally-replay rebuild` does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -206,11 +211,13 @@ async fn main() -> anyhow::Result<()> {
     let env = Env::connect(config.clone()).await?;
     let (options, quarantine) = (env.fold_options(), env.quarantine());
     let payloads: Vec<Vec<u8>> = backlog.iter().map(StoredEvent::encode).collect();
+    // In the projector's batches: the limit of what a worker writes.
+    let batch = config.projector.batch_size;
     let folded: Vec<_> = payloads
-        .chunks(BATCH)
+        .chunks(batch)
         .enumerate()
         .map(|(b, chunk)| {
-            let first = (b * BATCH) as u64 + 1;
+            let first = (b * batch) as u64 + 1;
             fold_recorded(
                 chunk
                     .iter()
