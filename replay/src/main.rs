@@ -10,15 +10,15 @@ use tally_replay::reader::Start;
 use tally_replay::snapshot::AsOf;
 use tally_replay::tables::Model;
 use tally_replay::{deadletters, history, rebuild, snapshot, verify, Env};
+use tally_shared::{telemetry, Config};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 /// mimalloc rather than glibc's malloc, as in the services: a rebuild
 /// decodes and folds every event of the stream, and glibc's malloc and free
 /// were 29% of its own CPU samples in a profile of one.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use tally_shared::{telemetry, Config};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 
 #[derive(Parser)]
 #[command(
