@@ -230,9 +230,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
 /// Binds the configured address and serves until `shutdown`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     let addr = config.command.listen;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Bind { addr, source })?;
+    let listener = tally_shared::http::bind(addr).map_err(|source| Error::Bind { addr, source })?;
     serve(config, listener, shutdown).await
 }
 

@@ -46,9 +46,7 @@ pub enum Error {
 /// Binds the configured health address and projects until `shutdown`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     let addr = config.projector.listen;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Bind { addr, source })?;
+    let listener = tally_shared::http::bind(addr).map_err(|source| Error::Bind { addr, source })?;
     serve(config, listener, shutdown).await
 }
 

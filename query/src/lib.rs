@@ -270,9 +270,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     let addr = config.query.listen;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Bind { addr, source })?;
+    let listener = tally_shared::http::bind(addr).map_err(|source| Error::Bind { addr, source })?;
     serve(config, listener, shutdown).await
 }
 

@@ -15,6 +15,28 @@ use http::header::CONTENT_TYPE;
 use http::HeaderMap;
 use serde_json::Value;
 
+/// The accept queue asked for; Linux caps it at `net.core.somaxconn`
+/// (4,096 by default on current kernels).
+pub const LISTEN_BACKLOG: u32 = 65_535;
+
+/// Binds `addr` for a service, with an accept queue as long as the kernel
+/// allows rather than tokio's 1,024: a burst of new connections (a load
+/// balancer's pool refilling, clients reconnecting after a restart) beyond
+/// the queue has its SYNs dropped, and each retries only after a second.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted service can bind again
+    // while the last one's connections are in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Deepest JSON nesting accepted in a request body (serde_json's own limit is
 /// 128; this keeps hostile bodies cheaper still).
 pub const MAX_JSON_DEPTH: usize = 32;
@@ -252,5 +274,54 @@ mod tests {
                 "{repeated:?}"
             );
         }
+    }
+
+    /// A limit of this process or machine from `/proc`, if readable.
+    fn proc_limit(path: &str, line: Option<&str>) -> Option<usize> {
+        let text = std::fs::read_to_string(path).ok()?;
+        match line {
+            None => text.trim().parse().ok(),
+            Some(name) => text
+                .lines()
+                .find(|l| l.starts_with(name))?
+                .split_whitespace()
+                .nth(3)?
+                .parse()
+                .ok(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_service_listener_queues_more_connections_than_tokios_default() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Nothing is accepted: every connection waits in the accept queue,
+        // which tokio's own `bind` limits to 1,024.
+        let room = proc_limit("/proc/sys/net/core/somaxconn", None).unwrap_or(0);
+        let files = proc_limit("/proc/self/limits", Some("Max open files")).unwrap_or(0);
+        let wanted = 1_500.min(room).min(files.saturating_sub(200));
+        if wanted <= 1_100 {
+            eprintln!("skipped: somaxconn {room}, open files {files}");
+            return;
+        }
+        let mut queued = Vec::with_capacity(wanted);
+        for i in 0..wanted {
+            let connect = tokio::net::TcpStream::connect(addr);
+            match tokio::time::timeout(std::time::Duration::from_secs(10), connect).await {
+                Ok(Ok(stream)) => queued.push(stream),
+                other => panic!("connection {i} of {wanted} not queued: {other:?}"),
+            }
+        }
+        // And a queued connection is served once accepted.
+        let (mut served, _) = listener.accept().await.unwrap();
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        served.write_all(b"x").await.unwrap();
+        let mut byte = [0u8; 1];
+        queued[0].read_exact(&mut byte).await.unwrap();
+        assert_eq!(&byte, b"x");
+        drop(listener);
+        // The address is free again at once for a restarted service.
+        drop(queued);
+        bind(addr).unwrap();
     }
 }
