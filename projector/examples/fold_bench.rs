@@ -13,9 +13,12 @@
 //! 2. raw insert: the folded rows written to ClickHouse, one insert per
 //!    table and batch, nothing else (the limit);
 //! 3. raw consume: pull batches from the stream and ack them, no work
-//!    between (the other limit);
+//!    between (the other limit): each event acked, as workers sharing a
+//!    consumer do, and one cumulative ack per batch, as a worker alone on
+//!    its consumer does (`projector.exclusive`);
 //! 4. one projector [`Worker`], as it runs in production, over the scratch
-//!    stream: fetch, decode, fold, insert, ack (pipelined).
+//!    stream: fetch, decode, fold, insert, ack (pipelined); on a shared
+//!    consumer and on an exclusive one.
 //!
 //! Rows go to a scratch database (`<database>_bench`) and the events to a
 //! scratch stream (`TALLY_BENCH_FOLD`); both are deleted at the end.
@@ -171,8 +174,68 @@ async fn main() -> anyhow::Result<()> {
     let insert_secs = started.elapsed().as_secs_f64();
     drop(all_rows);
 
-    // 3. Raw consume: the same pull batches, acked, with no work between.
-    let mut raw = nats::projector_consumer_config("bench-raw");
+    // 3. Raw consume: the same pull batches, acked, with no work between;
+    // 4. one worker over the stream, into fresh tables. Each both ways: on a
+    // shared consumer (an ack per event) and on an exclusive one (an ack
+    // per batch).
+    let mut consume_secs = [0.0; 2];
+    let mut worker_secs = [0.0; 2];
+    for (i, exclusive) in [false, true].into_iter().enumerate() {
+        consume_secs[i] = raw_consume(&stream, &config, n, exclusive).await?;
+        for table in ["engagements", "catalogue", "late_events"] {
+            let sql = format!("TRUNCATE TABLE {table}");
+            store::timed(&config.clickhouse, clickhouse.query(&sql).execute()).await?;
+        }
+        worker_secs[i] = run_worker(&stream, &js, &config, options, n, exclusive).await?;
+    }
+
+    let sql = format!("DROP DATABASE IF EXISTS {}", config.clickhouse.database);
+    store::timed(&config.clickhouse, clickhouse.query(&sql).execute()).await?;
+    js.delete_stream(STREAM).await?;
+
+    let rate = |secs: f64| n as f64 / secs;
+    let raw = rate(insert_secs);
+    println!(
+        "\nfold benchmark: {n} events ({:.0} bytes each), batches of {batch_size}, {rows_per_event:.2} rows per event",
+        bytes as f64 / n as f64
+    );
+    println!("{:<50} {:>12} {:>10}", "measure", "events/s", "vs raw");
+    let line = |name: &str, secs: f64| {
+        println!("{name:<50} {:>12.0} {:>9.2}x", rate(secs), rate(secs) / raw);
+    };
+    line("raw ClickHouse insert of the rows (limit)", insert_secs);
+    line("decode + fold alone (one thread)", fold_secs);
+    line(
+        "worker, shared consumer: fetch, fold, insert, ack",
+        worker_secs[0],
+    );
+    line(
+        "raw fetch + ack each event, no work (limit)",
+        consume_secs[0],
+    );
+    line("worker, exclusive consumer (ack per batch)", worker_secs[1]);
+    line(
+        "raw fetch + ack per batch, no work (limit)",
+        consume_secs[1],
+    );
+    line("(raw JetStream publish, for scale)", publish_secs);
+    Ok(())
+}
+
+/// Seconds to fetch the `n` events in the projector's batches and ack them,
+/// one by one or (`exclusive`) once per batch, with no work between.
+async fn raw_consume(
+    stream: &async_nats::jetstream::stream::Stream,
+    config: &Config,
+    n: usize,
+    exclusive: bool,
+) -> anyhow::Result<f64> {
+    let name = if exclusive {
+        "bench-raw-solo"
+    } else {
+        "bench-raw"
+    };
+    let mut raw = nats::projector_consumer_config(name, exclusive);
     raw.filter_subject = format!("{SUBJECT}.>");
     let raw = stream.create_consumer(raw).await?;
     let started = Instant::now();
@@ -180,38 +243,54 @@ async fn main() -> anyhow::Result<()> {
     while consumed < n {
         let mut messages = raw
             .fetch()
-            .max_messages(batch_size)
+            .max_messages(config.projector.batch_size)
             .max_bytes(config.projector.batch_bytes)
             .expires(Duration::from_millis(config.projector.fetch_wait_ms))
             .messages()
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut batch = Vec::with_capacity(batch_size);
+        let mut batch = Vec::with_capacity(config.projector.batch_size);
         while let Some(Ok(message)) = messages.next().await {
             batch.push(message);
         }
-        for message in &batch {
+        let acked = if exclusive {
+            batch.last().into_iter().collect::<Vec<_>>()
+        } else {
+            batch.iter().collect()
+        };
+        for message in acked {
             message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         consumed += batch.len();
     }
-    let consume_secs = started.elapsed().as_secs_f64();
+    let secs = started.elapsed().as_secs_f64();
+    stream.delete_consumer(name).await?;
+    Ok(secs)
+}
 
-    // 4. One worker over the stream, into fresh tables.
-    for table in ["engagements", "catalogue", "late_events"] {
-        let sql = format!("TRUNCATE TABLE {table}");
-        store::timed(&config.clickhouse, clickhouse.query(&sql).execute()).await?;
-    }
-    let mut consumer = nats::projector_consumer_config("bench");
+/// Seconds one projector [`Worker`] takes to project the `n` events, on a
+/// consumer of its own, shared (`exclusive` false) or exclusive.
+async fn run_worker(
+    stream: &async_nats::jetstream::stream::Stream,
+    js: &async_nats::jetstream::Context,
+    config: &Config,
+    options: FoldOptions,
+    n: usize,
+    exclusive: bool,
+) -> anyhow::Result<f64> {
+    let name = if exclusive { "bench-solo" } else { "bench" };
+    let mut consumer = nats::projector_consumer_config(name, exclusive);
     consumer.filter_subject = format!("{SUBJECT}.>");
     let consumer = stream.create_consumer(consumer).await?;
+    let mut settings = config.projector.clone();
+    settings.exclusive = exclusive;
     let progress = Arc::new(Progress::default());
     let shutdown = CancellationToken::new();
     let worker = Worker::new(
         consumer,
         DeadLetters::new(js.clone()),
         &config.clickhouse,
-        &config.projector,
+        &settings,
         options,
         progress.clone(),
     );
@@ -224,28 +303,9 @@ async fn main() -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let worker_secs = started.elapsed().as_secs_f64();
+    let secs = started.elapsed().as_secs_f64();
     shutdown.cancel();
-    running.await?;
-
-    let sql = format!("DROP DATABASE IF EXISTS {}", config.clickhouse.database);
-    store::timed(&config.clickhouse, clickhouse.query(&sql).execute()).await?;
-    js.delete_stream(STREAM).await?;
-
-    let rate = |secs: f64| n as f64 / secs;
-    let raw = rate(insert_secs);
-    println!(
-        "\nfold benchmark: {n} events ({:.0} bytes each), batches of {batch_size}, {rows_per_event:.2} rows per event",
-        bytes as f64 / n as f64
-    );
-    println!("{:<44} {:>12} {:>10}", "measure", "events/s", "vs raw");
-    let line = |name: &str, secs: f64| {
-        println!("{name:<44} {:>12.0} {:>9.2}x", rate(secs), rate(secs) / raw);
-    };
-    line("raw ClickHouse insert of the rows (limit)", insert_secs);
-    line("decode + fold alone (one thread)", fold_secs);
-    line("projector worker: fetch, fold, insert, ack", worker_secs);
-    line("raw JetStream fetch + ack, no work (limit)", consume_secs);
-    line("(raw JetStream publish, for scale)", publish_secs);
-    Ok(())
+    running.await??;
+    stream.delete_consumer(name).await?;
+    Ok(secs)
 }

@@ -1,8 +1,10 @@
 //! The projector: folds the event stream into the ClickHouse read models.
 //!
 //! Several workers (processes) share one durable pull consumer; adding one
-//! needs no configuration change. A worker acknowledges a message only after
-//! its rows are committed in ClickHouse. The projector never publishes events.
+//! needs no configuration change. Or one worker has a consumer to itself
+//! (`projector.exclusive`) and acknowledges each batch with one cumulative
+//! ack. A worker acknowledges a message only after its rows are committed in
+//! ClickHouse. The projector never publishes events.
 //!
 //! Entry points: [`run`] binds the configured health address; [`serve`] takes
 //! a listener (tests bind `127.0.0.1:0`).
@@ -28,7 +30,7 @@ use tally_shared::{nats, store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use worker::{Progress, Worker};
+pub use worker::{Acks, Ended, Halted, Progress, Worker};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -41,6 +43,8 @@ pub enum Error {
     Nats(#[from] nats::NatsError),
     #[error("serving HTTP: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Halted(#[from] Halted),
 }
 
 /// Binds the configured health address and projects until `shutdown`.
@@ -75,23 +79,36 @@ pub async fn serve(
     let http = tokio::spawn(async move { http.await });
 
     let client = nats::connect(&config.nats, "tally-projector").await?;
-    if let Some(worker) = start(&config, client, progress, &shutdown).await {
-        worker.run(shutdown.clone()).await;
+    let mut halted = Ok(());
+    let mut first = true;
+    while let Some(worker) = start(&config, client.clone(), &progress, &shutdown, first).await {
+        first = false;
+        match worker.run(shutdown.clone()).await {
+            Ok(Ended::Restart) => continue,
+            Ok(Ended::Shutdown) => break,
+            Err(e) => {
+                halted = Err(e);
+                break;
+            }
+        }
     }
     shutdown.cancel();
     match http.await {
-        Ok(result) => result.map_err(Error::Serve),
-        Err(e) => Err(Error::Serve(std::io::Error::other(e))),
+        Ok(result) => result.map_err(Error::Serve)?,
+        Err(e) => return Err(Error::Serve(std::io::Error::other(e))),
     }
+    Ok(halted?)
 }
 
-/// Migrates ClickHouse and binds the consumer, retrying until both answer.
-/// `None` if shutdown came first.
+/// Migrates ClickHouse and binds the consumer, retrying until both answer;
+/// the `first` time, also starts the position and rollup tasks. `None` if
+/// shutdown came first.
 async fn start(
     config: &Config,
     client: async_nats::Client,
-    progress: Arc<Progress>,
+    progress: &Arc<Progress>,
     shutdown: &CancellationToken,
+    first: bool,
 ) -> Option<Worker> {
     let js = nats::jetstream(client, &config.nats);
     let mut delay = Duration::from_millis(100);
@@ -106,12 +123,19 @@ async fn start(
             nats::ensure_dead_letters_stream(&js, &config.nats)
                 .await
                 .map_err(|e| e.to_string())?;
-            let consumer = nats::ensure_projector_consumer(&stream, &config.projector.consumer)
-                .await
-                .map_err(|e| e.to_string())?;
+            let consumer = nats::ensure_projector_consumer(
+                &stream,
+                &config.projector.consumer,
+                config.projector.exclusive,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             Ok::<_, String>((stream, consumer))
         };
         match attempt.await {
+            Ok((_, consumer)) if !first => {
+                return Some(worker(config, &js, consumer, progress.clone()));
+            }
             Ok((stream, consumer)) => {
                 progress.ready.store(true, Ordering::Release);
                 tracing::info!(consumer = %config.projector.consumer, "projector ready");
@@ -131,17 +155,7 @@ async fn start(
                         shutdown.clone(),
                     ));
                 }
-                let fold_options = fold::FoldOptions {
-                    grace_seconds: config.windows.grace_seconds,
-                };
-                return Some(Worker::new(
-                    consumer,
-                    deadletter::DeadLetters::new(js.clone()),
-                    &config.clickhouse,
-                    &config.projector,
-                    fold_options,
-                    progress,
-                ));
+                return Some(worker(config, &js, consumer, progress.clone()));
             }
             Err(e) => tracing::warn!(error = %e, "projector not ready yet; retrying"),
         }
@@ -151,6 +165,25 @@ async fn start(
         }
         delay = (delay * 2).min(Duration::from_secs(5));
     }
+}
+
+fn worker(
+    config: &Config,
+    js: &async_nats::jetstream::Context,
+    consumer: async_nats::jetstream::consumer::PullConsumer,
+    progress: Arc<Progress>,
+) -> Worker {
+    let fold_options = fold::FoldOptions {
+        grace_seconds: config.windows.grace_seconds,
+    };
+    Worker::new(
+        consumer,
+        deadletter::DeadLetters::new(js.clone()),
+        &config.clickhouse,
+        &config.projector,
+        fold_options,
+        progress,
+    )
 }
 
 /// `/readyz`: schema migrated and consumer bound; reports progress.

@@ -79,10 +79,21 @@ pub fn events_stream_config(config: &NatsConfig) -> stream::Config {
 }
 
 /// The projector consumer's definition, under the configured durable name.
-pub fn projector_consumer_config(durable: &str) -> consumer::pull::Config {
+/// `exclusive`: the consumer serves one worker only, which acknowledges a
+/// batch with one cumulative ack (`AckPolicy::All`) instead of one ack per
+/// event (`projector.exclusive`).
+pub fn projector_consumer_config(durable: &str, exclusive: bool) -> consumer::pull::Config {
     let mut consumer: consumer::pull::Config = serde_json::from_str(PROJECTOR_CONSUMER_DEFINITION)
         .expect("nats/consumers/projector.json is a valid consumer definition");
     consumer.durable_name = Some(durable.to_owned());
+    if exclusive {
+        consumer.ack_policy = consumer::AckPolicy::All;
+        consumer.description = Some(
+            "One projector worker (projector.exclusive): folds every event into the \
+             ClickHouse read models and acknowledges each batch with one cumulative ack."
+                .into(),
+        );
+    }
     consumer
 }
 
@@ -161,12 +172,61 @@ fn differs(current: &stream::Config, wanted: &stream::Config) -> bool {
         || current.max_messages_per_subject != wanted.max_messages_per_subject
 }
 
-/// Creates or updates the projector's durable pull consumer.
+/// Creates or updates the projector's durable pull consumer. A consumer's
+/// ack policy cannot change: switching `projector.exclusive` for an existing
+/// consumer is refused, with what to do instead.
+///
+/// An exclusive consumer is created anew, just after its ack floor, every
+/// time a worker binds it: what it delivered to an earlier run of the worker
+/// is still pending, written or not, and the new run's first cumulative ack
+/// would acknowledge it. Started again, it delivers all of that to this run.
+/// (Killed between the delete and the create, the consumer starts from the
+/// stream's beginning: slower, still exact, as rows are keyed by sequence.)
 pub async fn ensure_projector_consumer(
     stream: &stream::Stream,
     durable: &str,
+    exclusive: bool,
 ) -> Result<consumer::PullConsumer, NatsError> {
-    ensure_consumer(stream, projector_consumer_config(durable)).await
+    let mut wanted = projector_consumer_config(durable, exclusive);
+    let apply = |message: String| NatsError::Apply {
+        what: format!("consumer {durable}"),
+        message,
+    };
+    let existing = match stream.consumer_info(durable).await {
+        Ok(info) => Some(info),
+        Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => None,
+        Err(e) => return Err(apply(e.to_string())),
+    };
+    if let Some(info) = existing {
+        if info.config.ack_policy != wanted.ack_policy {
+            return Err(apply(format!(
+                "it exists with ack policy {:?}, and projector.exclusive = {exclusive} \
+                 needs {:?}; an ack policy cannot change: stop the workers and give \
+                 projector.consumer a new name (the new consumer folds the stream from \
+                 its start; rows are keyed by stream sequence, so folding again changes \
+                 nothing), or set projector.exclusive back",
+                info.config.ack_policy, wanted.ack_policy
+            )));
+        }
+        if exclusive {
+            let floor = info.ack_floor.stream_sequence;
+            stream
+                .delete_consumer(durable)
+                .await
+                .map_err(|e| apply(e.to_string()))?;
+            if floor > 0 {
+                wanted.deliver_policy = consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: floor + 1,
+                };
+            }
+            tracing::info!(
+                consumer = durable,
+                from = floor + 1,
+                "exclusive consumer started again after its ack floor"
+            );
+        }
+    }
+    ensure_consumer(stream, wanted).await
 }
 
 /// `nats/streams/dead_letters.json`: events that could not be projected.
@@ -249,9 +309,14 @@ mod tests {
         assert_eq!(stream.duplicate_window, Duration::from_secs(24 * 3600));
         assert_eq!(stream.storage, stream::StorageType::File);
 
-        let consumer = projector_consumer_config("workers");
+        let consumer = projector_consumer_config("workers", false);
         assert_eq!(consumer.durable_name.as_deref(), Some("workers"));
         assert_eq!(consumer.ack_policy, consumer::AckPolicy::Explicit);
         assert_eq!(consumer.filter_subject, "tally.events.>");
+        let solo = projector_consumer_config("solo", true);
+        assert_eq!(solo.durable_name.as_deref(), Some("solo"));
+        assert_eq!(solo.ack_policy, consumer::AckPolicy::All);
+        assert_eq!(solo.filter_subject, "tally.events.>");
+        assert_eq!(solo.max_ack_pending, consumer.max_ack_pending);
     }
 }

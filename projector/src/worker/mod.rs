@@ -7,6 +7,12 @@
 //! unreadable (the input's fault) is retried with a delay and moved to the
 //! dead-letter stream on its last attempt, without holding up the rest;
 //! a ClickHouse failure (the world's fault) is retried until it passes.
+//!
+//! Acknowledging ([`Acks`]): workers sharing the consumer ack each event.
+//! A worker alone on its consumer (`projector.exclusive`) acks each batch
+//! once, cumulatively, which is only right because batches are settled in
+//! the order they were fetched and no batch is ever skipped: a batch that
+//! cannot be settled stops the settling of every batch after it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -50,7 +56,49 @@ pub struct Progress {
 pub struct Worker {
     fetcher: Fetcher,
     writer: Writer,
+    /// The consumer sequence of the next delivery (cumulative acks check
+    /// that none is missed).
+    next_delivery: u64,
 }
+
+/// How [`Worker::run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Shutdown.
+    Shutdown,
+    /// A delivery never reached the worker (a pull request's last messages
+    /// can arrive after the worker stopped waiting for them), so no later
+    /// cumulative ack is safe: bind the consumer again (which starts it
+    /// again after its ack floor) and run a new worker.
+    Restart,
+}
+
+/// Whether a batch's deliveries continue, without a gap, from the one
+/// expected next: `first` and `last` are the batch's first and last consumer
+/// sequences, and a pull request delivers in consumer-sequence order, one
+/// sequence per message.
+pub(crate) fn continues(expected: u64, first: u64, last: u64, len: usize) -> bool {
+    first == expected && last.checked_sub(first).map(|d| d + 1) == Some(len as u64)
+}
+
+/// How a worker acknowledges what it has written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// One ack per event: workers share the consumer (ack policy explicit).
+    Each,
+    /// One ack per batch, of its highest stream sequence, which acks every
+    /// event delivered up to it (ack policy all): the worker is the
+    /// consumer's only one. An unreadable event cannot be retried with a
+    /// delay (a nak that the next cumulative ack would cancel): it goes to
+    /// the dead-letter stream on its first delivery.
+    Cumulative,
+}
+
+/// The worker could not go on without acknowledging an event it has not
+/// written (an exclusive consumer's batch was lost); it stopped instead.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Halted(pub String);
 
 /// Pulls batches and folds them (the CPU half of the pipeline).
 struct Fetcher {
@@ -65,6 +113,12 @@ struct Fetcher {
 /// Writes folded batches to ClickHouse and only then acknowledges them
 /// (the I/O half of the pipeline).
 struct Writer {
+    acks: Acks,
+    /// A batch was left unsettled: every later batch is left too (with
+    /// cumulative acks, settling one would acknowledge the one left).
+    abandoning: bool,
+    /// A delivery was missed: the worker must bind its consumer again.
+    gap: bool,
     clickhouse: clickhouse::Client,
     clickhouse_config: ClickHouseConfig,
     max_attempts: i64,
@@ -84,6 +138,12 @@ struct Folded {
     seqs: Vec<u64>,
     /// Index in `batch`, stream sequence, delivery count and error.
     poison: Vec<(usize, u64, i64, String)>,
+    /// Index in `batch` of the message with the highest stream sequence:
+    /// the one a cumulative ack acknowledges.
+    highest: Option<usize>,
+    /// The batch's deliveries follow the previous batch's without a gap
+    /// (always true with acks per event, where a gap does no harm).
+    continuous: bool,
 }
 
 /// Most trace ids a batch's span names.
@@ -123,7 +183,9 @@ impl Worker {
         fold_options: FoldOptions,
         progress: Arc<Progress>,
     ) -> Worker {
+        let next_delivery = consumer.cached_info().delivered.consumer_sequence + 1;
         Worker {
+            next_delivery,
             fetcher: Fetcher {
                 consumer,
                 batch_size: config.batch_size.max(1),
@@ -133,6 +195,13 @@ impl Worker {
                 quarantine: Quarantine::new(&config.quarantine),
             },
             writer: Writer {
+                acks: if config.exclusive {
+                    Acks::Cumulative
+                } else {
+                    Acks::Each
+                },
+                abandoning: false,
+                gap: false,
                 clickhouse: store::client(clickhouse_config),
                 clickhouse_config: clickhouse_config.clone(),
                 max_attempts: config.max_attempts.max(1),
@@ -149,16 +218,27 @@ impl Worker {
     /// memory and what a killed worker leaves to be redelivered after the
     /// consumer's `ack_wait`. A batch in flight when shutdown fires
     /// is finished if its write succeeds, or abandoned unacknowledged (to be
-    /// redelivered).
-    pub async fn run(self, shutdown: CancellationToken) {
-        let Worker { fetcher, writer } = self;
+    /// redelivered), and so is every batch after it.
+    ///
+    /// With cumulative acks, a batch that cannot be folded at all (a panic
+    /// outside the per-event recovery) stops the worker: `Err(Halted)`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<Ended, Halted> {
+        let Worker {
+            fetcher,
+            mut writer,
+            mut next_delivery,
+        } = self;
+        let acks = writer.acks;
+        // Cancelled at shutdown, or when the folding stage halts.
+        let stop = shutdown.child_token();
         let fetcher = Arc::new(fetcher);
         let slots = Arc::new(Semaphore::new(IN_FLIGHT));
         let (fetched_tx, mut fetched_rx) =
-            mpsc::channel::<(OwnedSemaphorePermit, Vec<Message>)>(IN_FLIGHT);
+            mpsc::channel::<(OwnedSemaphorePermit, Vec<Message>, bool)>(IN_FLIGHT);
         let (folded_tx, mut folded_rx) = mpsc::channel::<Folded>(IN_FLIGHT);
         let writing = {
             let shutdown = shutdown.clone();
+            let stop = stop.clone();
             tokio::spawn(async move {
                 while let Some(folded) = folded_rx.recv().await {
                     let traces = traces_of(&folded.batch);
@@ -172,25 +252,39 @@ impl Worker {
                         tally_shared::telemetry::link_trace(&span, trace);
                     }
                     writer.project(folded, &shutdown).instrument(span).await;
+                    if writer.gap {
+                        stop.cancel();
+                    }
                 }
+                writer.gap
             })
         };
         let folding = {
             let fetcher = fetcher.clone();
+            let stop = stop.clone();
             tokio::spawn(async move {
-                while let Some((slot, batch)) = fetched_rx.recv().await {
+                while let Some((slot, batch, continuous)) = fetched_rx.recv().await {
                     // Decoding and folding is CPU work: off the async threads.
                     let (events, started) = (batch.len(), Instant::now());
                     let fetcher = fetcher.clone();
                     let folded = match tokio::task::spawn_blocking(move || {
-                        fetcher.fold(slot, batch)
+                        fetcher.fold(slot, batch, continuous)
                     })
                     .await
                     {
                         Ok(folded) => folded,
-                        Err(e) => {
+                        Err(e) if acks == Acks::Each => {
                             tracing::error!(error = %e, "folding a batch panicked; it will be redelivered");
                             continue;
+                        }
+                        Err(e) => {
+                            // The next batch's cumulative ack would cover
+                            // this one's events: nothing after it is settled.
+                            stop.cancel();
+                            return Err(Halted(format!(
+                                "folding a batch panicked ({e}); with an exclusive consumer \
+                                 the worker stops rather than acknowledge it unwritten"
+                            )));
                         }
                     };
                     let fold_ms = started.elapsed().as_millis() as u64;
@@ -199,14 +293,15 @@ impl Worker {
                         break;
                     }
                 }
+                Ok(())
             })
         };
         let mut backoff = Backoff::new();
-        while !shutdown.is_cancelled() {
+        while !stop.is_cancelled() {
             // Waiting for a slot (the writer is behind) ends at shutdown:
             // no new batch is fetched after it.
             let slot = tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = stop.cancelled() => break,
                 slot = slots.clone().acquire_owned() => match slot {
                     Ok(slot) => slot,
                     Err(_) => break,
@@ -219,22 +314,51 @@ impl Worker {
                 Err(e) => {
                     counter!(names::NATS_ERRORS, "op" => "fetch").increment(1);
                     tracing::warn!(error = %e, "fetching from JetStream failed; retrying");
-                    backoff.wait(&shutdown).await;
+                    backoff.wait(&stop).await;
                     continue;
                 }
             };
             backoff.reset();
-            if !batch.is_empty() && fetched_tx.send((slot, batch)).await.is_err() {
+            if batch.is_empty() {
+                continue;
+            }
+            let delivery =
+                |m: Option<&Message>| m.and_then(|m| m.info().ok()).map(|i| i.consumer_sequence);
+            let continuous = match (acks, delivery(batch.first()), delivery(batch.last())) {
+                (Acks::Each, _, _) => true,
+                (Acks::Cumulative, Some(first), Some(last)) => {
+                    let continuous = continues(next_delivery, first, last, batch.len());
+                    next_delivery = last + 1;
+                    continuous
+                }
+                (Acks::Cumulative, _, _) => false,
+            };
+            if fetched_tx.send((slot, batch, continuous)).await.is_err() {
                 break;
             }
         }
         drop(fetched_tx);
-        for (stage, task) in [("folder", folding), ("writer", writing)] {
-            if let Err(e) = task.await {
-                tracing::error!(error = %e, stage, "a projector stage stopped abnormally");
+        let folded = folding
+            .await
+            .unwrap_or_else(|e| Err(Halted(format!("the folding stage stopped abnormally: {e}"))));
+        let gap = writing.await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the writing stage stopped abnormally");
+            false
+        });
+        match folded {
+            Ok(()) if gap => {
+                tracing::warn!("a delivery was missed; binding the consumer again");
+                Ok(Ended::Restart)
+            }
+            Ok(()) => {
+                tracing::info!("projector worker stopped");
+                Ok(Ended::Shutdown)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "projector worker halted");
+                Err(e)
             }
         }
-        tracing::info!("projector worker stopped");
     }
 }
 
@@ -286,14 +410,18 @@ impl Fetcher {
 
     /// Decodes and folds a batch; what cannot be projected becomes poison:
     /// retried, then dead-lettered (at once when quarantined).
-    fn fold(&self, slot: OwnedSemaphorePermit, batch: Vec<Message>) -> Folded {
+    fn fold(&self, slot: OwnedSemaphorePermit, batch: Vec<Message>, continuous: bool) -> Folded {
         let mut recorded = Vec::with_capacity(batch.len());
         let mut places = Vec::with_capacity(batch.len());
+        let mut highest: Option<(u64, usize)> = None;
         for (index, message) in batch.iter().enumerate() {
             match message.info() {
                 Ok(info) => {
                     recorded.push((info.stream_sequence, &message.payload[..]));
                     places.push((index, info.delivered));
+                    if highest.is_none_or(|(seq, _)| info.stream_sequence > seq) {
+                        highest = Some((info.stream_sequence, index));
+                    }
                 }
                 Err(e) => tracing::error!(error = %e, "message without JetStream metadata"),
             }
@@ -314,19 +442,34 @@ impl Fetcher {
             rows: folded.rows,
             seqs: folded.seqs,
             poison,
+            highest: highest.map(|(_, index)| index),
+            continuous,
         }
     }
 }
 
 impl Writer {
-    async fn project(&self, folded: Folded, shutdown: &CancellationToken) {
+    async fn project(&mut self, folded: Folded, shutdown: &CancellationToken) {
         let Folded {
             _slot,
             batch,
             rows,
             seqs,
             poison,
+            highest,
+            continuous,
         } = folded;
+        if !continuous && !self.abandoning {
+            tracing::warn!(
+                events = batch.len(),
+                "a delivery never arrived: nothing from here on is acknowledged"
+            );
+            (self.abandoning, self.gap) = (true, true);
+        }
+        if self.abandoning {
+            abandon(&batch).await;
+            return;
+        }
         let started = Instant::now();
         let mut backoff = Backoff::new();
         loop {
@@ -341,9 +484,8 @@ impl Writer {
                     }
                     if shutdown.is_cancelled() {
                         tracing::info!("abandoning an unwritten batch; it will be redelivered");
-                        for message in &batch {
-                            let _ = message.ack_with(AckKind::Nak(None)).await;
-                        }
+                        self.abandoning = true;
+                        abandon(&batch).await;
                         return;
                     }
                     backoff.wait(shutdown).await;
@@ -351,8 +493,40 @@ impl Writer {
             }
         }
         let written = started.elapsed();
+        match self.acks {
+            Acks::Each => self.ack_each(&batch, &poison).await,
+            Acks::Cumulative => {
+                if !self
+                    .ack_cumulative(&batch, &poison, highest, shutdown)
+                    .await
+                {
+                    self.abandoning = true;
+                    abandon(&batch).await;
+                    return;
+                }
+            }
+        }
+        let max_seq = seqs.iter().copied().max().unwrap_or(0);
+        self.progress.last_seq.fetch_max(max_seq, Ordering::Relaxed);
+        self.progress
+            .projected
+            .fetch_add(seqs.len() as u64, Ordering::Relaxed);
+        counter!(names::EVENTS_PROJECTED).increment(seqs.len() as u64);
+        counter!(names::LATE_EVENTS).increment(rows.late.len() as u64);
+        tracing::debug!(
+            events = seqs.len(),
+            max_seq,
+            write_ms = written.as_millis() as u64,
+            ack_ms = (started.elapsed() - written).as_millis() as u64,
+            "projected batch"
+        );
+    }
+
+    /// One ack per event, once the rows are written; an unreadable event is
+    /// retried with a delay, and dead-lettered on its last attempt.
+    async fn ack_each(&self, batch: &[Message], poison: &[(usize, u64, i64, String)]) {
         let mut settled = vec![false; batch.len()];
-        for (index, seq, attempts, error) in &poison {
+        for (index, seq, attempts, error) in poison {
             let message = &batch[*index];
             settled[*index] = true;
             if *attempts < self.max_attempts {
@@ -382,20 +556,54 @@ impl Writer {
                 tracing::warn!(error = %e, "ack failed; the event will be redelivered harmlessly");
             }
         }
-        let max_seq = seqs.iter().copied().max().unwrap_or(0);
-        self.progress.last_seq.fetch_max(max_seq, Ordering::Relaxed);
-        self.progress
-            .projected
-            .fetch_add(seqs.len() as u64, Ordering::Relaxed);
-        counter!(names::EVENTS_PROJECTED).increment(seqs.len() as u64);
-        counter!(names::LATE_EVENTS).increment(rows.late.len() as u64);
-        tracing::debug!(
-            events = seqs.len(),
-            max_seq,
-            write_ms = written.as_millis() as u64,
-            ack_ms = (started.elapsed() - written).as_millis() as u64,
-            "projected batch"
-        );
+    }
+
+    /// Cumulative acks, once the rows are written: every unreadable event
+    /// goes to the dead-letter stream now (retried until it is there), then
+    /// one ack of the batch's highest sequence covers the batch. `false`:
+    /// shutdown came while an event could not be dead-lettered; nothing is
+    /// acknowledged.
+    async fn ack_cumulative(
+        &self,
+        batch: &[Message],
+        poison: &[(usize, u64, i64, String)],
+        highest: Option<usize>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        for (index, seq, attempts, error) in poison {
+            let message = &batch[*index];
+            let mut backoff = Backoff::new();
+            loop {
+                match self
+                    .dead_letters
+                    .send(message, *seq, *attempts, error)
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::error!(seq, attempts, %error, "event moved to the dead-letter stream");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(seq, error = %e, "dead-lettering failed; retrying");
+                        if shutdown.is_cancelled() {
+                            return false;
+                        }
+                        for message in batch {
+                            let _ = message.ack_with(AckKind::Progress).await;
+                        }
+                        backoff.wait(shutdown).await;
+                    }
+                }
+            }
+        }
+        if let Some(message) = highest.map(|index| &batch[index]) {
+            if let Err(e) = message.ack().await {
+                // The next batch's ack covers this one; or, if none comes,
+                // the batch is redelivered and its identical rows rewritten.
+                tracing::warn!(error = %e, "cumulative ack failed; the next one covers it");
+            }
+        }
+        true
     }
 
     /// Writes a batch's rows, all of it under one deadline: every await
@@ -411,6 +619,13 @@ impl Writer {
             // Dropping the inserts aborts their requests.
             Err(_) => Err(StoreError::Timeout(limit)),
         }
+    }
+}
+
+/// Leaves a batch unsettled: nak'ed, to be redelivered at once.
+async fn abandon(batch: &[Message]) {
+    for message in batch {
+        let _ = message.ack_with(AckKind::Nak(None)).await;
     }
 }
 
@@ -432,5 +647,24 @@ impl Backoff {
             _ = tokio::time::sleep(self.0) => {}
         }
         self.0 = (self.0 * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::continues;
+
+    #[test]
+    fn a_batch_continues_only_from_the_delivery_expected_without_a_gap() {
+        assert!(continues(1, 1, 500, 500));
+        assert!(continues(501, 501, 501, 1));
+        // Its first delivery is not the one expected: one went missing
+        // between batches (or the batch repeats one).
+        assert!(!continues(501, 502, 1000, 499));
+        assert!(!continues(501, 500, 999, 500));
+        // A delivery missing inside the batch.
+        assert!(!continues(1, 1, 500, 499));
+        // Nonsense from the server is no continuation either.
+        assert!(!continues(10, 10, 9, 0));
     }
 }

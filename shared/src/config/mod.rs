@@ -134,6 +134,8 @@ pub struct QueryConfig {
 pub struct ProjectorConfig {
     pub listen: SocketAddr,
     pub consumer: String,
+    /// The consumer serves this one worker: one cumulative ack per batch.
+    pub exclusive: bool,
     pub batch_size: usize,
     pub batch_bytes: usize,
     pub fetch_wait_ms: u64,

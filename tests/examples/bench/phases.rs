@@ -359,7 +359,10 @@ pub async fn raw_consume_ack(config: &tally_shared::Config, n: u64) -> anyhow::R
     let js = async_nats::jetstream::new(client);
     let stream = js.get_stream("TALLY_EVENTS").await?;
     let consumer = stream
-        .create_consumer(tally_shared::nats::projector_consumer_config("bench-raw"))
+        .create_consumer(tally_shared::nats::projector_consumer_config(
+            "bench-raw",
+            false,
+        ))
         .await?;
     // As the projector process runs: its default batches and wait.
     let settings = tally_shared::Config::defaults().projector;

@@ -9,9 +9,24 @@ use tally_tests::{eventually, rfc3339_ago, Stack, TokenScope as Scope};
 /// them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_events_are_dead_lettered_without_blocking_the_rest() {
-    let stack = Stack::start_with("deadletters_poison", |config| {
+    poison("deadletters_poison", false).await;
+}
+
+/// A worker alone on an exclusive consumer cannot retry an event with a
+/// delay (its next cumulative ack would acknowledge it): it dead-letters
+/// the event on its first delivery, and still counts every valid one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exclusive_worker_dead_letters_poison_at_once() {
+    poison("deadletters_solo", true).await;
+}
+
+/// Two unreadable events among six valid likes; with three attempts each
+/// on a shared consumer, or one on an exclusive consumer.
+async fn poison(name: &str, exclusive: bool) {
+    let stack = Stack::start_with(name, |config| {
         config.projector.max_attempts = 3;
         config.projector.retry_delay_ms = 100;
+        config.projector.exclusive = exclusive;
     })
     .await;
     let writer = stack.token("acme", &[Scope::EventsWrite]);
@@ -96,7 +111,8 @@ async fn poison_events_are_dead_lettered_without_blocking_the_rest() {
                 .map(|v| v.as_str().to_owned())
                 .unwrap_or_default()
         };
-        assert_eq!(header("Tally-Attempts"), "3");
+        let attempts = if exclusive { "1" } else { "3" };
+        assert_eq!(header("Tally-Attempts"), attempts);
         assert_eq!(header("Tally-Original-Subject"), "tally.events.acme.like");
         assert!(
             message.subject.as_str().starts_with("tally.dead.acme."),
@@ -117,4 +133,33 @@ async fn poison_events_are_dead_lettered_without_blocking_the_rest() {
 
     let metrics = stack.metrics_text(&stack.projector).await;
     assert!(metrics.contains("tally_dead_letters_total"), "{metrics}");
+
+    // Every event is acknowledged: the consumer has nothing pending.
+    let consumer = js
+        .get_stream("TALLY_EVENTS")
+        .await
+        .unwrap()
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("projector")
+        .await
+        .unwrap();
+    let last = future.sequence + 5;
+    let policy = eventually("every event acknowledged", Duration::from_secs(30), || {
+        let mut consumer = consumer.clone();
+        async move {
+            let info = consumer.info().await.map_err(|e| e.to_string())?;
+            let policy = info.config.ack_policy;
+            match (info.ack_floor.stream_sequence, info.num_ack_pending) {
+                (floor, 0) if floor == last => Ok(policy),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    use async_nats::jetstream::consumer::AckPolicy;
+    let wanted = if exclusive {
+        AckPolicy::All
+    } else {
+        AckPolicy::Explicit
+    };
+    assert_eq!(policy, wanted);
 }

@@ -1,8 +1,9 @@
-//! Effectively once, under fire: two projector worker processes fold
-//! 100,000 events while one of them is killed with SIGKILL at random
-//! instants (at least ten times, restarted each time) and clickhouse-server
-//! is killed once and restarted. Afterwards every read model must equal the
-//! truth recomputed from the stream, exactly.
+//! Effectively once, under fire: two projector worker processes sharing the
+//! consumer fold 100,000 events while one of them is killed with SIGKILL at
+//! random instants (at least ten times, restarted each time) and
+//! clickhouse-server is killed once and restarted. Afterwards every read
+//! model must equal the truth recomputed from the stream, exactly. Then the
+//! same with one worker alone on an exclusive consumer (cumulative acks).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -138,17 +139,30 @@ struct Count {
 /// prints makes the event mix and kill instants of a run reproducible.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projections_are_exact_after_kill_9_and_a_clickhouse_outage() {
+    under_fire("faults", false).await;
+}
+
+/// The same with one worker on an exclusive consumer, whose one ack per
+/// batch acknowledges every event delivered before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exclusive_worker_projects_exactly_after_kill_9_and_a_clickhouse_outage() {
+    under_fire("faults_solo", true).await;
+}
+
+/// Ingests under fire with two shared workers, or one exclusive worker.
+async fn under_fire(name: &str, exclusive: bool) {
+    let workers_n = if exclusive { 1 } else { 2 };
     let seed = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64
         | 1;
-    println!("fault test seed {seed}");
+    println!("fault test {name} seed {seed}");
     let mut rng = Rng(seed);
 
     let nats = NatsServer::start();
-    let clickhouse = ClickHouseServer::start_dedicated("faults");
-    let mut config = config_for("faults", &nats);
+    let clickhouse = ClickHouseServer::start_dedicated(name);
+    let mut config = config_for(name, &nats);
     config.clickhouse.url = clickhouse.url();
     config.rate_limit.enabled = false;
     let command = start_service(Kind::Command, config.clone()).await;
@@ -186,18 +200,21 @@ async fn projections_are_exact_after_kill_9_and_a_clickhouse_outage() {
         ("TALLY_PROJECTOR__BATCH_SIZE", "500".to_owned()),
         ("TALLY_PROJECTOR__MAX_ATTEMPTS", "1000000".to_owned()),
         ("TALLY_LOG__FILTER", "warn".to_owned()),
+        ("TALLY_PROJECTOR__EXCLUSIVE", exclusive.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     let log_dir = tempfile::tempdir().unwrap();
-    let mut workers = [0, 1].map(|i| {
-        WorkerProcess::start(
-            "faults::projector_process",
-            &env,
-            log_dir.path().join(format!("worker-{i}.log")),
-        )
-    });
+    let mut workers: Vec<WorkerProcess> = (0..workers_n)
+        .map(|i| {
+            WorkerProcess::start(
+                "faults::projector_process",
+                &env,
+                log_dir.path().join(format!("worker-{i}.log")),
+            )
+        })
+        .collect();
 
     // Ingest 100,000 events in batches of 1,000 over three tenants, 5% of
     // them repeats of earlier ids (answered as duplicates, stored once).
@@ -262,7 +279,7 @@ async fn projections_are_exact_after_kill_9_and_a_clickhouse_outage() {
     let mut outage = false;
     while kills < 10 || !ingest.is_finished() {
         tokio::time::sleep(Duration::from_millis(200 + rng.below(1000))).await;
-        let victim = rng.below(2) as usize;
+        let victim = rng.below(workers_n) as usize;
         if !workers[victim].is_running() {
             let log = std::fs::read_to_string(log_dir.path().join(format!("worker-{victim}.log")))
                 .unwrap_or_default();
@@ -377,7 +394,7 @@ async fn projections_are_exact_after_kill_9_and_a_clickhouse_outage() {
             break started.elapsed();
         }
         if started.elapsed() > Duration::from_secs(240) {
-            let logs: Vec<String> = (0..2)
+            let logs: Vec<String> = (0..workers_n as usize)
                 .map(|i| {
                     let log =
                         std::fs::read_to_string(log_dir.path().join(format!("worker-{i}.log")))
