@@ -149,6 +149,9 @@ async fn main() -> anyhow::Result<()> {
     let nats = NatsServer::start();
     let mut config = config_for("bench", &nats);
     config.clickhouse.timeout_ms = 120_000;
+    // One projector worker, alone on its consumer: one cumulative ack per
+    // batch (`projector.exclusive`).
+    config.projector.exclusive = true;
     let bins = binaries();
     let logs = out.join("logs");
     // The projector migrates the schema the query API needs, then steps
@@ -287,7 +290,7 @@ async fn main() -> anyhow::Result<()> {
             "events",
             folded_events,
         )
-        .note("fetch, decode, fold, insert, ack"),
+        .note("fetch, decode, fold, insert, one ack per batch (exclusive consumer)"),
     );
     phase!(run_started, "replay rebuild…");
     let mut env = env;

@@ -352,8 +352,9 @@ pub fn peers(ops: &[LikeOp], size: &Size, out: &Path) -> anyhow::Result<Vec<Row>
 }
 
 /// The projector's other limit: the backlog of `n` events fetched in the
-/// projector's batches through a consumer like its own and acked one by
-/// one, with no work between.
+/// projector's batches through a consumer like its own and acked as it
+/// acks (one by one, or once per batch when `projector.exclusive`), with no
+/// work between.
 pub async fn raw_consume_ack(config: &tally_shared::Config, n: u64) -> anyhow::Result<Row> {
     let client = async_nats::connect(&config.nats.url).await?;
     let js = async_nats::jetstream::new(client);
@@ -361,7 +362,7 @@ pub async fn raw_consume_ack(config: &tally_shared::Config, n: u64) -> anyhow::R
     let consumer = stream
         .create_consumer(tally_shared::nats::projector_consumer_config(
             "bench-raw",
-            false,
+            config.projector.exclusive,
         ))
         .await?;
     // As the projector process runs: its default batches and wait.
@@ -390,7 +391,11 @@ pub async fn raw_consume_ack(config: &tally_shared::Config, n: u64) -> anyhow::R
         if let Ok(result) = tokio::time::timeout(wait + Duration::from_millis(50), collect).await {
             result?;
         }
-        for message in &batch {
+        let acked = match config.projector.exclusive {
+            true => &batch[batch.len().saturating_sub(1)..],
+            false => &batch[..],
+        };
+        for message in acked {
             message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         consumed += batch.len() as u64;
@@ -399,7 +404,11 @@ pub async fn raw_consume_ack(config: &tally_shared::Config, n: u64) -> anyhow::R
     stream.delete_consumer("bench-raw").await?;
     Ok(Row::rate(
         "raw limits",
-        "raw JetStream consume + ack (the projector's batches)",
+        if config.projector.exclusive {
+            "raw JetStream consume + ack per batch (the projector's batches)"
+        } else {
+            "raw JetStream consume + ack (the projector's batches)"
+        },
         rate,
         "events",
         consumed,
