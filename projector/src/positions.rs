@@ -141,7 +141,7 @@ pub async fn run(
 /// first event above the floor.
 async fn read(stream: &Stream, consumer: &mut PullConsumer) -> Result<Position, async_nats::Error> {
     let info = consumer.info().await?;
-    let position = info.ack_floor.stream_sequence;
+    let position = tally_shared::nats::ack_floor(info);
     let stream_last = stream.get_info().await?.state.last_sequence.max(position);
     let oldest_pending = if stream_last > position {
         let message = stream.get_raw_message(position + 1).await?;

@@ -209,7 +209,7 @@ pub async fn ensure_projector_consumer(
             )));
         }
         if exclusive {
-            let floor = info.ack_floor.stream_sequence;
+            let floor = ack_floor(&info);
             stream
                 .delete_consumer(durable)
                 .await
@@ -227,6 +227,21 @@ pub async fn ensure_projector_consumer(
         }
     }
     ensure_consumer(stream, wanted).await
+}
+
+/// The stream sequence up to which a consumer has acknowledged everything.
+/// nats-server (2.9) reports 0 for a consumer that has acknowledged nothing
+/// yet, even one created to start after a sequence (an exclusive projector
+/// consumer bound again): its floor is then the sequence before its start.
+pub fn ack_floor(info: &consumer::Info) -> u64 {
+    match info.config.deliver_policy {
+        consumer::DeliverPolicy::ByStartSequence { start_sequence }
+            if info.ack_floor.consumer_sequence == 0 =>
+        {
+            start_sequence.saturating_sub(1)
+        }
+        _ => info.ack_floor.stream_sequence,
+    }
 }
 
 /// `nats/streams/dead_letters.json`: events that could not be projected.

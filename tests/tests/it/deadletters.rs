@@ -134,7 +134,9 @@ async fn poison(name: &str, exclusive: bool) {
     let metrics = stack.metrics_text(&stack.projector).await;
     assert!(metrics.contains("tally_dead_letters_total"), "{metrics}");
 
-    // Every event is acknowledged: the consumer has nothing pending.
+    // Every event is acknowledged: the consumer has nothing pending. (A
+    // dead-lettering that fails under load leaves the event to come back
+    // after the consumer's ack_wait of 30 s, hence the longer wait.)
     let consumer = js
         .get_stream("TALLY_EVENTS")
         .await
@@ -143,7 +145,7 @@ async fn poison(name: &str, exclusive: bool) {
         .await
         .unwrap();
     let last = future.sequence + 5;
-    let policy = eventually("every event acknowledged", Duration::from_secs(30), || {
+    let policy = eventually("every event acknowledged", Duration::from_secs(90), || {
         let mut consumer = consumer.clone();
         async move {
             let info = consumer.info().await.map_err(|e| e.to_string())?;

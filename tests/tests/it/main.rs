@@ -8,6 +8,8 @@
 mod faults;
 // Dead letters: poison events leave the way after N attempts.
 mod deadletters;
+// The projector's consumer, shared or exclusive.
+mod consumers;
 // The whole path: HTTP → JetStream → projector → ClickHouse → query API.
 mod e2e;
 // Batches: JSON arrays and NDJSON, per-item results, limits.

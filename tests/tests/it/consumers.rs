@@ -1,0 +1,96 @@
+//! The projector's consumer, shared or exclusive (`projector.exclusive`).
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::AckPolicy;
+use futures::StreamExt;
+use tally_shared::nats::{ack_floor, ensure_events_stream, ensure_projector_consumer};
+use tally_tests::NatsServer;
+
+/// Binding an exclusive consumer starts it again just after its ack floor:
+/// events an earlier (killed) run was delivered but never acknowledged come
+/// to the new run at once, not after `ack_wait` (30 s), and so the new run's
+/// first cumulative ack cannot cover them unwritten. And a consumer's ack
+/// policy cannot change: switching is refused, saying what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exclusive_consumer_redelivers_what_it_left_pending_when_bound_again() {
+    let nats = NatsServer::start();
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let stream = ensure_events_stream(&js, &tally_shared::Config::defaults().nats)
+        .await
+        .unwrap();
+    for i in 0..5 {
+        js.publish("tally.events.acme.view", format!("{i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let fetch = |consumer: async_nats::jetstream::consumer::PullConsumer| async move {
+        let mut messages = consumer
+            .fetch()
+            .max_messages(10)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while let Some(Ok(message)) = messages.next().await {
+            got.push(message);
+        }
+        got
+    };
+
+    // A first run is delivered all five and acknowledges up to the second.
+    let consumer = ensure_projector_consumer(&stream, "solo", true)
+        .await
+        .unwrap();
+    assert_eq!(consumer.cached_info().config.ack_policy, AckPolicy::All);
+    let first = fetch(consumer).await;
+    assert_eq!(first.len(), 5);
+    first[1].double_ack().await.unwrap();
+
+    // Bound again (the first run was killed): 3, 4 and 5 come at once.
+    let consumer = ensure_projector_consumer(&stream, "solo", true)
+        .await
+        .unwrap();
+    assert_eq!(ack_floor(consumer.cached_info()), 2);
+    let seqs: Vec<u64> = fetch(consumer.clone())
+        .await
+        .iter()
+        .map(|m| m.info().unwrap().stream_sequence)
+        .collect();
+    assert_eq!(seqs, [3, 4, 5]);
+
+    // Killed again before acknowledging anything: the floor is still 2
+    // (nats-server reports 0 for a consumer that has acked nothing), so the
+    // next run starts at 3 again, not at the stream's beginning.
+    let consumer = ensure_projector_consumer(&stream, "solo", true)
+        .await
+        .unwrap();
+    assert_eq!(ack_floor(consumer.cached_info()), 2);
+    let again = fetch(consumer.clone()).await;
+    let seqs: Vec<u64> = again
+        .iter()
+        .map(|m| m.info().unwrap().stream_sequence)
+        .collect();
+    assert_eq!(seqs, [3, 4, 5]);
+    again[2].double_ack().await.unwrap();
+    let info = consumer.clone().info().await.unwrap().clone();
+    assert_eq!(ack_floor(&info), 5);
+
+    // A consumer's ack policy is fixed: the other mode is refused.
+    let error = ensure_projector_consumer(&stream, "solo", false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("cannot change"), "{error}");
+    ensure_projector_consumer(&stream, "shared", false)
+        .await
+        .unwrap();
+    let error = ensure_projector_consumer(&stream, "shared", true)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("projector.consumer a new name"), "{error}");
+}
