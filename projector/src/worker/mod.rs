@@ -534,17 +534,9 @@ impl Writer {
                 let _ = message.ack_with(AckKind::Nak(Some(self.retry_delay))).await;
                 continue;
             }
-            match self
-                .dead_letters
-                .send(message, *seq, *attempts, error)
-                .await
-            {
-                Ok(()) => {
-                    tracing::error!(seq, attempts, %error, "event moved to the dead-letter stream");
-                    let _ = message.ack().await;
-                }
-                // Not acked: it comes back and is dead-lettered then.
-                Err(e) => tracing::warn!(seq, error = %e, "dead-lettering failed; will retry"),
+            // Not acked when it fails: it comes back and is dead-lettered then.
+            if self.dead_letter(message, *seq, *attempts, error).await {
+                let _ = message.ack().await;
             }
         }
         for (message, settled) in batch.iter().zip(settled) {
@@ -554,6 +546,20 @@ impl Writer {
             if let Err(e) = message.ack().await {
                 // The rows are written; a redelivery rewrites identical rows.
                 tracing::warn!(error = %e, "ack failed; the event will be redelivered harmlessly");
+            }
+        }
+    }
+
+    /// Copies an event to the dead-letter stream; whether it is there.
+    async fn dead_letter(&self, message: &Message, seq: u64, attempts: i64, error: &str) -> bool {
+        match self.dead_letters.send(message, seq, attempts, error).await {
+            Ok(()) => {
+                tracing::error!(seq, attempts, %error, "event moved to the dead-letter stream");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(seq, error = %e, "dead-lettering failed; will retry");
+                false
             }
         }
     }
@@ -573,27 +579,14 @@ impl Writer {
         for (index, seq, attempts, error) in poison {
             let message = &batch[*index];
             let mut backoff = Backoff::new();
-            loop {
-                match self
-                    .dead_letters
-                    .send(message, *seq, *attempts, error)
-                    .await
-                {
-                    Ok(()) => {
-                        tracing::error!(seq, attempts, %error, "event moved to the dead-letter stream");
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(seq, error = %e, "dead-lettering failed; retrying");
-                        if shutdown.is_cancelled() {
-                            return false;
-                        }
-                        for message in batch {
-                            let _ = message.ack_with(AckKind::Progress).await;
-                        }
-                        backoff.wait(shutdown).await;
-                    }
+            while !self.dead_letter(message, *seq, *attempts, error).await {
+                if shutdown.is_cancelled() {
+                    return false;
                 }
+                for message in batch {
+                    let _ = message.ack_with(AckKind::Progress).await;
+                }
+                backoff.wait(shutdown).await;
             }
         }
         if let Some(message) = highest.map(|index| &batch[index]) {
