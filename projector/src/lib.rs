@@ -79,15 +79,23 @@ pub async fn serve(
     let http = tokio::spawn(async move { http.await });
 
     let client = nats::connect(&config.nats, "tally-projector").await?;
-    let mut halted = Ok(());
+    let mut outcome = Ok(());
     let mut first = true;
-    while let Some(worker) = start(&config, client.clone(), &progress, &shutdown, first).await {
+    loop {
+        let worker = match start(&config, client.clone(), &progress, &shutdown, first).await {
+            Ok(Some(worker)) => worker,
+            Ok(None) => break,
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        };
         first = false;
         match worker.run(shutdown.clone()).await {
             Ok(Ended::Restart) => continue,
             Ok(Ended::Shutdown) => break,
             Err(e) => {
-                halted = Err(e);
+                outcome = Err(e.into());
                 break;
             }
         }
@@ -97,44 +105,51 @@ pub async fn serve(
         Ok(result) => result.map_err(Error::Serve)?,
         Err(e) => return Err(Error::Serve(std::io::Error::other(e))),
     }
-    Ok(halted?)
+    outcome
 }
 
 /// Migrates ClickHouse and binds the consumer, retrying until both answer;
-/// the `first` time, also starts the position and rollup tasks. `None` if
-/// shutdown came first.
+/// the `first` time, also starts the position and rollup tasks (later, a
+/// worker that ended with [`Ended::Restart`] only binds the consumer again).
+/// `Ok(None)` if shutdown came first; an error no retry mends is returned.
 async fn start(
     config: &Config,
     client: async_nats::Client,
     progress: &Arc<Progress>,
     shutdown: &CancellationToken,
     first: bool,
-) -> Option<Worker> {
+) -> Result<Option<Worker>, Error> {
     let js = nats::jetstream(client, &config.nats);
     let mut delay = Duration::from_millis(100);
     loop {
         let attempt = async {
-            store::migrate(&config.clickhouse)
-                .await
-                .map_err(|e| e.to_string())?;
+            if first {
+                store::migrate(&config.clickhouse)
+                    .await
+                    .map_err(|e| Err(e.to_string()))?;
+            }
             let stream = nats::ensure_events_stream(&js, &config.nats)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Err(e.to_string()))?;
             nats::ensure_dead_letters_stream(&js, &config.nats)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Err(e.to_string()))?;
             let consumer = nats::ensure_projector_consumer(
                 &stream,
                 &config.projector.consumer,
                 config.projector.exclusive,
+                progress.position.load(Ordering::Relaxed),
             )
             .await
-            .map_err(|e| e.to_string())?;
-            Ok::<_, String>((stream, consumer))
+            .map_err(|e| match e {
+                fatal @ nats::NatsError::AckPolicy { .. } => Ok(fatal),
+                e => Err(e.to_string()),
+            })?;
+            Ok::<_, Result<nats::NatsError, String>>((stream, consumer))
         };
         match attempt.await {
             Ok((_, consumer)) if !first => {
-                return Some(worker(config, &js, consumer, progress.clone()));
+                return Ok(Some(worker(config, &js, consumer, progress.clone())));
             }
             Ok((stream, consumer)) => {
                 progress.ready.store(true, Ordering::Release);
@@ -155,12 +170,13 @@ async fn start(
                         shutdown.clone(),
                     ));
                 }
-                return Some(worker(config, &js, consumer, progress.clone()));
+                return Ok(Some(worker(config, &js, consumer, progress.clone())));
             }
-            Err(e) => tracing::warn!(error = %e, "projector not ready yet; retrying"),
+            Err(Ok(fatal)) => return Err(fatal.into()),
+            Err(Err(e)) => tracing::warn!(error = %e, "projector not ready yet; retrying"),
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return None,
+            _ = shutdown.cancelled() => return Ok(None),
             _ = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(5));

@@ -25,6 +25,9 @@ pub enum NatsError {
     },
     #[error("applying the definition of {what}: {message}")]
     Apply { what: String, message: String },
+    /// A configuration error no retry mends.
+    #[error("consumer {durable}: {message}")]
+    AckPolicy { durable: String, message: String },
 }
 
 /// Connects to NATS. The client reconnects on its own after a connection loss.
@@ -174,18 +177,23 @@ fn differs(current: &stream::Config, wanted: &stream::Config) -> bool {
 
 /// Creates or updates the projector's durable pull consumer. A consumer's
 /// ack policy cannot change: switching `projector.exclusive` for an existing
-/// consumer is refused, with what to do instead.
+/// consumer is refused ([`NatsError::AckPolicy`]), with what to do instead.
 ///
 /// An exclusive consumer is created anew, just after its ack floor, every
 /// time a worker binds it: what it delivered to an earlier run of the worker
 /// is still pending, written or not, and the new run's first cumulative ack
 /// would acknowledge it. Started again, it delivers all of that to this run.
-/// (Killed between the delete and the create, the consumer starts from the
-/// stream's beginning: slower, still exact, as rows are keyed by sequence.)
+/// Binding is refused while another worker's pull request waits on it (an
+/// exclusive consumer serves one worker; the caller retries). If the
+/// consumer is missing (a first start, or a bind that failed between the
+/// delete and the create), it starts after `floor_hint` (a position this
+/// process saw, never above the true floor), or at the stream's beginning
+/// when that is 0: slower, still exact, as rows are keyed by sequence.
 pub async fn ensure_projector_consumer(
     stream: &stream::Stream,
     durable: &str,
     exclusive: bool,
+    floor_hint: u64,
 ) -> Result<consumer::PullConsumer, NatsError> {
     let mut wanted = projector_consumer_config(durable, exclusive);
     let apply = |message: String| NatsError::Apply {
@@ -197,34 +205,45 @@ pub async fn ensure_projector_consumer(
         Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => None,
         Err(e) => return Err(apply(e.to_string())),
     };
+    let mut floor = floor_hint;
     if let Some(info) = existing {
         if info.config.ack_policy != wanted.ack_policy {
+            return Err(NatsError::AckPolicy {
+                durable: durable.to_owned(),
+                message: format!(
+                    "it exists with ack policy {:?}, and projector.exclusive = {exclusive} \
+                     needs {:?}; an ack policy cannot change: stop the workers and give \
+                     projector.consumer a new name (the new consumer folds the stream from \
+                     its start; rows are keyed by stream sequence, so folding again changes \
+                     nothing), or set projector.exclusive back",
+                    info.config.ack_policy, wanted.ack_policy
+                ),
+            });
+        }
+        if !exclusive {
+            return ensure_consumer(stream, wanted).await;
+        }
+        if info.num_waiting > 0 {
             return Err(apply(format!(
-                "it exists with ack policy {:?}, and projector.exclusive = {exclusive} \
-                 needs {:?}; an ack policy cannot change: stop the workers and give \
-                 projector.consumer a new name (the new consumer folds the stream from \
-                 its start; rows are keyed by stream sequence, so folding again changes \
-                 nothing), or set projector.exclusive back",
-                info.config.ack_policy, wanted.ack_policy
+                "{} pull request(s) of another worker wait on this exclusive consumer",
+                info.num_waiting
             )));
         }
-        if exclusive {
-            let floor = ack_floor(&info);
-            stream
-                .delete_consumer(durable)
-                .await
-                .map_err(|e| apply(e.to_string()))?;
-            if floor > 0 {
-                wanted.deliver_policy = consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: floor + 1,
-                };
-            }
-            tracing::info!(
-                consumer = durable,
-                from = floor + 1,
-                "exclusive consumer started again after its ack floor"
-            );
-        }
+        floor = floor.max(ack_floor(&info));
+        stream
+            .delete_consumer(durable)
+            .await
+            .map_err(|e| apply(e.to_string()))?;
+    }
+    if exclusive && floor > 0 {
+        wanted.deliver_policy = consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: floor + 1,
+        };
+        tracing::info!(
+            consumer = durable,
+            from = floor + 1,
+            "exclusive consumer started after its ack floor"
+        );
     }
     ensure_consumer(stream, wanted).await
 }

@@ -119,6 +119,12 @@ struct Writer {
     abandoning: bool,
     /// A delivery was missed: the worker must bind its consumer again.
     gap: bool,
+    /// The consumer was re-created under the worker (a second worker bound
+    /// it): the worker stops.
+    replaced: Option<String>,
+    /// The consumer as bound, and when it was created: with cumulative
+    /// acks, checked before each ack.
+    consumer: PullConsumer,
     clickhouse: clickhouse::Client,
     clickhouse_config: ClickHouseConfig,
     max_attempts: i64,
@@ -187,7 +193,7 @@ impl Worker {
         Worker {
             next_delivery,
             fetcher: Fetcher {
-                consumer,
+                consumer: consumer.clone(),
                 batch_size: config.batch_size.max(1),
                 batch_bytes: config.batch_bytes.max(1),
                 fetch_wait: Duration::from_millis(config.fetch_wait_ms.max(10)),
@@ -202,6 +208,8 @@ impl Worker {
                 },
                 abandoning: false,
                 gap: false,
+                replaced: None,
+                consumer,
                 clickhouse: store::client(clickhouse_config),
                 clickhouse_config: clickhouse_config.clone(),
                 max_attempts: config.max_attempts.max(1),
@@ -252,11 +260,11 @@ impl Worker {
                         tally_shared::telemetry::link_trace(&span, trace);
                     }
                     writer.project(folded, &shutdown).instrument(span).await;
-                    if writer.gap {
+                    if writer.gap || writer.replaced.is_some() {
                         stop.cancel();
                     }
                 }
-                writer.gap
+                (writer.gap, writer.replaced)
             })
         };
         let folding = {
@@ -341,16 +349,17 @@ impl Worker {
         let folded = folding
             .await
             .unwrap_or_else(|e| Err(Halted(format!("the folding stage stopped abnormally: {e}"))));
-        let gap = writing.await.unwrap_or_else(|e| {
-            tracing::error!(error = %e, "the writing stage stopped abnormally");
-            false
-        });
-        match folded {
-            Ok(()) if gap => {
+        let written = match writing.await {
+            Ok((_, Some(replaced))) => Err(Halted(replaced)),
+            Ok((gap, None)) => Ok(gap),
+            Err(e) => Err(Halted(format!("the writing stage stopped abnormally: {e}"))),
+        };
+        match folded.and(written) {
+            Ok(true) => {
                 tracing::warn!("a delivery was missed; binding the consumer again");
                 Ok(Ended::Restart)
             }
-            Ok(()) => {
+            Ok(false) => {
                 tracing::info!("projector worker stopped");
                 Ok(Ended::Shutdown)
             }
@@ -467,7 +476,10 @@ impl Writer {
             (self.abandoning, self.gap) = (true, true);
         }
         if self.abandoning {
-            abandon(&batch).await;
+            // Nothing goes to a consumer that replaced the one bound.
+            if self.replaced.is_none() {
+                abandon(&batch).await;
+            }
             return;
         }
         let started = Instant::now();
@@ -496,12 +508,15 @@ impl Writer {
         match self.acks {
             Acks::Each => self.ack_each(&batch, &poison).await,
             Acks::Cumulative => {
-                if !self
+                let settled = self
                     .ack_cumulative(&batch, &poison, highest, shutdown)
-                    .await
-                {
+                    .await;
+                if settled != Ok(true) {
                     self.abandoning = true;
-                    abandon(&batch).await;
+                    self.replaced = settled.err();
+                    if self.replaced.is_none() {
+                        abandon(&batch).await;
+                    }
                     return;
                 }
             }
@@ -566,27 +581,46 @@ impl Writer {
 
     /// Cumulative acks, once the rows are written: every unreadable event
     /// goes to the dead-letter stream now (retried until it is there), then
-    /// one ack of the batch's highest sequence covers the batch. `false`:
-    /// shutdown came while an event could not be dead-lettered; nothing is
-    /// acknowledged.
+    /// one ack of the batch's highest sequence covers the batch. `Ok(false)`:
+    /// shutdown came while an event could not be dead-lettered; `Err`: the
+    /// consumer is no longer the one bound. Nothing is acknowledged then.
     async fn ack_cumulative(
         &self,
         batch: &[Message],
         poison: &[(usize, u64, i64, String)],
         highest: Option<usize>,
         shutdown: &CancellationToken,
-    ) -> bool {
+    ) -> Result<bool, String> {
         for (index, seq, attempts, error) in poison {
             let message = &batch[*index];
             let mut backoff = Backoff::new();
             while !self.dead_letter(message, *seq, *attempts, error).await {
                 if shutdown.is_cancelled() {
-                    return false;
+                    return Ok(false);
                 }
                 for message in batch {
                     let _ = message.ack_with(AckKind::Progress).await;
                 }
                 backoff.wait(shutdown).await;
+            }
+        }
+        // A second worker binding the consumer re-creates it under the same
+        // name, and this worker's acks would land on the new one: never ack
+        // a consumer other than the one bound. (Skipping an ack is safe:
+        // the next one covers it.)
+        let bound = self.consumer.cached_info().created;
+        match self.consumer.clone().info().await.map(|i| i.created) {
+            Ok(created) if created == bound => {}
+            Ok(_) => {
+                return Err(format!(
+                    "consumer {} was re-created under this worker (another worker bound it); \
+                     an exclusive consumer serves one worker: stopping",
+                    self.consumer.cached_info().name
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check the consumer; this batch's ack waits for the next");
+                return Ok(true);
             }
         }
         if let Some(message) = highest.map(|index| &batch[index]) {
@@ -596,7 +630,7 @@ impl Writer {
                 tracing::warn!(error = %e, "cumulative ack failed; the next one covers it");
             }
         }
-        true
+        Ok(true)
     }
 
     /// Writes a batch's rows, all of it under one deadline: every await

@@ -42,7 +42,7 @@ async fn an_exclusive_consumer_redelivers_what_it_left_pending_when_bound_again(
     };
 
     // A first run is delivered all five and acknowledges up to the second.
-    let consumer = ensure_projector_consumer(&stream, "solo", true)
+    let consumer = ensure_projector_consumer(&stream, "solo", true, 0)
         .await
         .unwrap();
     assert_eq!(consumer.cached_info().config.ack_policy, AckPolicy::All);
@@ -51,7 +51,7 @@ async fn an_exclusive_consumer_redelivers_what_it_left_pending_when_bound_again(
     first[1].double_ack().await.unwrap();
 
     // Bound again (the first run was killed): 3, 4 and 5 come at once.
-    let consumer = ensure_projector_consumer(&stream, "solo", true)
+    let consumer = ensure_projector_consumer(&stream, "solo", true, 0)
         .await
         .unwrap();
     assert_eq!(ack_floor(consumer.cached_info()), 2);
@@ -65,7 +65,7 @@ async fn an_exclusive_consumer_redelivers_what_it_left_pending_when_bound_again(
     // Killed again before acknowledging anything: the floor is still 2
     // (nats-server reports 0 for a consumer that has acked nothing), so the
     // next run starts at 3 again, not at the stream's beginning.
-    let consumer = ensure_projector_consumer(&stream, "solo", true)
+    let consumer = ensure_projector_consumer(&stream, "solo", true, 0)
         .await
         .unwrap();
     assert_eq!(ack_floor(consumer.cached_info()), 2);
@@ -79,16 +79,27 @@ async fn an_exclusive_consumer_redelivers_what_it_left_pending_when_bound_again(
     let info = consumer.clone().info().await.unwrap().clone();
     assert_eq!(ack_floor(&info), 5);
 
+    // While another worker's pull request waits on it, binding is refused
+    // (an exclusive consumer serves one worker).
+    let waiting = tokio::spawn(fetch(consumer.clone()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let error = ensure_projector_consumer(&stream, "solo", true, 0)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("another worker"), "{error}");
+    waiting.await.unwrap();
+
     // A consumer's ack policy is fixed: the other mode is refused.
-    let error = ensure_projector_consumer(&stream, "solo", false)
+    let error = ensure_projector_consumer(&stream, "solo", false, 0)
         .await
         .unwrap_err()
         .to_string();
     assert!(error.contains("cannot change"), "{error}");
-    ensure_projector_consumer(&stream, "shared", false)
+    ensure_projector_consumer(&stream, "shared", false, 0)
         .await
         .unwrap();
-    let error = ensure_projector_consumer(&stream, "shared", true)
+    let error = ensure_projector_consumer(&stream, "shared", true, 0)
         .await
         .unwrap_err()
         .to_string();

@@ -387,9 +387,16 @@ async fn under_fire(name: &str, exclusive: bool) {
     let ch = tally_shared::store::client(&config.clickhouse);
     let started = Instant::now();
     let catch_up = loop {
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
-            stream.get_consumer("projector").await.unwrap();
-        let info = consumer.info().await.unwrap();
+        // An exclusive worker that was just restarted re-creates its
+        // consumer: for a moment there is none.
+        let info = match stream.consumer_info("projector").await {
+            Ok(info) => info,
+            Err(_) if started.elapsed() < Duration::from_secs(240) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Err(e) => panic!("the projector consumer: {e}"),
+        };
         if info.num_pending == 0 && info.num_ack_pending == 0 {
             break started.elapsed();
         }
