@@ -81,6 +81,19 @@ pub(crate) fn continues(expected: u64, first: u64, last: u64, len: usize) -> boo
     first == expected && last.checked_sub(first).map(|d| d + 1) == Some(len as u64)
 }
 
+/// Why a worker stopped settling batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Left {
+    /// Shutdown came before a batch was settled: the rest are nak'ed.
+    Shutdown,
+    /// A delivery was missed: the rest are nak'ed, and the worker binds its
+    /// consumer again.
+    Gap,
+    /// The consumer was re-created under the worker (a second worker bound
+    /// it): nothing more goes to it, and the worker stops.
+    Replaced(String),
+}
+
 /// How a worker acknowledges what it has written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Acks {
@@ -114,14 +127,10 @@ struct Fetcher {
 /// (the I/O half of the pipeline).
 struct Writer {
     acks: Acks,
-    /// A batch was left unsettled: every later batch is left too (with
-    /// cumulative acks, settling one would acknowledge the one left).
-    abandoning: bool,
-    /// A delivery was missed: the worker must bind its consumer again.
-    gap: bool,
-    /// The consumer was re-created under the worker (a second worker bound
-    /// it): the worker stops.
-    replaced: Option<String>,
+    /// Why a batch was left unsettled, once one was: every later batch is
+    /// left too (with cumulative acks, settling one would acknowledge the
+    /// one left).
+    left: Option<Left>,
     /// The consumer as bound, and when it was created: with cumulative
     /// acks, checked before each ack.
     consumer: PullConsumer,
@@ -206,9 +215,7 @@ impl Worker {
                 } else {
                     Acks::Each
                 },
-                abandoning: false,
-                gap: false,
-                replaced: None,
+                left: None,
                 consumer,
                 clickhouse: store::client(clickhouse_config),
                 clickhouse_config: clickhouse_config.clone(),
@@ -260,11 +267,11 @@ impl Worker {
                         tally_shared::telemetry::link_trace(&span, trace);
                     }
                     writer.project(folded, &shutdown).instrument(span).await;
-                    if writer.gap || writer.replaced.is_some() {
+                    if matches!(writer.left, Some(Left::Gap | Left::Replaced(_))) {
                         stop.cancel();
                     }
                 }
-                (writer.gap, writer.replaced)
+                writer.left
             })
         };
         let folding = {
@@ -350,8 +357,8 @@ impl Worker {
             .await
             .unwrap_or_else(|e| Err(Halted(format!("the folding stage stopped abnormally: {e}"))));
         let written = match writing.await {
-            Ok((_, Some(replaced))) => Err(Halted(replaced)),
-            Ok((gap, None)) => Ok(gap),
+            Ok(Some(Left::Replaced(why))) => Err(Halted(why)),
+            Ok(left) => Ok(left == Some(Left::Gap)),
             Err(e) => Err(Halted(format!("the writing stage stopped abnormally: {e}"))),
         };
         match folded.and(written) {
@@ -468,18 +475,15 @@ impl Writer {
             highest,
             continuous,
         } = folded;
-        if !continuous && !self.abandoning {
+        if !continuous && self.left.is_none() {
             tracing::warn!(
                 events = batch.len(),
                 "a delivery never arrived: nothing from here on is acknowledged"
             );
-            (self.abandoning, self.gap) = (true, true);
+            self.left = Some(Left::Gap);
         }
-        if self.abandoning {
-            // Nothing goes to a consumer that replaced the one bound.
-            if self.replaced.is_none() {
-                abandon(&batch).await;
-            }
+        if self.left.is_some() {
+            self.leave(&batch).await;
             return;
         }
         let started = Instant::now();
@@ -496,8 +500,8 @@ impl Writer {
                     }
                     if shutdown.is_cancelled() {
                         tracing::info!("abandoning an unwritten batch; it will be redelivered");
-                        self.abandoning = true;
-                        abandon(&batch).await;
+                        self.left = Some(Left::Shutdown);
+                        self.leave(&batch).await;
                         return;
                     }
                     backoff.wait(shutdown).await;
@@ -512,11 +516,8 @@ impl Writer {
                     .ack_cumulative(&batch, &poison, highest, shutdown)
                     .await;
                 if settled != Ok(true) {
-                    self.abandoning = true;
-                    self.replaced = settled.err();
-                    if self.replaced.is_none() {
-                        abandon(&batch).await;
-                    }
+                    self.left = Some(settled.map_or_else(Left::Replaced, |_| Left::Shutdown));
+                    self.leave(&batch).await;
                     return;
                 }
             }
@@ -562,6 +563,17 @@ impl Writer {
                 // The rows are written; a redelivery rewrites identical rows.
                 tracing::warn!(error = %e, "ack failed; the event will be redelivered harmlessly");
             }
+        }
+    }
+
+    /// Leaves a batch unsettled: nak'ed, to be redelivered at once, unless
+    /// the consumer is no longer the one bound (nothing goes to that one).
+    async fn leave(&self, batch: &[Message]) {
+        if matches!(self.left, Some(Left::Replaced(_))) {
+            return;
+        }
+        for message in batch {
+            let _ = message.ack_with(AckKind::Nak(None)).await;
         }
     }
 
@@ -646,13 +658,6 @@ impl Writer {
             // Dropping the inserts aborts their requests.
             Err(_) => Err(StoreError::Timeout(limit)),
         }
-    }
-}
-
-/// Leaves a batch unsettled: nak'ed, to be redelivered at once.
-async fn abandon(batch: &[Message]) {
-    for message in batch {
-        let _ = message.ack_with(AckKind::Nak(None)).await;
     }
 }
 
