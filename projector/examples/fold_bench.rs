@@ -7,7 +7,9 @@
 //! ```
 //!
 //! It generates `events` (default 500,000) recorded events with the v1 mix
-//! (2% of them late), publishes them to a scratch stream, and measures:
+//! (2% of them late), publishes them to a scratch stream defined as the
+//! event stream, on the subjects and with the `Nats-Msg-Id` the command API
+//! uses, and measures:
 //! 1. decode + fold alone, in batches of `batch` (default: the projector's
 //!    `batch_size`): the worker's CPU work;
 //! 2. raw insert: the folded rows written to ClickHouse, one insert per
@@ -32,7 +34,7 @@ use serde_json::json;
 use tally_projector::deadletter::DeadLetters;
 use tally_projector::fold::{fold, write, FoldOptions, Rows};
 use tally_projector::{Progress, Worker};
-use tally_shared::event::{validate, Limits, Source, StoredEvent};
+use tally_shared::event::{validate, Limits, Source, StoredEvent, SUBJECT_PREFIX};
 use tally_shared::{nats, store, Config};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -45,7 +47,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const STREAM: &str = "TALLY_BENCH_FOLD";
 const SUBJECT: &str = "bench.fold";
 
-fn events(n: usize) -> Vec<Vec<u8>> {
+fn events(n: usize) -> Vec<StoredEvent> {
     let now = OffsetDateTime::now_utc();
     let limits = Limits::default();
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
@@ -86,7 +88,6 @@ fn events(n: usize) -> Vec<Vec<u8>> {
                 event,
                 now,
             )
-            .encode()
         })
         .collect()
 }
@@ -119,26 +120,32 @@ async fn main() -> anyhow::Result<()> {
         grace_seconds: config.windows.grace_seconds,
     };
     println!("generating {n} events…");
-    let encoded = events(n);
+    let stored = events(n);
+    let encoded: Vec<Vec<u8>> = stored.iter().map(StoredEvent::encode).collect();
     let bytes: usize = encoded.iter().map(Vec::len).sum();
 
-    // The scratch stream, filled by raw async publishes.
+    // The scratch stream, defined as the event stream is (its subjects under
+    // `bench.fold.`), filled by raw async publishes with `Nats-Msg-Id`, as
+    // the command API appends.
     let client = nats::connect(&config.nats, "tally-fold-bench").await?;
     let js = nats::jetstream(client, &config.nats);
     let _ = js.delete_stream(STREAM).await;
-    let stream = js
-        .create_stream(async_nats::jetstream::stream::Config {
-            name: STREAM.into(),
-            subjects: vec![format!("{SUBJECT}.>")],
-            ..Default::default()
-        })
-        .await?;
+    let mut definition = nats::events_stream_config(&config.nats);
+    definition.name = STREAM.into();
+    definition.subjects = vec![format!("{SUBJECT}.>")];
+    let stream = js.create_stream(definition).await?;
     println!("publishing them to {STREAM}…");
     let started = Instant::now();
     let mut acks = Vec::with_capacity(4096);
-    for (i, payload) in encoded.iter().enumerate() {
-        let subject = format!("{SUBJECT}.{}", ["acme", "globex", "initech"][i % 3]);
-        acks.push(js.publish(subject, payload.clone().into()).await?);
+    for (event, payload) in stored.iter().zip(&encoded) {
+        let subject = event.subject();
+        let subject = format!("{SUBJECT}{}", &subject[SUBJECT_PREFIX.len()..]);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", event.msg_id().as_str());
+        acks.push(
+            js.publish_with_headers(subject, headers, payload.clone().into())
+                .await?,
+        );
         if acks.len() == 4096 {
             for ack in acks.drain(..) {
                 ack.await?;
@@ -148,6 +155,7 @@ async fn main() -> anyhow::Result<()> {
     for ack in acks {
         ack.await?;
     }
+    drop(stored);
     let publish_secs = started.elapsed().as_secs_f64();
 
     // 1. Decode + fold.
@@ -235,9 +243,11 @@ async fn raw_consume(
     } else {
         "bench-raw"
     };
-    let mut raw = nats::projector_consumer_config(name, exclusive);
-    raw.filter_subject = format!("{SUBJECT}.>");
-    let raw = stream.create_consumer(raw).await?;
+    // Unfiltered, as the projector's: the scratch stream holds `bench.fold.>`
+    // only.
+    let raw = stream
+        .create_consumer(nats::projector_consumer_config(name, exclusive))
+        .await?;
     let started = Instant::now();
     let mut consumed = 0;
     while consumed < n {
@@ -279,9 +289,9 @@ async fn run_worker(
     exclusive: bool,
 ) -> anyhow::Result<f64> {
     let name = if exclusive { "bench-solo" } else { "bench" };
-    let mut consumer = nats::projector_consumer_config(name, exclusive);
-    consumer.filter_subject = format!("{SUBJECT}.>");
-    let consumer = stream.create_consumer(consumer).await?;
+    let consumer = stream
+        .create_consumer(nats::projector_consumer_config(name, exclusive))
+        .await?;
     let mut settings = config.projector.clone();
     settings.exclusive = exclusive;
     let progress = Arc::new(Progress::default());

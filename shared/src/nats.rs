@@ -85,6 +85,12 @@ pub fn events_stream_config(config: &NatsConfig) -> stream::Config {
 /// `exclusive`: the consumer serves one worker only, which acknowledges a
 /// batch with one cumulative ack (`AckPolicy::All`) instead of one ack per
 /// event (`projector.exclusive`).
+///
+/// It has no subject filter: the event stream holds `tally.events.>` only,
+/// so a filter selects nothing less, and nats-server 2.9 matches every
+/// message against a wildcard filter on delivery. On a stream of the
+/// benchmark's 3 tenants that halved the rate a consumer is served at
+/// (about 175,000 events/s filtered against 320,000 unfiltered).
 pub fn projector_consumer_config(durable: &str, exclusive: bool) -> consumer::pull::Config {
     let mut consumer: consumer::pull::Config = serde_json::from_str(PROJECTOR_CONSUMER_DEFINITION)
         .expect("nats/consumers/projector.json is a valid consumer definition");
@@ -316,8 +322,9 @@ async fn ensure_consumer(
     wanted: consumer::pull::Config,
 ) -> Result<consumer::PullConsumer, NatsError> {
     let durable = wanted.durable_name.clone().unwrap_or_default();
-    // create_consumer is create-or-update on the server for a durable with
-    // an unchanged filter, and returns the existing consumer when identical.
+    // create_consumer is create-or-update on the server (nats-server 2.9
+    // included, filter changes too), and returns the existing consumer
+    // when identical.
     stream
         .create_consumer(wanted)
         .await
@@ -346,11 +353,11 @@ mod tests {
         let consumer = projector_consumer_config("workers", false);
         assert_eq!(consumer.durable_name.as_deref(), Some("workers"));
         assert_eq!(consumer.ack_policy, consumer::AckPolicy::Explicit);
-        assert_eq!(consumer.filter_subject, "tally.events.>");
+        assert_eq!(consumer.filter_subject, "", "the stream's every subject");
         let solo = projector_consumer_config("solo", true);
         assert_eq!(solo.durable_name.as_deref(), Some("solo"));
         assert_eq!(solo.ack_policy, consumer::AckPolicy::All);
-        assert_eq!(solo.filter_subject, "tally.events.>");
+        assert_eq!(solo.filter_subject, "");
         assert_eq!(solo.max_ack_pending, consumer.max_ack_pending);
     }
 }

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::AckPolicy;
 use futures::StreamExt;
-use tally_shared::nats::{ack_floor, ensure_events_stream, ensure_projector_consumer};
+use tally_shared::nats::{
+    ack_floor, ensure_events_stream, ensure_projector_consumer, projector_consumer_config,
+};
 use tally_tests::NatsServer;
 
 /// Binding an exclusive consumer starts it again just after its ack floor:
@@ -104,4 +106,50 @@ async fn an_exclusive_consumer_redelivers_what_it_left_pending_when_bound_again(
         .unwrap_err()
         .to_string();
     assert!(error.contains("projector.consumer a new name"), "{error}");
+}
+
+/// A shared consumer made by an earlier version, with the subject filter
+/// `tally.events.>` (the stream's one subject), loses its filter when a
+/// worker binds it, and keeps its place: what it acknowledged stays
+/// acknowledged, what it did not comes next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_of_the_filtered_definition_is_updated_in_place() {
+    let nats = NatsServer::start();
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let stream = ensure_events_stream(&js, &tally_shared::Config::defaults().nats)
+        .await
+        .unwrap();
+    for i in 0..4 {
+        js.publish(format!("tally.events.t{i}.view"), format!("{i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let mut earlier = projector_consumer_config("projector", false);
+    earlier.filter_subject = "tally.events.>".into();
+    let consumer = stream.create_consumer(earlier).await.unwrap();
+    let mut messages = consumer.fetch().max_messages(2).messages().await.unwrap();
+    while let Some(Ok(message)) = messages.next().await {
+        message.double_ack().await.unwrap();
+    }
+
+    let consumer = ensure_projector_consumer(&stream, "projector", false, 0)
+        .await
+        .unwrap();
+    let info = consumer.clone().info().await.unwrap().clone();
+    assert_eq!(info.config.filter_subject, "");
+    assert_eq!(ack_floor(&info), 2);
+    let mut messages = consumer
+        .fetch()
+        .max_messages(10)
+        .expires(Duration::from_millis(500))
+        .messages()
+        .await
+        .unwrap();
+    let mut seqs = Vec::new();
+    while let Some(Ok(message)) = messages.next().await {
+        seqs.push(message.info().unwrap().stream_sequence);
+    }
+    assert_eq!(seqs, [3, 4]);
 }
