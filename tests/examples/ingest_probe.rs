@@ -16,24 +16,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::json;
 use tally_tests::bench::load::{Driver, Prepared};
-use tally_tests::bench::procs::{binaries, ServiceProcess};
+use tally_tests::bench::procs::{binaries, cpu_time, ServiceProcess};
 use tally_tests::workload::{Spec, Workload};
 use tally_tests::{config_for, NatsServer, TokenScope as Scope};
 use time::OffsetDateTime;
-
-/// User + system CPU time of a process so far.
-fn cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which may hold spaces.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
-        .sum();
-    // USER_HZ is 100 on Linux.
-    Duration::from_millis(ticks * 10)
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -113,11 +99,11 @@ async fn main() -> anyhow::Result<()> {
         ("nats-server", nats.pid().expect("a running server")),
         ("load", me),
     ];
-    let before: Vec<Duration> = pids.iter().map(|(_, p)| cpu(*p)).collect();
+    let before: Vec<Duration> = pids.iter().map(|(_, p)| cpu_time(*p)).collect();
     let run = driver
         .closed_loop(Arc::new(requests), clients, Duration::from_secs(seconds))
         .await;
-    let after: Vec<Duration> = pids.iter().map(|(_, p)| cpu(*p)).collect();
+    let after: Vec<Duration> = pids.iter().map(|(_, p)| cpu_time(*p)).collect();
     println!(
         "{clients} clients, {:.1} s: {:.0} req/s, {:.0} events/s, p50 {:.2} ms, p99 {:.2} ms, statuses {:?}",
         run.elapsed.as_secs_f64(),

@@ -362,6 +362,11 @@ impl ClickHouseServer {
         format!("http://127.0.0.1:{}", self.http_port)
     }
 
+    /// The server's process id (for resource measurements).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.lock().unwrap().as_ref().map(Child::id)
+    }
+
     /// A server of its own (for a test that stops it), in a fresh dir.
     pub fn start_dedicated(name: &str) -> ClickHouseServer {
         let dir = clickhouse_root().join(format!("{}-{name}", std::process::id()));

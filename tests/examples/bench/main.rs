@@ -15,7 +15,9 @@
 //!    baseline (the command API's `/healthz`: the same server stack, no
 //!    work);
 //! 2. projection: one projector worker folding that backlog; a replay
-//!    rebuild of it;
+//!    rebuild of it (the consume, fold and rebuild rows note the cores
+//!    nats-server, clickhouse-server and the consuming process used
+//!    meanwhile: which of them the limit is);
 //! 3. ingest: single events and batches, closed loop at several client
 //!    counts (the best is the saturation point), then an open loop at half
 //!    of it;
@@ -47,7 +49,7 @@ use tally_shared::event::{validate, Limits, Source, StoredEvent};
 use tally_shared::store::models::Models;
 use tally_shared::store::rollups::{self, Roller};
 use tally_tests::bench::load::{saturation, Driver, Prepared, Run};
-use tally_tests::bench::procs::{binaries, ServiceProcess};
+use tally_tests::bench::procs::{binaries, CpuMeter, ServiceProcess};
 use tally_tests::bench::report::{Aim, Memory, Report, Row};
 use tally_tests::bench::{publish, publish_under};
 use tally_tests::workload::{client_of, expected_likes, LikeOp, LikeToggles, Spec, Workload};
@@ -250,7 +252,9 @@ async fn main() -> anyhow::Result<()> {
     drop(folded);
 
     phase!(run_started, "raw consume + ack of the backlog…");
-    rows.push(raw_consume_ack(&config, last).await?);
+    let cpu = CpuMeter::start(&servers(&nats, &[("tally-bench", std::process::id())]));
+    let consumed = raw_consume_ack(&config, last).await?;
+    rows.push(consumed.note(cpu.note()));
 
     phase!(run_started, "HTTP baseline…");
     let command_driver = Driver::new(command.url.clone());
@@ -280,6 +284,7 @@ async fn main() -> anyhow::Result<()> {
     let models = Models::connect(&config.clickhouse);
     let projector = ServiceProcess::start("tally-projector", &bins, &config, &logs).await;
     let (first_seen, from) = projected(&models, 1).await;
+    let cpu = CpuMeter::start(&servers(&nats, &[("tally-projector", projector.pid())]));
     projected(&models, last).await;
     let folded_events = last.saturating_sub(from);
     rows.push(
@@ -290,11 +295,15 @@ async fn main() -> anyhow::Result<()> {
             "events",
             folded_events,
         )
-        .note("fetch, decode, fold, insert, one ack per batch (exclusive consumer)"),
+        .note(format!(
+            "fetch, decode, fold, insert, one ack per batch (exclusive consumer); {}",
+            cpu.note()
+        )),
     );
     phase!(run_started, "replay rebuild…");
     let mut env = env;
     let started = Instant::now();
+    let cpu = CpuMeter::start(&servers(&nats, &[("tally-bench", std::process::id())]));
     let report = rebuild::rebuild(
         &mut env,
         rebuild::Options {
@@ -306,13 +315,16 @@ async fn main() -> anyhow::Result<()> {
         },
     )
     .await?;
-    rows.push(Row::rate(
-        "projection",
-        "replay rebuild (fold, insert, switch)",
-        report.projected.events as f64 / started.elapsed().as_secs_f64(),
-        "events",
-        report.projected.events,
-    ));
+    rows.push(
+        Row::rate(
+            "projection",
+            "replay rebuild (fold, insert, switch)",
+            report.projected.events as f64 / started.elapsed().as_secs_f64(),
+            "events",
+            report.projected.events,
+        )
+        .note(cpu.note()),
+    );
 
     // 3. Ingest.
     let mut settle = Settle { env, models };

@@ -68,6 +68,20 @@ impl Events {
     }
 }
 
+/// The servers' processes (nats-server, clickhouse-server) and `others`,
+/// named, for a [`CpuMeter`].
+pub fn servers<'a>(nats: &NatsServer, others: &[(&'a str, u32)]) -> Vec<(&'a str, u32)> {
+    let mut processes: Vec<(&str, u32)> = [
+        ("nats-server", nats.pid()),
+        ("clickhouse-server", tally_tests::clickhouse().pid()),
+    ]
+    .into_iter()
+    .filter_map(|(name, pid)| Some((name, pid?)))
+    .collect();
+    processes.extend_from_slice(others);
+    processes
+}
+
 /// Tokens per tenant.
 pub struct Tokens {
     pub config: tally_shared::Config,

@@ -201,6 +201,69 @@ pub fn parse_vm_hwm(status: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// User + system CPU time `pid` has used so far, from `/proc/<pid>/stat`
+/// (zero once the process is gone).
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(parse_cpu_ticks(&stat).unwrap_or(0) * 10)
+}
+
+/// utime + stime, in clock ticks, of a `/proc/<pid>/stat` line.
+pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    // The fields after the command name, which may hold spaces and parens.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// The CPU a set of processes uses over a stretch of time, in cores (1.0:
+/// one core busy all along): which process a phase's limit is.
+pub struct CpuMeter {
+    processes: Vec<(String, u32, Duration)>,
+    started: Instant,
+}
+
+impl CpuMeter {
+    /// Starts measuring the named processes.
+    pub fn start(processes: &[(&str, u32)]) -> CpuMeter {
+        CpuMeter {
+            processes: processes
+                .iter()
+                .map(|&(name, pid)| (name.to_owned(), pid, cpu_time(pid)))
+                .collect(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Each process's cores since the start, busiest first.
+    pub fn cores(&self) -> Vec<(String, f64)> {
+        let secs = self.started.elapsed().as_secs_f64();
+        let mut cores: Vec<(String, f64)> = self
+            .processes
+            .iter()
+            .map(|(name, pid, before)| {
+                let used = cpu_time(*pid).saturating_sub(*before).as_secs_f64();
+                (name.clone(), if secs > 0.0 { used / secs } else { 0.0 })
+            })
+            .collect();
+        cores.sort_by(|a, b| b.1.total_cmp(&a.1));
+        cores
+    }
+
+    /// [`CpuMeter::cores`] as a note: "CPU (cores): nats-server 0.85, …".
+    pub fn note(&self) -> String {
+        let each: Vec<String> = self
+            .cores()
+            .iter()
+            .map(|(name, cores)| format!("{name} {cores:.2}"))
+            .collect();
+        format!("CPU (cores): {}", each.join(", "))
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -220,6 +283,29 @@ mod tests {
         assert_eq!(parse_vm_hwm("Name:\tx\n"), None);
         // This process has a peak of its own.
         assert!(peak_resident_bytes(std::process::id()).unwrap() > 0);
+    }
+
+    #[test]
+    fn cpu_time_is_read_from_proc_stat() {
+        // A command name with a space and a parenthesis; utime 250, stime 50.
+        let stat = "4242 (tally (x) y) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 8 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(300));
+        assert_eq!(parse_cpu_ticks("4242 (short) S 1"), None);
+        assert_eq!(parse_cpu_ticks(""), None);
+        // A meter over this process sees the CPU it spends meanwhile.
+        let me = std::process::id();
+        let meter = CpuMeter::start(&[("me", me)]);
+        let until = cpu_time(me) + Duration::from_millis(50);
+        let mut x = 0u64;
+        while cpu_time(me) < until {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+        let cores = meter.cores();
+        assert_eq!(cores.len(), 1);
+        assert!(cores[0].1 > 0.0, "{cores:?}");
+        assert!(meter.note().starts_with("CPU (cores): me "));
     }
 
     #[test]
