@@ -2,12 +2,49 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::AckPolicy;
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer};
+use async_nats::jetstream::stream::Stream;
+use async_nats::jetstream::Message;
 use futures::StreamExt;
 use tally_shared::nats::{
     ack_floor, ensure_events_stream, ensure_projector_consumer, projector_consumer_config,
 };
 use tally_tests::NatsServer;
+
+/// A server of its own whose event stream holds one message on each of
+/// `subjects`, in order (sequences from 1).
+async fn events(subjects: impl Iterator<Item = String>) -> (NatsServer, Stream) {
+    let nats = NatsServer::start();
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let stream = ensure_events_stream(&js, &tally_shared::Config::defaults().nats)
+        .await
+        .unwrap();
+    for (i, subject) in subjects.enumerate() {
+        js.publish(subject, format!("{i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    (nats, stream)
+}
+
+/// What `consumer` delivers to one pull request of at most `max` messages
+/// (waiting at most half a second).
+async fn fetch(consumer: PullConsumer, max: usize) -> Vec<Message> {
+    let mut messages = consumer
+        .fetch()
+        .max_messages(max)
+        .expires(Duration::from_millis(500))
+        .messages()
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while let Some(Ok(message)) = messages.next().await {
+        got.push(message);
+    }
+    got
+}
 
 /// Binding an exclusive consumer starts it again just after its ack floor:
 /// events an earlier (killed) run was delivered but never acknowledged come
@@ -16,39 +53,13 @@ use tally_tests::NatsServer;
 /// policy cannot change: switching is refused, saying what to do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exclusive_consumer_redelivers_what_it_left_pending_when_bound_again() {
-    let nats = NatsServer::start();
-    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-    let stream = ensure_events_stream(&js, &tally_shared::Config::defaults().nats)
-        .await
-        .unwrap();
-    for i in 0..5 {
-        js.publish("tally.events.acme.view", format!("{i}").into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
-    let fetch = |consumer: async_nats::jetstream::consumer::PullConsumer| async move {
-        let mut messages = consumer
-            .fetch()
-            .max_messages(10)
-            .expires(Duration::from_millis(500))
-            .messages()
-            .await
-            .unwrap();
-        let mut got = Vec::new();
-        while let Some(Ok(message)) = messages.next().await {
-            got.push(message);
-        }
-        got
-    };
-
+    let (_nats, stream) = events((0..5).map(|_| "tally.events.acme.view".to_owned())).await;
     // A first run is delivered all five and acknowledges up to the second.
     let consumer = ensure_projector_consumer(&stream, "solo", true, 0)
         .await
         .unwrap();
     assert_eq!(consumer.cached_info().config.ack_policy, AckPolicy::All);
-    let first = fetch(consumer).await;
+    let first = fetch(consumer, 10).await;
     assert_eq!(first.len(), 5);
     first[1].double_ack().await.unwrap();
 
@@ -57,7 +68,7 @@ async fn an_exclusive_consumer_redelivers_what_it_left_pending_when_bound_again(
         .await
         .unwrap();
     assert_eq!(ack_floor(consumer.cached_info()), 2);
-    let seqs: Vec<u64> = fetch(consumer.clone())
+    let seqs: Vec<u64> = fetch(consumer.clone(), 10)
         .await
         .iter()
         .map(|m| m.info().unwrap().stream_sequence)
@@ -71,7 +82,7 @@ async fn an_exclusive_consumer_redelivers_what_it_left_pending_when_bound_again(
         .await
         .unwrap();
     assert_eq!(ack_floor(consumer.cached_info()), 2);
-    let again = fetch(consumer.clone()).await;
+    let again = fetch(consumer.clone(), 10).await;
     let seqs: Vec<u64> = again
         .iter()
         .map(|m| m.info().unwrap().stream_sequence)
@@ -83,7 +94,7 @@ async fn an_exclusive_consumer_redelivers_what_it_left_pending_when_bound_again(
 
     // While another worker's pull request waits on it, binding is refused
     // (an exclusive consumer serves one worker).
-    let waiting = tokio::spawn(fetch(consumer.clone()));
+    let waiting = tokio::spawn(fetch(consumer.clone(), 10));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let error = ensure_projector_consumer(&stream, "solo", true, 0)
         .await
@@ -114,23 +125,11 @@ async fn an_exclusive_consumer_redelivers_what_it_left_pending_when_bound_again(
 /// acknowledged, what it did not comes next.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_of_the_filtered_definition_is_updated_in_place() {
-    let nats = NatsServer::start();
-    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-    let stream = ensure_events_stream(&js, &tally_shared::Config::defaults().nats)
-        .await
-        .unwrap();
-    for i in 0..4 {
-        js.publish(format!("tally.events.t{i}.view"), format!("{i}").into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
+    let (_nats, stream) = events((0..4).map(|i| format!("tally.events.t{i}.view"))).await;
     let mut earlier = projector_consumer_config("projector", false);
     earlier.filter_subject = "tally.events.>".into();
     let consumer = stream.create_consumer(earlier).await.unwrap();
-    let mut messages = consumer.fetch().max_messages(2).messages().await.unwrap();
-    while let Some(Ok(message)) = messages.next().await {
+    for message in fetch(consumer, 2).await {
         message.double_ack().await.unwrap();
     }
 
@@ -140,16 +139,10 @@ async fn a_consumer_of_the_filtered_definition_is_updated_in_place() {
     let info = consumer.clone().info().await.unwrap().clone();
     assert_eq!(info.config.filter_subject, "");
     assert_eq!(ack_floor(&info), 2);
-    let mut messages = consumer
-        .fetch()
-        .max_messages(10)
-        .expires(Duration::from_millis(500))
-        .messages()
+    let seqs: Vec<u64> = fetch(consumer, 10)
         .await
-        .unwrap();
-    let mut seqs = Vec::new();
-    while let Some(Ok(message)) = messages.next().await {
-        seqs.push(message.info().unwrap().stream_sequence);
-    }
+        .iter()
+        .map(|m| m.info().unwrap().stream_sequence)
+        .collect();
     assert_eq!(seqs, [3, 4]);
 }
