@@ -20,23 +20,22 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Message};
-use futures::StreamExt;
 use tally_shared::config::{ClickHouseConfig, ProjectorConfig};
 use tally_shared::store::{self, StoreError};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+mod fetch;
+
 use crate::deadletter::DeadLetters;
-use crate::fold::{fold_recorded, FoldOptions, Quarantine, Rows};
+use crate::fold::{FoldOptions, Quarantine, Rows};
+use fetch::Fetcher;
 use metrics::counter;
 use tally_shared::metrics as names;
 use tracing::Instrument;
 
 /// Batches a worker holds unacknowledged at most: one per pipeline stage.
 const IN_FLIGHT: usize = 3;
-
-/// How long after a pull request's expiry its messages may still arrive.
-const FETCH_GRACE: Duration = Duration::from_millis(200);
 
 /// What the worker reports to the health endpoint.
 #[derive(Default)]
@@ -112,16 +111,6 @@ pub enum Acks {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Halted(pub String);
-
-/// Pulls batches and folds them (the CPU half of the pipeline).
-struct Fetcher {
-    consumer: PullConsumer,
-    batch_size: usize,
-    batch_bytes: usize,
-    fetch_wait: Duration,
-    fold_options: FoldOptions,
-    quarantine: Quarantine,
-}
 
 /// Writes folded batches to ClickHouse and only then acknowledges them
 /// (the I/O half of the pipeline).
@@ -374,92 +363,6 @@ impl Worker {
                 tracing::error!(error = %e, "projector worker halted");
                 Err(e)
             }
-        }
-    }
-}
-
-impl Fetcher {
-    /// One batch: at most `batch_size` messages and about `batch_bytes`
-    /// bytes, waiting at most `fetch_wait` for it to fill. The server stops
-    /// serving a pull request when it expires, but nats-server 2.9 sends no
-    /// end-of-request status after a partial delivery, and the client would
-    /// then wait 5 s more. Our own deadline ends the batch shortly after the
-    /// expiry instead (what was received is kept and acked normally). Found
-    /// by the fault test: redeliveries came a few per pull, and each pull
-    /// then idled for 5 s.
-    async fn fetch(&self) -> Result<Vec<Message>, async_nats::Error> {
-        let started = Instant::now();
-        let mut batch = Vec::with_capacity(self.batch_size.min(4096));
-        let collect = async {
-            let mut messages = self
-                .consumer
-                .fetch()
-                .max_messages(self.batch_size)
-                .max_bytes(self.batch_bytes)
-                .expires(self.fetch_wait)
-                .messages()
-                .await?;
-            while let Some(message) = messages.next().await {
-                match message {
-                    Ok(message) => batch.push(message),
-                    // A status (server timeout, batch bytes reached) ends the
-                    // batch early; what was fetched so far is still good.
-                    Err(e) => {
-                        tracing::debug!(error = %e, "fetch ended early");
-                        break;
-                    }
-                }
-            }
-            Ok::<(), async_nats::Error>(())
-        };
-        let deadline = self.fetch_wait + FETCH_GRACE;
-        match tokio::time::timeout(deadline, collect).await {
-            Ok(result) => result?,
-            Err(_) => tracing::trace!(received = batch.len(), "pull request expired"),
-        }
-        if !batch.is_empty() {
-            let fetch_ms = started.elapsed().as_millis() as u64;
-            tracing::debug!(events = batch.len(), fetch_ms, "fetched batch");
-        }
-        Ok(batch)
-    }
-
-    /// Decodes and folds a batch; what cannot be projected becomes poison:
-    /// retried, then dead-lettered (at once when quarantined).
-    fn fold(&self, slot: OwnedSemaphorePermit, batch: Vec<Message>, continuous: bool) -> Folded {
-        let mut recorded = Vec::with_capacity(batch.len());
-        let mut places = Vec::with_capacity(batch.len());
-        let mut highest: Option<(u64, usize)> = None;
-        for (index, message) in batch.iter().enumerate() {
-            match message.info() {
-                Ok(info) => {
-                    recorded.push((info.stream_sequence, &message.payload[..]));
-                    places.push((index, info.delivered));
-                    if highest.is_none_or(|(seq, _)| info.stream_sequence > seq) {
-                        highest = Some((info.stream_sequence, index));
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "message without JetStream metadata"),
-            }
-        }
-        let folded = fold_recorded(recorded, self.fold_options, &self.quarantine);
-        let poison = folded
-            .poison
-            .into_iter()
-            .map(|p| {
-                let (index, delivered) = places[p.index];
-                let attempts = if p.quarantined { i64::MAX } else { delivered };
-                (index, p.seq, attempts, p.error)
-            })
-            .collect();
-        Folded {
-            _slot: slot,
-            batch,
-            rows: folded.rows,
-            seqs: folded.seqs,
-            poison,
-            highest: highest.map(|(_, index)| index),
-            continuous,
         }
     }
 }
