@@ -157,6 +157,11 @@ impl NatsServer {
                     .arg(self.dir.path().join("store"));
             }
         }
+        // For profiling: nats-server serves Go's pprof endpoints on this
+        // port (`/debug/pprof/profile?seconds=N`).
+        if let Ok(port) = std::env::var("TALLY_NATS_PROFILE_PORT") {
+            command.arg("--profile").arg(port);
+        }
         command
             .arg("-l")
             .arg(&log)

@@ -44,6 +44,24 @@ pub fn environment(config: &Config, name: &str, listen: &str) -> Vec<(String, St
         ("TALLY_RATE_LIMIT__ENABLED", "false".to_owned()),
         ("TALLY_QUERY__RATE_LIMIT__ENABLED", "false".to_owned()),
         ("TALLY_PROJECTOR__POSITION_INTERVAL_MS", "200".to_owned()),
+        // How the projector fetches and acks: the configuration's, as the
+        // benchmark's raw consume measures it.
+        (
+            "TALLY_PROJECTOR__EXCLUSIVE",
+            config.projector.exclusive.to_string(),
+        ),
+        (
+            "TALLY_PROJECTOR__FETCH_WAIT_MS",
+            config.projector.fetch_wait_ms.to_string(),
+        ),
+        (
+            "TALLY_PROJECTOR__BATCH_SIZE",
+            config.projector.batch_size.to_string(),
+        ),
+        (
+            "TALLY_PROJECTOR__BATCH_BYTES",
+            config.projector.batch_bytes.to_string(),
+        ),
         // The benchmark waits for the rollups by this configuration's range.
         (
             "TALLY_PROJECTOR__ROLLUP_RANGE",
@@ -283,6 +301,27 @@ mod tests {
         assert_eq!(parse_vm_hwm("Name:\tx\n"), None);
         // This process has a peak of its own.
         assert!(peak_resident_bytes(std::process::id()).unwrap() > 0);
+    }
+
+    #[test]
+    fn a_service_fetches_and_acks_as_its_configuration_says() {
+        let mut config = Config::defaults();
+        config.projector.exclusive = true;
+        config.projector.fetch_wait_ms = 250;
+        config.projector.batch_size = 1234;
+        config.projector.batch_bytes = 5678;
+        let env = environment(&config, "tally-projector", "127.0.0.1:1");
+        let value = |key: &str| {
+            env.iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or_else(|| panic!("{key} is not passed"))
+        };
+        assert_eq!(value("TALLY_PROJECTOR__EXCLUSIVE"), "true");
+        assert_eq!(value("TALLY_PROJECTOR__FETCH_WAIT_MS"), "250");
+        assert_eq!(value("TALLY_PROJECTOR__BATCH_SIZE"), "1234");
+        assert_eq!(value("TALLY_PROJECTOR__BATCH_BYTES"), "5678");
+        assert_eq!(value("TALLY_PROJECTOR__LISTEN"), "127.0.0.1:1");
     }
 
     #[test]
