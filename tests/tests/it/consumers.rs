@@ -2,14 +2,17 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{AckPolicy, PullConsumer};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::Message;
 use futures::StreamExt;
+use serde_json::json;
 use tally_shared::nats::{
     ack_floor, ensure_events_stream, ensure_projector_consumer, projector_consumer_config,
 };
-use tally_tests::NatsServer;
+use tally_tests::{
+    eventually, rfc3339_ago, start_service, Kind, NatsServer, Stack, TokenScope as Scope,
+};
 
 /// A server of its own whose event stream holds one message on each of
 /// `subjects`, in order (sequences from 1).
@@ -145,4 +148,125 @@ async fn a_consumer_of_the_filtered_definition_is_updated_in_place() {
         .map(|m| m.info().unwrap().stream_sequence)
         .collect();
     assert_eq!(seqs, [3, 4]);
+}
+
+/// A stack whose one projector worker is alone on its consumer.
+async fn exclusive_stack(test: &str) -> Stack {
+    Stack::start_with(test, |c| {
+        c.projector.exclusive = true;
+        c.projector.rollup_range = 0;
+    })
+    .await
+}
+
+/// A like by `u1` of `post`.
+fn like(id: &str, post: &str) -> serde_json::Value {
+    json!({"event_id": id, "type": "like", "post_id": post, "user_id": "u1",
+           "occurred_at": rfc3339_ago(60)})
+}
+
+/// Waits until tenant `t1`'s `post` shows `want` likes.
+async fn likes(stack: &Stack, post: &str, want: i64) {
+    let reader = stack.token("t1", &[Scope::ReportsRead]);
+    eventually(
+        &format!("{post} to show {want} like(s)"),
+        Duration::from_secs(30),
+        || async {
+            let (status, body) = stack.post_metrics(&reader, post).await;
+            match body["likes"].as_i64() {
+                Some(n) if status == 200 && n == want => Ok(()),
+                _ => Err(format!("status {status}, body {body}")),
+            }
+        },
+    )
+    .await;
+}
+
+/// The event stream and the projector consumer's ack floor once it is
+/// `want`.
+async fn acked_up_to(stack: &Stack, want: u64) -> Stream {
+    let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
+    let stream = js.get_stream("TALLY_EVENTS").await.unwrap();
+    eventually(
+        &format!("ack floor {want}"),
+        Duration::from_secs(30),
+        || async {
+            match stream
+                .consumer_info("projector")
+                .await
+                .map(|i| ack_floor(&i))
+            {
+                Ok(n) if n == want => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    stream
+}
+
+/// What a second worker binding the exclusive consumer does: delete it and
+/// create it again just after its ack floor (`floor`).
+async fn re_create(stream: &Stream, floor: u64) {
+    stream.delete_consumer("projector").await.unwrap();
+    let mut again = projector_consumer_config("projector", true);
+    if floor > 0 {
+        again.deliver_policy = DeliverPolicy::ByStartSequence {
+            start_sequence: floor + 1,
+        };
+    }
+    stream.create_consumer(again).await.unwrap();
+}
+
+/// A second worker binding an exclusive consumer re-creates it under the
+/// first. If the new consumer's deliveries happen to continue the old
+/// one's numbering (here: neither had delivered anything), the first
+/// worker cannot tell from them; it checks the consumer before each ack,
+/// and rather than ack the new consumer (its cumulative ack would cover
+/// events the other worker was given) it halts. A worker started
+/// afterwards projects the event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exclusive_worker_halts_when_its_consumer_is_re_created_under_it() {
+    let mut stack = exclusive_stack("recreated").await;
+    let writer = stack.token("t1", &[Scope::EventsWrite]);
+    let stream = acked_up_to(&stack, 0).await;
+    re_create(&stream, 0).await;
+
+    assert_eq!(stack.post_event(&writer, &like("e1", "p1")).await.0, 202);
+    let ended = tokio::time::timeout(Duration::from_secs(30), &mut stack.projector.task)
+        .await
+        .expect("the first worker stops");
+    let panic = ended.expect_err("the projector fails").into_panic();
+    let message = panic.downcast_ref::<String>().expect("a panic message");
+    assert!(message.contains("re-created"), "{message}");
+    // It acked nothing on the new consumer.
+    acked_up_to(&stack, 0).await;
+
+    let worker = start_service(Kind::Projector, stack.config.clone()).await;
+    acked_up_to(&stack, 1).await;
+    likes(&stack, "p1", 1).await;
+    worker.stop().await;
+}
+
+/// When a delivery is missing from an exclusive worker's batches (here:
+/// its consumer was re-created after it had delivered one event, so the
+/// next delivery is numbered 1 again), the worker acks nothing more and
+/// binds the consumer again, from its ack floor. Every event is projected
+/// once, and the worker runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exclusive_worker_binds_its_consumer_again_after_a_gap_in_its_deliveries() {
+    let stack = exclusive_stack("gap").await;
+    let writer = stack.token("t1", &[Scope::EventsWrite]);
+    assert_eq!(stack.post_event(&writer, &like("e1", "p1")).await.0, 202);
+    likes(&stack, "p1", 1).await;
+    let stream = acked_up_to(&stack, 1).await;
+    re_create(&stream, 1).await;
+
+    assert_eq!(stack.post_event(&writer, &like("e2", "p2")).await.0, 202);
+    assert_eq!(stack.post_event(&writer, &like("e3", "p3")).await.0, 202);
+    acked_up_to(&stack, 3).await;
+    for post in ["p1", "p2", "p3"] {
+        likes(&stack, post, 1).await;
+    }
+    assert!(!stack.projector.task.is_finished(), "the worker runs on");
 }
