@@ -331,6 +331,14 @@ async fn main() -> anyhow::Result<()> {
 
     // 3. Ingest.
     let mut settle = Settle { env, models };
+    let ingesting = servers(
+        &nats,
+        &[
+            ("tally-command", command.pid()),
+            ("tally-projector", projector.pid()),
+            ("tally-bench", std::process::id()),
+        ],
+    );
     phase!(run_started, "batch ingest…");
     let (sat, half, batch_rate) = ingest(
         &mut settle,
@@ -338,7 +346,7 @@ async fn main() -> anyhow::Result<()> {
         &mut events,
         &tokens,
         &size,
-        true,
+        (true, &ingesting),
     )
     .await;
     rows.extend([sat, half]);
@@ -349,7 +357,7 @@ async fn main() -> anyhow::Result<()> {
         &mut events,
         &tokens,
         &size,
-        false,
+        (false, &ingesting),
     )
     .await;
     rows.extend([sat, half]);

@@ -3,14 +3,15 @@
 use super::*;
 
 /// Closed loops at each client count, then an open loop at half of the
-/// best; (saturation row, half row).
+/// best; (saturation row, half row). The saturation row notes the cores
+/// each of `processes` used at that level.
 pub async fn ingest(
     settle: &mut Settle,
     driver: &Driver,
     events: &mut Events,
     tokens: &Tokens,
     size: &Size,
-    batch: bool,
+    (batch, processes): (bool, &[(&str, u32)]),
 ) -> (Row, Row, f64) {
     let (clients, per_second_guess) = if batch {
         (size.batch_clients, 120_000.0)
@@ -18,10 +19,11 @@ pub async fn ingest(
         (size.single_clients, 25_000.0)
     };
     let need = (per_second_guess * size.level.as_secs_f64()) as usize;
-    let mut levels = Vec::new();
+    let (mut levels, mut notes) = (Vec::new(), Vec::new());
     for &n in clients {
         let requests = Arc::new(events.requests(need, batch, tokens));
         settle.settle().await;
+        let cpu = CpuMeter::start(processes);
         let run = driver.closed_loop(requests, n, size.level).await;
         eprintln!(
             "  {} clients: {:.0} events/s, p99 {:.1} ms",
@@ -30,8 +32,10 @@ pub async fn ingest(
             run.ms(99.0)
         );
         levels.push((n, run));
+        notes.push((n, cpu.note()));
     }
     let (n, best) = saturation(&levels).expect("at least one level").clone();
+    let cpu = notes.iter().find(|(m, _)| *m == n).map(|(_, note)| note);
     let kind = if batch { "batch" } else { "single-event" };
     let at_saturation = Row::run(
         "ingest",
@@ -39,7 +43,7 @@ pub async fn ingest(
         &best,
         "events",
     )
-    .note(format!("{n} clients"));
+    .note(format!("{n} clients; {}", cpu.map_or("", String::as_str)));
     let rate = best.requests_per_second() / 2.0;
     let need = (rate * size.level.as_secs_f64() * 1.05) as usize + 1;
     let requests =
