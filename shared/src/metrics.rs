@@ -42,6 +42,9 @@ pub const NATS_ERRORS: &str = "tally_nats_errors_total";
 pub const DEAD_LETTERS: &str = "tally_dead_letters_total";
 /// Events the projector wrote to ClickHouse.
 pub const EVENTS_PROJECTED: &str = "tally_events_projected_total";
+/// Batches the projector wrote to ClickHouse: each is one insert per table
+/// it has rows for (ClickHouse wants few, large inserts).
+pub const BATCHES_WRITTEN: &str = "tally_batches_written_total";
 /// Failed ClickHouse writes of the projector (each retried).
 pub const CLICKHOUSE_ERRORS: &str = "tally_clickhouse_errors_total";
 /// Events projected past their bucket's grace period (counted, and listed in

@@ -14,40 +14,83 @@ use crate::fold::{fold_recorded, FoldOptions, Quarantine};
 /// How long after a pull request's expiry its messages may still arrive.
 const FETCH_GRACE: Duration = Duration::from_millis(200);
 
+/// The shortest expiry of a pull request (nats-server refuses shorter).
+const MIN_WAIT: Duration = Duration::from_millis(10);
+
 /// Pulls batches and folds them (the CPU half of the pipeline).
 pub(super) struct Fetcher {
     pub(super) consumer: PullConsumer,
     pub(super) batch_size: usize,
     pub(super) batch_bytes: usize,
     pub(super) fetch_wait: Duration,
+    pub(super) linger: Duration,
     pub(super) fold_options: FoldOptions,
     pub(super) quarantine: Quarantine,
 }
 
 impl Fetcher {
     /// One batch: at most `batch_size` messages and about `batch_bytes`
-    /// bytes, waiting at most `fetch_wait` for it to fill. The server stops
-    /// serving a pull request when it expires, but nats-server 2.9 sends no
-    /// end-of-request status after a partial delivery, and the client would
-    /// then wait 5 s more. Our own deadline ends the batch shortly after the
-    /// expiry instead (what was received is kept and acked normally). Found
-    /// by the fault test: redeliveries came a few per pull, and each pull
-    /// then idled for 5 s.
+    /// bytes. A pull request returns as soon as any message is there
+    /// (waiting at most `fetch_wait` for one); a batch that is not full then
+    /// waits `linger` and takes what came meanwhile, so that under a slow
+    /// trickle ClickHouse gets a few larger inserts rather than dozens of
+    /// small ones a second (each insert is a part to merge).
     pub(super) async fn fetch(&self) -> Result<Vec<Message>, async_nats::Error> {
         let started = Instant::now();
         let mut batch = Vec::with_capacity(self.batch_size.min(4096));
+        let mut bytes = self
+            .pull(&mut batch, self.batch_bytes, self.fetch_wait)
+            .await?;
+        if !batch.is_empty() && !self.linger.is_zero() {
+            let until = tokio::time::Instant::now() + self.linger;
+            while batch.len() < self.batch_size && bytes < self.batch_bytes {
+                let left = until.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                // Waits for the next message at most until the linger ends.
+                bytes += self
+                    .pull(&mut batch, self.batch_bytes - bytes, left.max(MIN_WAIT))
+                    .await?;
+            }
+        }
+        if !batch.is_empty() {
+            let fetch_ms = started.elapsed().as_millis() as u64;
+            tracing::debug!(events = batch.len(), fetch_ms, "fetched batch");
+        }
+        Ok(batch)
+    }
+
+    /// One pull request, its messages appended to `batch` (up to
+    /// `batch_size` in all and about `max_bytes` more); the bytes taken.
+    /// The server stops serving a pull request when it expires, but
+    /// nats-server 2.9 sends no end-of-request status after a partial
+    /// delivery, and the client would then wait 5 s more. Our own deadline
+    /// ends the request shortly after the expiry instead (what was received
+    /// is kept and acked normally). Found by the fault test: redeliveries
+    /// came a few per pull, and each pull then idled for 5 s.
+    async fn pull(
+        &self,
+        batch: &mut Vec<Message>,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<usize, async_nats::Error> {
+        let mut bytes = 0;
         let collect = async {
             let mut messages = self
                 .consumer
                 .fetch()
-                .max_messages(self.batch_size)
-                .max_bytes(self.batch_bytes)
-                .expires(self.fetch_wait)
+                .max_messages(self.batch_size - batch.len())
+                .max_bytes(max_bytes.max(1))
+                .expires(wait)
                 .messages()
                 .await?;
             while let Some(message) = messages.next().await {
                 match message {
-                    Ok(message) => batch.push(message),
+                    Ok(message) => {
+                        bytes += message.length;
+                        batch.push(message);
+                    }
                     // A status (server timeout, batch bytes reached) ends the
                     // batch early; what was fetched so far is still good.
                     Err(e) => {
@@ -58,16 +101,11 @@ impl Fetcher {
             }
             Ok::<(), async_nats::Error>(())
         };
-        let deadline = self.fetch_wait + FETCH_GRACE;
-        match tokio::time::timeout(deadline, collect).await {
+        match tokio::time::timeout(wait + FETCH_GRACE, collect).await {
             Ok(result) => result?,
             Err(_) => tracing::trace!(received = batch.len(), "pull request expired"),
         }
-        if !batch.is_empty() {
-            let fetch_ms = started.elapsed().as_millis() as u64;
-            tracing::debug!(events = batch.len(), fetch_ms, "fetched batch");
-        }
-        Ok(batch)
+        Ok(bytes)
     }
 
     /// Decodes and folds a batch; what cannot be projected becomes poison:

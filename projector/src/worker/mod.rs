@@ -195,6 +195,7 @@ impl Worker {
                 batch_size: config.batch_size.max(1),
                 batch_bytes: config.batch_bytes.max(1),
                 fetch_wait: Duration::from_millis(config.fetch_wait_ms.max(10)),
+                linger: Duration::from_millis(config.linger_ms),
                 fold_options,
                 quarantine: Quarantine::new(&config.quarantine),
             },
@@ -311,7 +312,8 @@ impl Worker {
                     Err(_) => break,
                 },
             };
-            // Not cut short by shutdown: a fetch ends within `fetch_wait`,
+            // Not cut short by shutdown: a fetch ends within `fetch_wait`
+            // and `linger` (and the grace after each pull request),
             // and what it received is then written like any batch.
             let batch = match fetcher.fetch().await {
                 Ok(batch) => batch,

@@ -55,6 +55,10 @@ pub fn environment(config: &Config, name: &str, listen: &str) -> Vec<(String, St
             config.projector.fetch_wait_ms.to_string(),
         ),
         (
+            "TALLY_PROJECTOR__LINGER_MS",
+            config.projector.linger_ms.to_string(),
+        ),
+        (
             "TALLY_PROJECTOR__BATCH_SIZE",
             config.projector.batch_size.to_string(),
         ),
@@ -308,6 +312,7 @@ mod tests {
         let mut config = Config::defaults();
         config.projector.exclusive = true;
         config.projector.fetch_wait_ms = 250;
+        config.projector.linger_ms = 42;
         config.projector.batch_size = 1234;
         config.projector.batch_bytes = 5678;
         let env = environment(&config, "tally-projector", "127.0.0.1:1");
@@ -319,6 +324,7 @@ mod tests {
         };
         assert_eq!(value("TALLY_PROJECTOR__EXCLUSIVE"), "true");
         assert_eq!(value("TALLY_PROJECTOR__FETCH_WAIT_MS"), "250");
+        assert_eq!(value("TALLY_PROJECTOR__LINGER_MS"), "42");
         assert_eq!(value("TALLY_PROJECTOR__BATCH_SIZE"), "1234");
         assert_eq!(value("TALLY_PROJECTOR__BATCH_BYTES"), "5678");
         assert_eq!(value("TALLY_PROJECTOR__LISTEN"), "127.0.0.1:1");

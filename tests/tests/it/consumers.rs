@@ -270,3 +270,43 @@ async fn an_exclusive_worker_binds_its_consumer_again_after_a_gap_in_its_deliver
     }
     assert!(!stack.projector.task.is_finished(), "the worker runs on");
 }
+
+/// The projector's `tally_batches_written_total`, as its `/metrics` says.
+async fn batches_written(stack: &Stack) -> u64 {
+    let text = stack.metrics_text(&stack.projector).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix("tally_batches_written_total "))
+        .map_or(0, |n| n.trim().parse::<f64>().unwrap() as u64)
+}
+
+/// A batch that is not full waits `projector.linger_ms` for more events, so
+/// that a trickle of events makes few ClickHouse inserts: events posted one
+/// by one within the linger are written as one batch. Without a linger,
+/// the pull request returns with the first event, and they make several.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_is_not_full_lingers_for_more_events() {
+    for (linger, one_batch) in [(3_000, true), (0, false)] {
+        let stack = Stack::start_with(&format!("linger_{linger}"), |c| {
+            c.projector.linger_ms = linger;
+            c.projector.rollup_range = 0;
+        })
+        .await;
+        let writer = stack.token("t1", &[Scope::EventsWrite]);
+        // The metrics are the test process's: count from here.
+        let before = batches_written(&stack).await;
+        for i in 0..5 {
+            let event = like(&format!("e{i}"), &format!("p{i}"));
+            assert_eq!(stack.post_event(&writer, &event).await.0, 202);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for i in 0..5 {
+            likes(&stack, &format!("p{i}"), 1).await;
+        }
+        let batches = batches_written(&stack).await - before;
+        if one_batch {
+            assert_eq!(batches, 1, "linger {linger} ms");
+        } else {
+            assert!(batches >= 2, "linger {linger} ms: {batches} batch(es)");
+        }
+    }
+}
