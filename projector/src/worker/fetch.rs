@@ -49,9 +49,21 @@ impl Fetcher {
                     break;
                 }
                 // Waits for the next message at most until the linger ends.
-                bytes += self
+                // An empty answer is the linger's end, or a status (the
+                // next message would pass the byte budget, say): done. A
+                // failure keeps what was received.
+                let had = batch.len();
+                match self
                     .pull(&mut batch, self.batch_bytes - bytes, left.max(MIN_WAIT))
-                    .await?;
+                    .await
+                {
+                    Ok(_) if batch.len() == had => break,
+                    Ok(taken) => bytes += taken,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "lingering for more events failed");
+                        break;
+                    }
+                }
             }
         }
         if !batch.is_empty() {

@@ -433,6 +433,9 @@ impl Writer {
             .projected
             .fetch_add(seqs.len() as u64, Ordering::Relaxed);
         counter!(names::EVENTS_PROJECTED).increment(seqs.len() as u64);
+        if !seqs.is_empty() {
+            counter!(names::BATCHES_WRITTEN).increment(1);
+        }
         counter!(names::LATE_EVENTS).increment(rows.late.len() as u64);
         tracing::debug!(
             events = seqs.len(),

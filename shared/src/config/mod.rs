@@ -327,6 +327,10 @@ impl Config {
                 "projector.position_interval_ms is 0",
             ),
             (
+                self.projector.linger_ms > 10_000,
+                "projector.linger_ms is over 10 s",
+            ),
+            (
                 self.projector.rollup_interval_ms == 0,
                 "projector.rollup_interval_ms is 0",
             ),
@@ -473,6 +477,8 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.set_env("TALLY_COMMAND__MAX_FUTURE_SKEW_SECS", "99999999999");
             jail.set_env("TALLY_PROJECTOR__BATCH_SIZE", "0");
+            // A batch held back longer than any reader would wait.
+            jail.set_env("TALLY_PROJECTOR__LINGER_MS", "60000");
             // Room for fewer bytes than the largest batch: never admitted.
             jail.set_env("TALLY_COMMAND__MAX_BYTES_IN_FLIGHT", "1000");
             // Waiting for room as long as the request may take: a 408, never the 503.
@@ -481,6 +487,7 @@ mod tests {
             assert!(
                 err.contains("max_future_skew_secs")
                     && err.contains("batch_size")
+                    && err.contains("linger_ms")
                     && err.contains("max_bytes_in_flight")
                     && err.contains("admission_wait_ms"),
                 "{err}"

@@ -44,42 +44,30 @@ pub fn environment(config: &Config, name: &str, listen: &str) -> Vec<(String, St
         ("TALLY_RATE_LIMIT__ENABLED", "false".to_owned()),
         ("TALLY_QUERY__RATE_LIMIT__ENABLED", "false".to_owned()),
         ("TALLY_PROJECTOR__POSITION_INTERVAL_MS", "200".to_owned()),
-        // How the projector fetches and acks: the configuration's, as the
-        // benchmark's raw consume measures it.
-        (
-            "TALLY_PROJECTOR__EXCLUSIVE",
-            config.projector.exclusive.to_string(),
-        ),
-        (
-            "TALLY_PROJECTOR__FETCH_WAIT_MS",
-            config.projector.fetch_wait_ms.to_string(),
-        ),
-        (
-            "TALLY_PROJECTOR__LINGER_MS",
-            config.projector.linger_ms.to_string(),
-        ),
-        (
-            "TALLY_PROJECTOR__BATCH_SIZE",
-            config.projector.batch_size.to_string(),
-        ),
-        (
-            "TALLY_PROJECTOR__BATCH_BYTES",
-            config.projector.batch_bytes.to_string(),
-        ),
-        // The benchmark waits for the rollups by this configuration's range.
-        (
-            "TALLY_PROJECTOR__ROLLUP_RANGE",
-            config.projector.rollup_range.to_string(),
-        ),
-        (
-            "TALLY_PROJECTOR__ROLLUP_INTERVAL_MS",
-            config.projector.rollup_interval_ms.to_string(),
-        ),
         ("TALLY_LOG__FILTER", "error".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    // How the projector fetches and acks: the configuration's, as the
+    // benchmark's raw consume measures it; and the rollup range, by which
+    // the benchmark waits for the rollups.
+    let projector = &config.projector;
+    env.extend(
+        [
+            ("EXCLUSIVE", projector.exclusive.to_string()),
+            ("FETCH_WAIT_MS", projector.fetch_wait_ms.to_string()),
+            ("LINGER_MS", projector.linger_ms.to_string()),
+            ("BATCH_SIZE", projector.batch_size.to_string()),
+            ("BATCH_BYTES", projector.batch_bytes.to_string()),
+            ("ROLLUP_RANGE", projector.rollup_range.to_string()),
+            (
+                "ROLLUP_INTERVAL_MS",
+                projector.rollup_interval_ms.to_string(),
+            ),
+        ]
+        .map(|(k, v)| (format!("TALLY_PROJECTOR__{k}"), v)),
+    );
     for service in ["command", "query", "projector"] {
         let address = if name == format!("tally-{service}") {
             listen

@@ -114,6 +114,16 @@ async fn requests_are_identified_traced_and_counted_per_route() {
 
     let command = stack.metrics_text(&stack.command).await;
     let query = stack.metrics_text(&stack.query).await;
+    let projector = stack.metrics_text(&stack.projector).await;
+    for line in [
+        "tally_events_projected_total ",
+        "tally_batches_written_total ",
+    ] {
+        assert!(
+            projector.contains(line),
+            "{line} missing from:\n{projector}"
+        );
+    }
     for source in ["store", "cache"] {
         let line = format!("tally_query_answers_total{{source=\"{source}\"}}");
         assert!(query.contains(&line), "{line} missing from:\n{query}");
