@@ -154,8 +154,8 @@ async fn main() -> anyhow::Result<()> {
     // One projector worker, alone on its consumer: one cumulative ack per
     // batch (`projector.exclusive`).
     config.projector.exclusive = true;
-    // The projector as it runs in production: the test harness's shorter
-    // fetch wait (100 ms) ends pull requests before a batch fills.
+    // The projector's fetch wait as in production (the test harness
+    // shortens it to 100 ms); the linger is the default's already.
     config.projector.fetch_wait_ms = tally_shared::Config::defaults().projector.fetch_wait_ms;
     let bins = binaries();
     let logs = out.join("logs");
