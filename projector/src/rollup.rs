@@ -40,9 +40,17 @@ pub async fn run(
         let quiet = last.1 >= QUIET_LOOKS;
         // Several ranges may be due (after a pause, or joins after rolls).
         while !shutdown.is_cancelled() {
+            let started = std::time::Instant::now();
             match roller.step(size, quiet).await {
                 Ok(Some(range)) => {
-                    tracing::debug!(level = range.level, lo = range.lo, hi = range.hi, "rolled");
+                    let took_ms = started.elapsed().as_millis() as u64;
+                    tracing::debug!(
+                        level = range.level,
+                        lo = range.lo,
+                        hi = range.hi,
+                        took_ms,
+                        "rolled"
+                    );
                     counter!(names::ROLLUPS, "level" => range.level.to_string()).increment(1);
                 }
                 Ok(None) => break,

@@ -44,6 +44,19 @@ impl Model {
     }
 }
 
+impl Model {
+    /// Every table that holds the model: `engagements`' facts are also in
+    /// `facts_by_seq`, sorted by sequence for the rollups (ADR 0006).
+    pub fn tables(self) -> &'static [&'static str] {
+        match self {
+            Model::Engagements => &["engagements", "facts_by_seq"],
+            Model::Catalogue => &["catalogue"],
+            Model::PostCatalogue => &["post_catalogue"],
+            Model::LateEvents => &["late_events"],
+        }
+    }
+}
+
 impl fmt::Display for Model {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.table())
@@ -75,7 +88,7 @@ pub const ROLLUP_TABLES: [&str; 3] = ["rollups", "rollup_ranges", "rollup_hold"]
 pub fn replaced_tables(models: &[Model]) -> Vec<&'static str> {
     let mut models = models.to_vec();
     models.sort();
-    let mut tables: Vec<&str> = models.iter().map(|m| m.table()).collect();
+    let mut tables: Vec<&str> = models.iter().flat_map(|m| m.tables()).copied().collect();
     if models.iter().any(|m| *m != Model::LateEvents) {
         tables.extend(ROLLUP_TABLES);
     }
@@ -118,7 +131,7 @@ pub async fn drop_database(client: &clickhouse::Client, name: &str) -> anyhow::R
 }
 
 /// Copies `model`'s rows whose sequence satisfies `condition` (a constant
-/// condition on `seq`) from one database to another.
+/// condition on `seq`) from one database to another, table by table.
 pub async fn copy_rows(
     client: &clickhouse::Client,
     model: Model,
@@ -126,12 +139,15 @@ pub async fn copy_rows(
     to: &str,
     condition: &str,
 ) -> anyhow::Result<()> {
-    let sql = format!(
-        "INSERT INTO {} SELECT * FROM {} FINAL WHERE {condition}",
-        qualified(to, model.table()),
-        qualified(from, model.table()),
-    );
-    execute(client, &sql).await
+    for table in model.tables() {
+        let sql = format!(
+            "INSERT INTO {} SELECT * FROM {} FINAL WHERE {condition}",
+            qualified(to, table),
+            qualified(from, table),
+        );
+        execute(client, &sql).await?;
+    }
+    Ok(())
 }
 
 /// Moves `tables`: `live` ones to `retired`, `fresh` ones into

@@ -75,6 +75,49 @@ pub struct CatalogueRow {
     pub ends_at: u32,
 }
 
+/// A fact as `facts_by_seq` holds it: the columns a rollup sums, sorted by
+/// sequence so that a range of the stream is read alone (ADR 0006).
+#[derive(Debug, Row, Serialize)]
+pub struct FactRow<'a> {
+    pub tenant: &'a str,
+    pub seq: u64,
+    pub occurred_at: u32,
+    pub platform: &'a str,
+    pub influencer_id: &'a str,
+    pub post_id: &'a str,
+    pub campaign_id: &'a str,
+    pub likes: i8,
+    pub shares: u8,
+    pub comments: u8,
+    pub views: u64,
+    pub clicks: u8,
+    pub conversions: u8,
+    pub follows: i8,
+    pub sentiment: i16,
+}
+
+impl<'a> From<&'a EngagementRow> for FactRow<'a> {
+    fn from(row: &'a EngagementRow) -> FactRow<'a> {
+        FactRow {
+            tenant: &row.tenant,
+            seq: row.seq,
+            occurred_at: row.occurred_at,
+            platform: &row.platform,
+            influencer_id: &row.influencer_id,
+            post_id: &row.post_id,
+            campaign_id: &row.campaign_id,
+            likes: row.likes,
+            shares: row.shares,
+            comments: row.comments,
+            views: row.views,
+            clicks: row.clicks,
+            conversions: row.conversions,
+            follows: row.follows,
+            sentiment: row.sentiment,
+        }
+    }
+}
+
 /// An event received after its minute bucket closed, a row of `late_events`.
 #[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
 pub struct LateRow {
@@ -417,8 +460,9 @@ pub async fn write(
     write_only(client, rows, |_| true).await
 }
 
-/// [`write`], to the tables `wanted` names only (`engagements`,
-/// `catalogue`, `post_catalogue`, `late_events`).
+/// [`write`], to the tables `wanted` names only (`engagements`, which
+/// also writes its facts to `facts_by_seq`, `catalogue`, `post_catalogue`,
+/// `late_events`).
 pub async fn write_only(
     client: &clickhouse::Client,
     rows: &Rows,
@@ -426,6 +470,7 @@ pub async fn write_only(
 ) -> Result<(), tally_shared::store::StoreError> {
     if wanted("engagements") {
         insert(client, "engagements", &rows.engagements).await?;
+        insert_facts(client, &rows.engagements).await?;
     }
     if wanted("catalogue") {
         insert(client, "catalogue", &rows.catalogue).await?;
@@ -453,6 +498,21 @@ where
     let mut insert = client.insert::<T>(table).await?;
     for row in rows {
         insert.write(row.borrow()).await?;
+    }
+    Ok(insert.end().await?)
+}
+
+/// `rows` into `facts_by_seq`, borrowed (no copy of their strings).
+async fn insert_facts(
+    client: &clickhouse::Client,
+    rows: &[EngagementRow],
+) -> Result<(), tally_shared::store::StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut insert = client.insert::<FactRow<'_>>("facts_by_seq").await?;
+    for row in rows {
+        insert.write(&FactRow::from(row)).await?;
     }
     Ok(insert.end().await?)
 }

@@ -42,6 +42,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "rollups",
         sql: include_str!("../../migrations/0005_rollups.sql"),
     },
+    Migration {
+        version: 6,
+        name: "facts_by_seq",
+        sql: include_str!("../../migrations/0006_facts_by_seq.sql"),
+    },
 ];
 
 /// Longest one migration statement may run.

@@ -40,7 +40,7 @@ async fn settled(roller: &Roller, seq: u64, rolled: u64) {
 
 /// Writes every fact and catalogue row a second time, as a redelivery does.
 async fn write_twice(client: &clickhouse::Client) {
-    for table in ["engagements", "catalogue", "post_catalogue"] {
+    for table in ["engagements", "facts_by_seq", "catalogue", "post_catalogue"] {
         client
             .query(&format!("INSERT INTO {table} SELECT * FROM {table}"))
             .execute()

@@ -78,6 +78,22 @@ fn attribution_at(events: &[&Published], position: u64) -> Attribution {
 /// content type, tags.
 type Key = (String, u32, String, String, String, String, Vec<String>);
 
+/// The facts of `table` that satisfy `condition`, each once, summed per
+/// post, minute and own attribution, marked `corrected` as given.
+fn summed(table: &str, condition: &str, corrected: u8) -> String {
+    format!(
+        "SELECT tenant, post_id, toUInt32(toStartOfMinute(occurred_at)) AS at_minute,
+                influencer_id, campaign_id, platform, toUInt8({corrected}) AS is_corrected,
+                [toInt64(sum(likes)), toInt64(sum(shares)), toInt64(sum(comments)),
+                 toInt64(sum(views)), toInt64(sum(clicks)), toInt64(sum(conversions)),
+                 toInt64(sum(follows)), toInt64(sum(sentiment)), toInt64(count())]
+         FROM (SELECT tenant, seq, post_id, occurred_at, influencer_id, campaign_id, platform,
+                      likes, shares, comments, views, clicks, conversions, follows, sentiment
+               FROM {table} WHERE {condition} LIMIT 1 BY seq)
+         GROUP BY tenant, post_id, at_minute, influencer_id, campaign_id, platform"
+    )
+}
+
 /// The rows of the level-0 range `(lo, hi]` as `attempt`: its facts
 /// attributed as at `hi`; and, if `catalogued` (catalogue events are in the
 /// range), the earlier facts of the posts they publish, as at `hi` minus as
@@ -106,29 +122,39 @@ pub(super) async fn roll(
     } else {
         Vec::new()
     };
-    let corrected = if republished.is_empty() {
-        "0"
-    } else {
-        "seq <= ? AND post_id IN (SELECT arrayJoin(?))"
-    };
+    // The range's facts, a slice of `facts_by_seq`'s key; then the facts
+    // that the range's catalogue events correct, found by post in
+    // `engagements` (sorted by post).
     let (name, value) = LONG_QUERY;
-    let mut query = client
-        .query(&format!(
-            "SELECT tenant, post_id, toUInt32(toStartOfMinute(occurred_at)) AS at_minute,
-                    influencer_id, campaign_id, platform, toUInt8(corrected) AS is_corrected,
-                    [toInt64(sum(likes)), toInt64(sum(shares)), toInt64(sum(comments)),
-                     toInt64(sum(views)), toInt64(sum(clicks)), toInt64(sum(conversions)),
-                     toInt64(sum(follows)), toInt64(sum(sentiment)), toInt64(count())]
-             FROM (SELECT *, ({corrected}) AS corrected FROM engagements
-                   WHERE (seq > {lo} AND seq <= {hi}) OR corrected LIMIT 1 BY seq)
-             GROUP BY tenant, post_id, at_minute, influencer_id, campaign_id, platform,
-                      is_corrected"
-        ))
-        .with_setting(name, value);
+    let mut facts: Vec<PostFacts> = timed(
+        config,
+        client
+            .query(&summed(
+                "facts_by_seq",
+                &format!("seq > {lo} AND seq <= {hi}"),
+                0,
+            ))
+            .with_setting(name, value)
+            .fetch_all(),
+    )
+    .await?;
     if !republished.is_empty() {
-        query = query.bind(lo).bind(&republished);
+        let corrected: Vec<PostFacts> = timed(
+            config,
+            client
+                .query(&summed(
+                    "engagements",
+                    "seq <= ? AND post_id IN (SELECT arrayJoin(?))",
+                    1,
+                ))
+                .with_setting(name, value)
+                .bind(lo)
+                .bind(&republished)
+                .fetch_all(),
+        )
+        .await?;
+        facts.extend(corrected);
     }
-    let facts: Vec<PostFacts> = timed(config, query.fetch_all()).await?;
 
     let mut posts: Vec<&str> = facts.iter().map(|f| f.post_id.as_str()).collect();
     posts.push("");
