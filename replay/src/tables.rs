@@ -44,12 +44,15 @@ impl Model {
     }
 }
 
+/// `engagements`' facts again, sorted by sequence for the rollups.
+pub const FACTS_BY_SEQ: &str = "facts_by_seq";
+
 impl Model {
     /// Every table that holds the model: `engagements`' facts are also in
     /// `facts_by_seq`, sorted by sequence for the rollups (ADR 0006).
     pub fn tables(self) -> &'static [&'static str] {
         match self {
-            Model::Engagements => &["engagements", "facts_by_seq"],
+            Model::Engagements => &["engagements", FACTS_BY_SEQ],
             Model::Catalogue => &["catalogue"],
             Model::PostCatalogue => &["post_catalogue"],
             Model::LateEvents => &["late_events"],

@@ -13,7 +13,7 @@ use tally_projector::fold::{fold_recorded, CatalogueRow, EngagementRow, LateRow}
 use tally_shared::store::models::Models;
 
 use crate::reader::{Reader, Start};
-use crate::tables::Model;
+use crate::tables::{Model, FACTS_BY_SEQ};
 use crate::{progress, Env};
 
 /// Events folded and compared at once.
@@ -75,7 +75,50 @@ macro_rules! fact {
         }
     )*};
 }
-fact!(EngagementRow, CatalogueRow, LateRow);
+fact!(EngagementRow, CatalogueRow, LateRow, SeqFact);
+
+/// A row of `facts_by_seq`: an engagement fact's summed columns, which the
+/// rollups read (ADR 0006).
+#[derive(Debug, PartialEq, clickhouse::Row, Serialize, serde::Deserialize)]
+struct SeqFact {
+    tenant: String,
+    seq: u64,
+    occurred_at: u32,
+    platform: String,
+    influencer_id: String,
+    post_id: String,
+    campaign_id: String,
+    likes: i8,
+    shares: u8,
+    comments: u8,
+    views: u64,
+    clicks: u8,
+    conversions: u8,
+    follows: i8,
+    sentiment: i16,
+}
+
+impl From<&EngagementRow> for SeqFact {
+    fn from(row: &EngagementRow) -> SeqFact {
+        SeqFact {
+            tenant: row.tenant.clone(),
+            seq: row.seq,
+            occurred_at: row.occurred_at,
+            platform: row.platform.clone(),
+            influencer_id: row.influencer_id.clone(),
+            post_id: row.post_id.clone(),
+            campaign_id: row.campaign_id.clone(),
+            likes: row.likes,
+            shares: row.shares,
+            comments: row.comments,
+            views: row.views,
+            clicks: row.clicks,
+            conversions: row.conversions,
+            follows: row.follows,
+            sentiment: row.sentiment,
+        }
+    }
+}
 
 pub async fn verify(env: &mut Env, tenant: Option<&str>) -> anyhow::Result<Report> {
     let positions = Models::connect(env.live())
@@ -109,19 +152,17 @@ pub async fn verify(env: &mut Env, tenant: Option<&str>) -> anyhow::Result<Repor
         );
         let rows = folded.rows;
         let posts: Vec<CatalogueRow> = rows.posts().into_iter().cloned().collect();
+        let by_seq: Vec<SeqFact> = rows.engagements.iter().map(SeqFact::from).collect();
         let d = &mut report.differences;
-        compare(
-            &client,
-            Model::Engagements,
-            rows.engagements,
-            range,
-            tenant,
-            d,
-        )
-        .await?;
-        compare(&client, Model::Catalogue, rows.catalogue, range, tenant, d).await?;
-        compare(&client, Model::PostCatalogue, posts, range, tenant, d).await?;
-        compare(&client, Model::LateEvents, rows.late, range, tenant, d).await?;
+        let engagements = Model::Engagements.table();
+        compare(&client, engagements, rows.engagements, range, tenant, d).await?;
+        compare(&client, FACTS_BY_SEQ, by_seq, range, tenant, d).await?;
+        let catalogue = Model::Catalogue.table();
+        compare(&client, catalogue, rows.catalogue, range, tenant, d).await?;
+        let post_catalogue = Model::PostCatalogue.table();
+        compare(&client, post_catalogue, posts, range, tenant, d).await?;
+        let late = Model::LateEvents.table();
+        compare(&client, late, rows.late, range, tenant, d).await?;
         report.events += batch.len() as u64;
         bar.inc(batch.len() as u64);
         checked_to = last;
@@ -132,19 +173,21 @@ pub async fn verify(env: &mut Env, tenant: Option<&str>) -> anyhow::Result<Repor
     if checked_to < position {
         let range = (checked_to + 1, position);
         let d = &mut report.differences;
-        compare::<EngagementRow>(&client, Model::Engagements, vec![], range, tenant, d).await?;
-        compare::<CatalogueRow>(&client, Model::Catalogue, vec![], range, tenant, d).await?;
-        compare::<CatalogueRow>(&client, Model::PostCatalogue, vec![], range, tenant, d).await?;
-        compare::<LateRow>(&client, Model::LateEvents, vec![], range, tenant, d).await?;
+        let c = &client;
+        compare::<EngagementRow>(c, Model::Engagements.table(), vec![], range, tenant, d).await?;
+        compare::<SeqFact>(c, FACTS_BY_SEQ, vec![], range, tenant, d).await?;
+        compare::<CatalogueRow>(c, Model::Catalogue.table(), vec![], range, tenant, d).await?;
+        compare::<CatalogueRow>(c, Model::PostCatalogue.table(), vec![], range, tenant, d).await?;
+        compare::<LateRow>(c, Model::LateEvents.table(), vec![], range, tenant, d).await?;
     }
     Ok(report)
 }
 
 /// Compares `expected` (the rows of `range` of sequences) with what
-/// `model`'s table holds there.
+/// `table` holds there.
 async fn compare<R: Fact>(
     client: &clickhouse::Client,
-    model: Model,
+    table: &str,
     expected: Vec<R>,
     (from, to): (u64, u64),
     tenant: Option<&str>,
@@ -155,10 +198,8 @@ async fn compare<R: Fact>(
     } else {
         ""
     };
-    let sql = format!(
-        "SELECT ?fields FROM {} FINAL WHERE seq >= ? AND seq <= ? {tenant_filter}",
-        model.table()
-    );
+    let sql =
+        format!("SELECT ?fields FROM {table} FINAL WHERE seq >= ? AND seq <= ? {tenant_filter}");
     let mut query = client.query(&sql).bind(from).bind(to);
     if let Some(tenant) = tenant {
         query = query.bind(tenant);
@@ -166,7 +207,7 @@ async fn compare<R: Fact>(
     let found_rows: Vec<R> = query
         .fetch_all()
         .await
-        .with_context(|| format!("reading {model}"))?;
+        .with_context(|| format!("reading {table}"))?;
     // Several rows can hold one sequence (FINAL merges rows of the same
     // sorting key only): every one but the expected row is a difference.
     let mut found: BTreeMap<u64, Vec<R>> = BTreeMap::new();
@@ -186,7 +227,7 @@ async fn compare<R: Fact>(
             None => {
                 let other = (!held.is_empty()).then(|| held.remove(0));
                 differences.push(Difference {
-                    model: model.to_string(),
+                    model: table.to_owned(),
                     seq: row.seq(),
                     tenant: row.tenant().to_owned(),
                     expected: Some(json(&row)),
@@ -198,7 +239,7 @@ async fn compare<R: Fact>(
     for (seq, held) in found {
         for row in held {
             differences.push(Difference {
-                model: model.to_string(),
+                model: table.to_owned(),
                 seq,
                 tenant: row.tenant().to_owned(),
                 expected: None,

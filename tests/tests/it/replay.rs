@@ -157,6 +157,21 @@ async fn verify_reports_the_damage_and_rebuild_repairs_it_while_reads_go_on() {
     insert.write(&row).await.unwrap();
     insert.write(&bogus).await.unwrap();
     insert.end().await.unwrap();
+    // The rollups' copy of the facts gets a fact that is none.
+    client
+        .query(
+            "INSERT INTO facts_by_seq (tenant, seq, occurred_at, platform, influencer_id, post_id,
+                                       campaign_id, likes, shares, comments, views, clicks,
+                                       conversions, follows, sentiment)
+             SELECT tenant, ?, occurred_at, platform, influencer_id, post_id, campaign_id, likes,
+                    shares, comments, views, clicks, conversions, follows, sentiment
+             FROM facts_by_seq WHERE seq = ?",
+        )
+        .bind(catalogue_seq)
+        .bind(altered)
+        .execute()
+        .await
+        .unwrap();
     client
         .query("ALTER TABLE engagements DELETE WHERE seq = ?")
         .bind(deleted)
@@ -196,6 +211,7 @@ async fn verify_reports_the_damage_and_rebuild_repairs_it_while_reads_go_on() {
         ("engagements".to_owned(), altered, true, true),
         ("engagements".to_owned(), deleted, true, false),
         ("engagements".to_owned(), catalogue_seq, false, true),
+        ("facts_by_seq".to_owned(), catalogue_seq, false, true),
     ];
     damage.sort();
     assert_eq!(found, damage, "{:#?}", report.differences);
