@@ -190,7 +190,13 @@ async fn main() -> anyhow::Result<()> {
     let mut worker_secs = [0.0; 2];
     for (i, exclusive) in [false, true].into_iter().enumerate() {
         consume_secs[i] = raw_consume(&stream, &config, n, exclusive).await?;
-        for table in ["engagements", "catalogue", "late_events"] {
+        for table in [
+            "engagements",
+            "facts_by_seq",
+            "catalogue",
+            "post_catalogue",
+            "late_events",
+        ] {
             let sql = format!("TRUNCATE TABLE {table}");
             store::timed(&config.clickhouse, clickhouse.query(&sql).execute()).await?;
         }

@@ -433,6 +433,14 @@ async fn under_fire(name: &str, exclusive: bool) {
         .unwrap()
         .n;
     assert_eq!(projected, in_stream, "every event is one fact, once");
+    // The rollups' copy of the facts (ADR 0006) holds the same facts.
+    let (by_post, by_seq) = (
+        "SELECT toUInt64(count()) AS n FROM (SELECT DISTINCT seq FROM engagements)",
+        "SELECT toUInt64(count()) AS n FROM (SELECT DISTINCT seq FROM facts_by_seq)",
+    );
+    let facts = ch.query(by_post).fetch_one::<Count>().await.unwrap().n;
+    let copied = ch.query(by_seq).fetch_one::<Count>().await.unwrap().n;
+    assert_eq!(copied, facts, "facts_by_seq holds every fact");
 
     // Post metrics: the facts summed, and the read model (with attribution).
     let rows: Vec<PostRow> = ch

@@ -172,6 +172,25 @@ async fn verify_reports_the_damage_and_rebuild_repairs_it_while_reads_go_on() {
         .execute()
         .await
         .unwrap();
+    // And a wrong row that a right one, written after it, would hide from
+    // a read with `FINAL` (the table's key is the sequence alone).
+    let shadowed = seqs[5];
+    let cols = "tenant, seq, occurred_at, platform, influencer_id, post_id, campaign_id, likes,
+                shares, comments, views, clicks, conversions, follows, sentiment";
+    for sql in [
+        format!(
+            "INSERT INTO facts_by_seq ({cols})
+             SELECT tenant, seq, occurred_at, platform, influencer_id, post_id, campaign_id,
+                    likes, shares, comments, views + 1000, clicks, conversions, follows, sentiment
+             FROM facts_by_seq WHERE seq = ?"
+        ),
+        format!(
+            "INSERT INTO facts_by_seq ({cols})
+             SELECT {cols} FROM facts_by_seq WHERE seq = ? ORDER BY views LIMIT 1"
+        ),
+    ] {
+        client.query(&sql).bind(shadowed).execute().await.unwrap();
+    }
     client
         .query("ALTER TABLE engagements DELETE WHERE seq = ?")
         .bind(deleted)
@@ -212,6 +231,7 @@ async fn verify_reports_the_damage_and_rebuild_repairs_it_while_reads_go_on() {
         ("engagements".to_owned(), deleted, true, false),
         ("engagements".to_owned(), catalogue_seq, false, true),
         ("facts_by_seq".to_owned(), catalogue_seq, false, true),
+        ("facts_by_seq".to_owned(), shadowed, false, true),
     ];
     damage.sort();
     assert_eq!(found, damage, "{:#?}", report.differences);
