@@ -1,6 +1,7 @@
 -- The read models on a ClickHouse cluster: the same tables as the
--- single-node migrations (0002 and 0004 are the current schema; 0001's and
--- 0003's tables are gone), replicated within each shard and read through
+-- single-node migrations (0002, 0004 and 0006 are the current schema; 0001's
+-- and 0003's tables are gone; 0005's rollup tables are not here yet, see
+-- ADR 0006), replicated within each shard and read through
 -- Distributed tables under the single-node names. Run it once instead of
 -- the single-node migrations, with the cluster's name in place of `tally`
 -- and the macros {shard} and {replica} defined on every server.
@@ -38,6 +39,30 @@ ORDER BY (tenant, post_id, seq);
 
 CREATE TABLE IF NOT EXISTS engagements ON CLUSTER tally AS engagements_local
 ENGINE = Distributed(tally, currentDatabase(), engagements_local, cityHash64(seq));
+
+-- The facts again, sorted by sequence, for the rollups (migration 0006).
+CREATE TABLE IF NOT EXISTS facts_by_seq_local ON CLUSTER tally (
+    tenant        String,
+    seq           UInt64,
+    occurred_at   DateTime,
+    platform      String,
+    influencer_id String,
+    post_id       String,
+    campaign_id   String,
+    likes         Int8,
+    shares        UInt8,
+    comments      UInt8,
+    views         UInt64,
+    clicks        UInt8,
+    conversions   UInt8,
+    follows       Int8,
+    sentiment     Int16
+) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/tally/facts_by_seq', '{replica}')
+PARTITION BY intDiv(seq, 16777216)
+ORDER BY seq;
+
+CREATE TABLE IF NOT EXISTS facts_by_seq ON CLUSTER tally AS facts_by_seq_local
+ENGINE = Distributed(tally, currentDatabase(), facts_by_seq_local, cityHash64(seq));
 
 CREATE TABLE IF NOT EXISTS catalogue_local ON CLUSTER tally (
     tenant        String,
@@ -130,4 +155,5 @@ INSERT INTO schema_migrations VALUES
     (1, 'events_and_post_metrics', now()),
     (2, 'read_models', now()),
     (3, 'drop_events_copy', now()),
-    (4, 'post_catalogue', now());
+    (4, 'post_catalogue', now()),
+    (6, 'facts_by_seq', now());
