@@ -199,6 +199,12 @@ pub async fn rebuild(env: &mut Env, options: Options) -> anyhow::Result<Report> 
         None => start(env, &options, &models, &key, &live, &work).await?,
     };
 
+    if resumed && state.phase == FOLDING {
+        // A rebuild begun by an earlier version lacks the tables of later
+        // migrations: they are made now, with what it folded so far (the
+        // migrations copy it, as they do in a live database).
+        tables::create_database(&work_config).await?;
+    }
     let mut projected = Projected::default();
     if state.phase == FOLDING {
         // Catch up until close enough, then one more pass to the end.
