@@ -26,6 +26,9 @@ pub enum Model {
     LateEvents,
 }
 
+/// `engagements`' facts again, sorted by sequence for the rollups.
+pub const FACTS_BY_SEQ: &str = "facts_by_seq";
+
 impl Model {
     pub const ALL: [Model; 4] = [
         Model::Engagements,
@@ -42,12 +45,7 @@ impl Model {
             Model::LateEvents => "late_events",
         }
     }
-}
 
-/// `engagements`' facts again, sorted by sequence for the rollups.
-pub const FACTS_BY_SEQ: &str = "facts_by_seq";
-
-impl Model {
     /// Every table that holds the model: `engagements`' facts are also in
     /// `facts_by_seq`, sorted by sequence for the rollups (ADR 0006).
     pub fn tables(self) -> &'static [&'static str] {
