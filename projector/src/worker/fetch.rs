@@ -17,6 +17,9 @@ const FETCH_GRACE: Duration = Duration::from_millis(200);
 /// The shortest expiry of a pull request (nats-server refuses shorter).
 const MIN_WAIT: Duration = Duration::from_millis(10);
 
+/// How often a lingering batch asks whether more events came.
+const POLL: Duration = Duration::from_millis(5);
+
 /// Pulls batches and folds them (the CPU half of the pipeline).
 pub(super) struct Fetcher {
     pub(super) consumer: PullConsumer,
@@ -30,73 +33,97 @@ pub(super) struct Fetcher {
 
 impl Fetcher {
     /// One batch: at most `batch_size` messages and about `batch_bytes`
-    /// bytes. A pull request returns as soon as any message is there
-    /// (waiting at most `fetch_wait` for one); a batch that is not full then
-    /// waits `linger` and takes what came meanwhile, so that under a slow
-    /// trickle ClickHouse gets a few larger inserts rather than dozens of
-    /// small ones a second (each insert is a part to merge).
+    /// bytes. It waits at most `fetch_wait` for a first event, then takes
+    /// every event the stream holds beyond it, and while the batch is not
+    /// full it lingers `linger` for more, so that under a slow trickle
+    /// ClickHouse gets a few larger inserts rather than dozens of small
+    /// ones a second (each insert is a part to merge).
+    ///
+    /// Every pull request asks for a number of messages that it will get
+    /// (one, or as many as the last message said were still pending), so
+    /// it ends when the last of them arrives. nats-server 2.9 does not
+    /// reliably end a request that asked for more than there was: under
+    /// load its end-of-request status came up to 200 ms after the request
+    /// expired, or never, and the worker then waited out its own deadline
+    /// (a third of the fetch time under the benchmark's batch load). While
+    /// lingering it asks again every `POLL` without an expiry: with nothing
+    /// pending the server answers "no messages" at once.
     pub(super) async fn fetch(&self) -> Result<Vec<Message>, async_nats::Error> {
         let started = Instant::now();
         let mut batch = Vec::with_capacity(self.batch_size.min(4096));
         let mut bytes = self
-            .pull(&mut batch, self.batch_bytes, self.fetch_wait)
+            .pull(&mut batch, 1, self.batch_bytes, Some(self.fetch_wait))
             .await?;
-        if !batch.is_empty() && !self.linger.is_zero() {
-            let until = tokio::time::Instant::now() + self.linger;
-            while batch.len() < self.batch_size && bytes < self.batch_bytes {
+        if batch.is_empty() {
+            return Ok(batch);
+        }
+        let until = tokio::time::Instant::now() + self.linger;
+        while batch.len() < self.batch_size && bytes < self.batch_bytes {
+            let pending = batch
+                .last()
+                .and_then(|message| message.info().ok())
+                .map_or(0, |info| info.pending);
+            let room = self.batch_size - batch.len();
+            let (count, expires) = if pending > 0 {
+                // In the stream already: they come at once (unless
+                // another worker on the consumer takes them first).
+                let count = usize::try_from(pending).unwrap_or(usize::MAX).min(room);
+                (count, Some(self.fetch_wait))
+            } else {
                 let left = until.saturating_duration_since(tokio::time::Instant::now());
                 if left.is_zero() {
                     break;
                 }
-                // Waits for the next message at most until the linger ends.
-                // An empty answer is the linger's end, or a status (the
-                // next message would pass the byte budget, say): done. A
-                // failure keeps what was received.
-                let had = batch.len();
-                match self
-                    .pull(&mut batch, self.batch_bytes - bytes, left.max(MIN_WAIT))
-                    .await
-                {
-                    Ok(_) if batch.len() == had => break,
-                    Ok(taken) => bytes += taken,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "lingering for more events failed");
-                        break;
-                    }
+                tokio::time::sleep(left.min(POLL)).await;
+                (1, None)
+            };
+            // A failure keeps what was received; a status (the next
+            // message would pass the byte budget, say) ends the batch.
+            let had = batch.len();
+            match self
+                .pull(&mut batch, count, self.batch_bytes - bytes, expires)
+                .await
+            {
+                Ok(_) if batch.len() == had && pending > 0 => break,
+                Ok(taken) => bytes += taken,
+                Err(e) => {
+                    tracing::debug!(error = %e, "taking more events failed");
+                    break;
                 }
             }
         }
-        if !batch.is_empty() {
-            let fetch_ms = started.elapsed().as_millis() as u64;
-            tracing::debug!(events = batch.len(), fetch_ms, "fetched batch");
-        }
+        let fetch_ms = started.elapsed().as_millis() as u64;
+        tracing::debug!(events = batch.len(), fetch_ms, "fetched batch");
         Ok(batch)
     }
 
-    /// One pull request, its messages appended to `batch` (up to
-    /// `batch_size` in all and about `max_bytes` more); the bytes taken.
-    /// The server stops serving a pull request when it expires, but
-    /// nats-server 2.9 sends no end-of-request status after a partial
-    /// delivery, and the client would then wait 5 s more. Our own deadline
-    /// ends the request shortly after the expiry instead (what was received
-    /// is kept and acked normally). Found by the fault test: redeliveries
-    /// came a few per pull, and each pull then idled for 5 s.
+    /// One pull request for `count` messages, appended to `batch`, and
+    /// about `max_bytes` bytes; the bytes taken. Without `expires` the
+    /// server answers at once when nothing is pending. nats-server 2.9
+    /// may send no end-of-request status after a partial delivery, and the
+    /// client would then wait 5 s more: our own deadline ends the request
+    /// shortly after its expiry instead (what was received is kept and
+    /// acked normally). Found by the fault test: redeliveries came a few
+    /// per pull, and each pull then idled for 5 s.
     async fn pull(
         &self,
         batch: &mut Vec<Message>,
+        count: usize,
         max_bytes: usize,
-        wait: Duration,
+        expires: Option<Duration>,
     ) -> Result<usize, async_nats::Error> {
         let mut bytes = 0;
         let collect = async {
-            let mut messages = self
+            let request = self
                 .consumer
                 .fetch()
-                .max_messages(self.batch_size - batch.len())
-                .max_bytes(max_bytes.max(1))
-                .expires(wait)
-                .messages()
-                .await?;
+                .max_messages(count.max(1))
+                .max_bytes(max_bytes.max(1));
+            let request = match expires {
+                Some(wait) => request.expires(wait.max(MIN_WAIT)),
+                None => request,
+            };
+            let mut messages = request.messages().await?;
             while let Some(message) = messages.next().await {
                 match message {
                     Ok(message) => {
@@ -104,7 +131,7 @@ impl Fetcher {
                         batch.push(message);
                     }
                     // A status (server timeout, batch bytes reached) ends the
-                    // batch early; what was fetched so far is still good.
+                    // request early; what was fetched so far is still good.
                     Err(e) => {
                         tracing::debug!(error = %e, "fetch ended early");
                         break;
@@ -113,7 +140,8 @@ impl Fetcher {
             }
             Ok::<(), async_nats::Error>(())
         };
-        match tokio::time::timeout(wait + FETCH_GRACE, collect).await {
+        let deadline = expires.map_or(Duration::ZERO, |wait| wait.max(MIN_WAIT)) + FETCH_GRACE;
+        match tokio::time::timeout(deadline, collect).await {
             Ok(result) => result?,
             Err(_) => tracing::trace!(received = batch.len(), "pull request expired"),
         }

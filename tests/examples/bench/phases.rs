@@ -93,18 +93,26 @@ pub async fn accept_to_visible(
         if background.is_finished() {
             break;
         }
-        let body = json!({"event_id": format!("probe-{i}"), "type": "like", "post_id": format!("probe-{i}"),
+        // Each measure its own probe posts: a like that repeated an
+        // earlier probe's event id would be a duplicate, visible at once.
+        let post = format!("probe-{}-{i}", if batch { "batch" } else { "single" });
+        let body = json!({"event_id": post, "type": "like", "post_id": post,
                           "user_id": "prober", "occurred_at": now_rfc3339(0, OffsetDateTime::now_utc())});
-        let like = Prepared::json(
-            "/v1/events",
-            writer.clone(),
-            Bytes::from(body.to_string()),
-            1,
-        );
-        let (status, _) = command.send(&like).await;
-        assert_eq!(status, 202, "probe {i} refused");
+        let accepted = command
+            .http
+            .post(format!("{}/v1/events", command.base))
+            .bearer_auth(&*writer)
+            .json(&body)
+            .send()
+            .await
+            .expect("the probe's like");
+        assert_eq!(accepted.status(), 202, "probe {i} refused");
+        let answer: Value = accepted.json().await.expect("the like's answer");
+        assert_eq!(answer["status"], "accepted", "probe {i} not new: {answer}");
+        let seq = answer["seq"].as_u64().expect("the like's sequence");
         let accepted = Instant::now();
-        let path = format!("/v1/posts/probe-{i}/metrics");
+        let path = format!("/v1/posts/{post}/metrics");
+        let mut projected = None;
         loop {
             let response = query
                 .http
@@ -113,9 +121,21 @@ pub async fn accept_to_visible(
                 .send()
                 .await;
             if let Ok(response) = response {
+                let position = response
+                    .headers()
+                    .get("tally-position")
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                if projected.is_none() && position.is_some_and(|p| p >= seq) {
+                    projected = Some(accepted.elapsed());
+                }
                 let body: Value = response.json().await.unwrap_or(Value::Null);
                 if body["likes"] == 1 {
-                    probes.push((accepted, accepted.elapsed()));
+                    let took = accepted.elapsed();
+                    probes.push(Probe {
+                        accepted,
+                        projected: projected.unwrap_or(took),
+                        visible: took,
+                    });
                     break;
                 }
             }
@@ -127,21 +147,35 @@ pub async fn accept_to_visible(
         }
     }
     let (load, load_ended) = background.await.expect("the background load");
+    probes.retain(|probe| probe.accepted < load_ended);
     let visible = Run {
-        latencies: probes
-            .iter()
-            .filter(|(accepted, _)| *accepted < load_ended)
-            .map(|(_, took)| *took)
-            .collect(),
+        latencies: probes.iter().map(|probe| probe.visible).collect(),
         ..Run::default()
     };
+    let projected: Vec<Duration> = probes.iter().map(|probe| probe.projected).collect();
     let kind = if batch { "batches" } else { "single events" };
     Row::latency("end to end", measure, &visible).note(format!(
-        "under {:.0} events/s of {kind}; {} of {} probes sent while it ran",
+        "under {:.0} events/s of {kind}; {} of {} probes sent while it ran; \
+         the query API's position reached the probe after p50 {:.0} ms, p99 {:.0} ms",
         load.events_per_second(),
         visible.latencies.len(),
-        size.probes
+        size.probes,
+        ms(&projected, 50.0),
+        ms(&projected, 99.0),
     ))
+}
+
+/// One accept-to-visible probe: when its like was accepted, and how long
+/// until the query API's position passed it and until its answer showed it.
+struct Probe {
+    accepted: Instant,
+    projected: Duration,
+    visible: Duration,
+}
+
+/// The `p`-th percentile of `samples` in milliseconds (0 without any).
+fn ms(samples: &[Duration], p: f64) -> f64 {
+    tally_tests::bench::percentile(samples, p).map_or(0.0, |d| d.as_secs_f64() * 1e3)
 }
 
 /// The `i`-th path to ask an endpoint.

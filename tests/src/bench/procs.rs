@@ -44,7 +44,13 @@ pub fn environment(config: &Config, name: &str, listen: &str) -> Vec<(String, St
         ("TALLY_RATE_LIMIT__ENABLED", "false".to_owned()),
         ("TALLY_QUERY__RATE_LIMIT__ENABLED", "false".to_owned()),
         ("TALLY_PROJECTOR__POSITION_INTERVAL_MS", "200".to_owned()),
-        ("TALLY_LOG__FILTER", "error".to_owned()),
+        // The services' log filter: errors only, unless TALLY_BENCH_LOG
+        // asks for more (e.g. `error,tally_projector=debug` dates every
+        // batch the projector fetches and writes, in its log).
+        (
+            "TALLY_LOG__FILTER",
+            std::env::var("TALLY_BENCH_LOG").unwrap_or_else(|_| "error".to_owned()),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
