@@ -163,12 +163,12 @@ async fn start(
                     shutdown.clone(),
                 ));
                 if config.projector.rollup_range > 0 {
-                    tokio::spawn(rollup::run(
+                    rollup::spawn(
                         config.clickhouse.clone(),
                         config.projector.rollup_range,
                         Duration::from_millis(config.projector.rollup_interval_ms),
                         shutdown.clone(),
-                    ));
+                    );
                 }
                 return Ok(Some(worker(config, &js, consumer, progress.clone())));
             }

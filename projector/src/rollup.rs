@@ -14,6 +14,32 @@ use tokio_util::sync::CancellationToken;
 /// and is rolled up to its position (short ranges; see `rollups::next`).
 const QUIET_LOOKS: u32 = 3;
 
+/// [`run`] on a thread and runtime of its own: a roll is CPU work in this
+/// process too (reading tens of thousands of summed rows, adding them up by
+/// attribution), which on the worker's runtime would hold up its fetch.
+pub fn spawn(
+    clickhouse: ClickHouseConfig,
+    size: u64,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let rolling = move || match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run(clickhouse, size, interval, shutdown)),
+        Err(e) => {
+            tracing::error!(error = %e, "no runtime for rolling; rollups stay where they are")
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("rollup".to_owned())
+        .spawn(rolling)
+    {
+        tracing::error!(error = %e, "no thread for rolling; rollups stay where they are");
+    }
+}
+
 /// Rolls every range that is due, then looks again every `interval`, until
 /// `shutdown`. Ranges hold `size` events at level 0.
 pub async fn run(

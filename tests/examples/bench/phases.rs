@@ -407,8 +407,16 @@ pub async fn raw_consume_ack(config: &tally_shared::Config, n: u64) -> anyhow::R
     let settings = tally_shared::Config::defaults().projector;
     let wait = Duration::from_millis(settings.fetch_wait_ms);
     let started = Instant::now();
-    let mut consumed = 0u64;
-    while consumed < n {
+    // Done once the stream's sequence `n` is reached. Counting messages
+    // instead never ended once a message came after its pull request was
+    // given up: the next batch's cumulative ack covered it, so it was never
+    // delivered again.
+    let (mut reached, mut last_progress) = (0u64, Instant::now());
+    while reached < n {
+        anyhow::ensure!(
+            last_progress.elapsed() < Duration::from_secs(60),
+            "raw consume: no message for 60 s at stream sequence {reached} of {n}"
+        );
         let mut batch = Vec::with_capacity(settings.batch_size);
         let collect = async {
             let mut messages = consumer
@@ -436,9 +444,12 @@ pub async fn raw_consume_ack(config: &tally_shared::Config, n: u64) -> anyhow::R
         for message in acked {
             message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
         }
-        consumed += batch.len() as u64;
+        if let Some(info) = batch.last().and_then(|m| m.info().ok()) {
+            reached = reached.max(info.stream_sequence);
+            last_progress = Instant::now();
+        }
     }
-    let rate = consumed as f64 / started.elapsed().as_secs_f64();
+    let rate = reached as f64 / started.elapsed().as_secs_f64();
     stream.delete_consumer("bench-raw").await?;
     Ok(Row::rate(
         "raw limits",
@@ -449,7 +460,7 @@ pub async fn raw_consume_ack(config: &tally_shared::Config, n: u64) -> anyhow::R
         },
         rate,
         "events",
-        consumed,
+        reached,
     ))
 }
 

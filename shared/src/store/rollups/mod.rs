@@ -209,9 +209,12 @@ pub struct Roller {
 }
 
 impl Roller {
+    /// Rolling is background work: each of its statements runs on one
+    /// ClickHouse thread (the default is one per core), so that a roll
+    /// never takes every core from ingest and projection.
     pub fn connect(config: &ClickHouseConfig) -> Roller {
         Roller {
-            client: super::client(config),
+            client: super::client(config).with_setting("max_threads", "1"),
             config: config.clone(),
         }
     }
