@@ -408,9 +408,9 @@ pub async fn raw_consume_ack(config: &tally_shared::Config, n: u64) -> anyhow::R
     let wait = Duration::from_millis(settings.fetch_wait_ms);
     let started = Instant::now();
     // Done once the stream's sequence `n` is reached. Counting messages
-    // instead never ended once a message came after its pull request was
-    // given up: the next batch's cumulative ack covered it, so it was never
-    // delivered again.
+    // instead hung one run here; the likely cause (not confirmed): a
+    // message that came after its pull request was given up is covered by
+    // the next batch's cumulative ack and never delivered again.
     let (mut reached, mut last_progress) = (0u64, Instant::now());
     while reached < n {
         anyhow::ensure!(
