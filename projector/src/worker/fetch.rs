@@ -34,10 +34,14 @@ pub(super) struct Fetcher {
 impl Fetcher {
     /// One batch: at most `batch_size` messages and about `batch_bytes`
     /// bytes. It waits at most `fetch_wait` for a first event, then takes
-    /// every event the stream holds beyond it, and while the batch is not
-    /// full it lingers `linger` for more, so that under a slow trickle
-    /// ClickHouse gets a few larger inserts rather than dozens of small
-    /// ones a second (each insert is a part to merge).
+    /// every event the stream held for the worker at that moment, and
+    /// while the batch is not full it takes what arrives until `linger`
+    /// after its first event, so that under a slow trickle ClickHouse gets
+    /// a few larger inserts rather than dozens of small ones a second (each
+    /// insert is a part to merge). A batch never waits longer than that for
+    /// events that came after it began: following a steady stream until
+    /// the batch was full delayed every event in it by as long as filling
+    /// took (a second and more under the benchmark's batch load).
     ///
     /// Every pull request asks for a number of messages that it will get
     /// (one, or as many as the last message said were still pending), so
@@ -57,25 +61,20 @@ impl Fetcher {
         if batch.is_empty() {
             return Ok(batch);
         }
+        let held = 1 + pending_after(&batch);
         let until = tokio::time::Instant::now() + self.linger;
-        while batch.len() < self.batch_size && bytes < self.batch_bytes {
-            let pending = batch
-                .last()
-                .and_then(|message| message.info().ok())
-                .map_or(0, |info| info.pending);
-            let room = self.batch_size - batch.len();
-            let (count, expires) = if pending > 0 {
-                // In the stream already: they come at once (unless
-                // another worker on the consumer takes them first).
-                let count = usize::try_from(pending).unwrap_or(usize::MAX).min(room);
-                (count, Some(self.fetch_wait))
-            } else {
-                let left = until.saturating_duration_since(tokio::time::Instant::now());
-                if left.is_zero() {
-                    break;
+        while bytes < self.batch_bytes {
+            let pending = pending_after(&batch);
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            let (count, expires) = match next(batch.len(), held, pending, self.batch_size, left) {
+                Next::Done => break,
+                // In the stream already: they come at once (unless another
+                // worker on the consumer takes them first).
+                Next::Take(count) => (count, Some(self.fetch_wait)),
+                Next::Poll(wait) => {
+                    tokio::time::sleep(wait).await;
+                    (1, None)
                 }
-                tokio::time::sleep(left.min(POLL)).await;
-                (1, None)
             };
             // A failure keeps what was received; a status (the next
             // message would pass the byte budget, say) ends the batch.
@@ -93,7 +92,7 @@ impl Fetcher {
             }
         }
         let fetch_ms = started.elapsed().as_millis() as u64;
-        tracing::debug!(events = batch.len(), fetch_ms, "fetched batch");
+        tracing::debug!(events = batch.len(), held, fetch_ms, "fetched batch");
         Ok(batch)
     }
 
@@ -190,5 +189,88 @@ impl Fetcher {
             highest: highest.map(|(_, index)| index),
             continuous,
         }
+    }
+}
+
+/// Messages the consumer held beyond the batch's last one when it was
+/// delivered (0 without JetStream metadata).
+fn pending_after(batch: &[Message]) -> u64 {
+    batch
+        .last()
+        .and_then(|message| message.info().ok())
+        .map_or(0, |info| info.pending)
+}
+
+/// A batch's next step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// The batch is complete.
+    Done,
+    /// Pull this many messages, pending already.
+    Take(usize),
+    /// Nothing pending: wait this long, then ask for one.
+    Poll(Duration),
+}
+
+/// What a batch of `taken` messages does next, at most `size`; `held`:
+/// the messages the stream held for the worker when the batch began (its
+/// first and those pending after it), `pending`: those pending after its
+/// last, `left`: what is left of the linger. The held ones are taken
+/// whatever the time; later ones only within the linger.
+fn next(taken: usize, held: u64, pending: u64, size: usize, left: Duration) -> Next {
+    let room = size.saturating_sub(taken);
+    if room == 0 {
+        return Next::Done;
+    }
+    let take = Next::Take(usize::try_from(pending).unwrap_or(usize::MAX).min(room));
+    match (pending > 0, left.is_zero()) {
+        (true, _) if (taken as u64) < held => take,
+        (_, true) => Next::Done,
+        (true, false) => take,
+        (false, false) => Next::Poll(left.min(POLL)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEFT: Duration = Duration::from_millis(60);
+
+    #[test]
+    fn what_the_stream_held_is_taken_whatever_the_time() {
+        // A backlog: 1 + 50,000 held, 20,000 at most per batch.
+        assert_eq!(next(1, 50_001, 50_000, 20_000, LEFT), Next::Take(19_999));
+        assert_eq!(
+            next(1, 50_001, 50_000, 20_000, Duration::ZERO),
+            Next::Take(19_999)
+        );
+        assert_eq!(
+            next(12_000, 50_001, 38_000, 20_000, Duration::ZERO),
+            Next::Take(8_000)
+        );
+        assert_eq!(next(20_000, 50_001, 30_000, 20_000, LEFT), Next::Done);
+    }
+
+    #[test]
+    fn what_arrives_later_is_taken_only_within_the_linger() {
+        // 300 held; more keep arriving.
+        assert_eq!(next(300, 300, 120, 20_000, LEFT), Next::Take(120));
+        assert_eq!(next(300, 300, 120, 20_000, Duration::ZERO), Next::Done);
+        assert_eq!(next(5_000, 300, 900, 20_000, Duration::ZERO), Next::Done);
+        // Fewer pending than held were taken by another worker: the same.
+        assert_eq!(next(10, 300, 0, 20_000, Duration::ZERO), Next::Done);
+    }
+
+    #[test]
+    fn with_nothing_pending_it_polls_until_the_linger_ends() {
+        assert_eq!(next(1, 1, 0, 20_000, LEFT), Next::Poll(POLL));
+        assert_eq!(
+            next(1, 1, 0, 20_000, Duration::from_millis(2)),
+            Next::Poll(Duration::from_millis(2))
+        );
+        assert_eq!(next(1, 1, 0, 20_000, Duration::ZERO), Next::Done);
+        // No linger at all: the held ones only.
+        assert_eq!(next(1, 5, 4, 20_000, Duration::ZERO), Next::Take(4));
     }
 }

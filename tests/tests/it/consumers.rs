@@ -317,3 +317,41 @@ async fn a_batch_that_is_not_full_lingers_for_more_events() {
         }
     }
 }
+
+/// A batch ends `projector.linger_ms` after its first event even while
+/// events keep coming: it takes what the stream held when it began, then
+/// what arrives within the linger. A steady stream makes a batch every
+/// linger or so, not one batch that follows the stream until it is full
+/// (which delayed every event in it by as long as the batch took to fill),
+/// and every event is counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_ends_at_its_linger_while_events_keep_coming() {
+    let stack = Stack::start_with("linger_stream", |c| {
+        c.projector.linger_ms = 100;
+        c.projector.batch_size = 1_000_000;
+        c.projector.batch_bytes = 1 << 30;
+        c.projector.rollup_range = 0;
+    })
+    .await;
+    let events = tally_tests::bench::dataset("t1", 1, 60_000);
+    let before = inserts_into_engagements(&stack).await;
+    tally_tests::bench::publish(&stack.nats.url(), &events).await;
+    let reader = stack.token("t1", &[Scope::ReportsRead]);
+    eventually(
+        "post-0 to show its 60,000 events",
+        Duration::from_secs(60),
+        || async {
+            let (status, body) = stack.post_metrics(&reader, "post-0").await;
+            match body["events"].as_u64() {
+                Some(60_000) if status == 200 => Ok(()),
+                _ => Err(format!("status {status}, body {body}")),
+            }
+        },
+    )
+    .await;
+    let batches = inserts_into_engagements(&stack).await - before;
+    assert!(
+        batches >= 3,
+        "{batches} batch(es) for a stream of 60,000 events"
+    );
+}
