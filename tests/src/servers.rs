@@ -49,8 +49,9 @@ fn require_binary(name: &str, env_var: &str) -> PathBuf {
 
 type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
 
-/// Spawns `command` from the harness's long-lived spawner thread.
-fn spawn(command: Command) -> io::Result<Child> {
+/// Spawns `command` from the harness's long-lived spawner thread; the
+/// child is killed when this process dies.
+pub(crate) fn spawn(command: Command) -> io::Result<Child> {
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<SpawnRequest>();

@@ -139,7 +139,7 @@ pub struct ProjectorConfig {
     pub batch_size: usize,
     pub batch_bytes: usize,
     pub fetch_wait_ms: u64,
-    /// How long a batch that is not full waits for more events.
+    /// How long after its first event a batch that is not full takes more.
     pub linger_ms: u64,
     pub max_attempts: i64,
     pub retry_delay_ms: u64,

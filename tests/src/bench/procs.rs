@@ -119,18 +119,18 @@ impl ServiceProcess {
                 command.env_remove(key);
             }
         }
-        let child = command
+        command
             .envs(environment(config, name, &listen))
             .envs(extra.iter().cloned())
             .stdout(Stdio::from(log.try_clone().expect("the log file")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "starting {}: {e} (build it first: cargo build --release --bins)",
-                    binaries.join(name).display()
-                )
-            });
+            .stderr(Stdio::from(log));
+        // Killed with the benchmark, as its servers are (PDEATHSIG).
+        let child = crate::servers::spawn(command).unwrap_or_else(|e| {
+            panic!(
+                "starting {}: {e} (build it first: cargo build --release --bins)",
+                binaries.join(name).display()
+            )
+        });
         let mut service = ServiceProcess {
             name,
             url: format!("http://{listen}"),
