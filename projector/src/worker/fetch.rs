@@ -34,18 +34,20 @@ pub(super) struct Fetcher {
 impl Fetcher {
     /// One batch: at most `batch_size` messages and about `batch_bytes`
     /// bytes. It waits at most `fetch_wait` for a first event, then takes
-    /// every event the stream held for the worker at that moment, and
-    /// while the batch is not full it takes what arrives until `linger`
-    /// after its first event, so that under a slow trickle ClickHouse gets
-    /// a few larger inserts rather than dozens of small ones a second (each
-    /// insert is a part to merge). A batch never waits longer than that for
-    /// events that came after it began: following a steady stream until
+    /// the events the consumer held at that moment (those that reach
+    /// another worker on a shared consumer count as taken), and while the
+    /// batch is not full it takes what arrives until `linger` after its
+    /// first event, so that under a slow trickle ClickHouse gets a few
+    /// larger inserts rather than dozens of small ones a second (each
+    /// insert is a part to merge). After the linger it takes no event
+    /// that arrived after the batch began: following a steady stream until
     /// the batch was full delayed every event in it by as long as filling
     /// took (a second and more under the benchmark's batch load).
     ///
-    /// Every pull request asks for a number of messages that it will get
-    /// (one, or as many as the last message said were still pending), so
-    /// it ends when the last of them arrives. nats-server 2.9 does not
+    /// Every pull request asks for a number of messages that is there to
+    /// get (one, or at most as many as the last message said were still
+    /// pending; unless another worker takes some first), so it ends when
+    /// the last of them arrives. nats-server 2.9 does not
     /// reliably end a request that asked for more than there was: under
     /// load its end-of-request status came up to 200 ms after the request
     /// expired, or never, and the worker then waited out its own deadline
@@ -61,12 +63,16 @@ impl Fetcher {
         if batch.is_empty() {
             return Ok(batch);
         }
-        let held = 1 + pending_after(&batch);
+        // The consumer's deliveries up to this one took what it held.
+        let (first, held) = delivery(&batch);
+        let held_until = first + held;
         let until = tokio::time::Instant::now() + self.linger;
         while bytes < self.batch_bytes {
-            let pending = pending_after(&batch);
+            let (last, pending) = delivery(&batch);
+            let held_left = held_until.saturating_sub(last);
             let left = until.saturating_duration_since(tokio::time::Instant::now());
-            let (count, expires) = match next(batch.len(), held, pending, self.batch_size, left) {
+            let step = next(batch.len(), held_left, pending, self.batch_size, left);
+            let (count, expires) = match step {
                 Next::Done => break,
                 // In the stream already: they come at once (unless another
                 // worker on the consumer takes them first).
@@ -192,13 +198,15 @@ impl Fetcher {
     }
 }
 
-/// Messages the consumer held beyond the batch's last one when it was
-/// delivered (0 without JetStream metadata).
-fn pending_after(batch: &[Message]) -> u64 {
+/// The consumer sequence of the batch's last message (counting the
+/// deliveries to every worker on the consumer) and the messages the
+/// consumer held beyond it when it was delivered; zeros without JetStream
+/// metadata.
+fn delivery(batch: &[Message]) -> (u64, u64) {
     batch
         .last()
         .and_then(|message| message.info().ok())
-        .map_or(0, |info| info.pending)
+        .map_or((0, 0), |info| (info.consumer_sequence, info.pending))
 }
 
 /// A batch's next step.
@@ -212,22 +220,28 @@ enum Next {
     Poll(Duration),
 }
 
-/// What a batch of `taken` messages does next, at most `size`; `held`:
-/// the messages the stream held for the worker when the batch began (its
-/// first and those pending after it), `pending`: those pending after its
-/// last, `left`: what is left of the linger. The held ones are taken
-/// whatever the time; later ones only within the linger.
-fn next(taken: usize, held: u64, pending: u64, size: usize, left: Duration) -> Next {
+/// What a batch of `taken` messages, at most `size`, does next.
+/// `held_left`: of the messages the consumer held when the batch began,
+/// those not delivered yet (to this worker or another); `pending`: the
+/// messages pending after the batch's last; `left`: what is left of the
+/// linger. Within the linger it takes whatever is pending; after it, only
+/// the held ones.
+fn next(taken: usize, held_left: u64, pending: u64, size: usize, left: Duration) -> Next {
     let room = size.saturating_sub(taken);
+    let take = |n: u64| Next::Take(usize::try_from(n).unwrap_or(usize::MAX).min(room));
     if room == 0 {
-        return Next::Done;
-    }
-    let take = Next::Take(usize::try_from(pending).unwrap_or(usize::MAX).min(room));
-    match (pending > 0, left.is_zero()) {
-        (true, _) if (taken as u64) < held => take,
-        (_, true) => Next::Done,
-        (true, false) => take,
-        (false, false) => Next::Poll(left.min(POLL)),
+        Next::Done
+    } else if pending == 0 {
+        match left.is_zero() {
+            true => Next::Done,
+            false => Next::Poll(left.min(POLL)),
+        }
+    } else if !left.is_zero() {
+        take(pending)
+    } else if held_left > 0 {
+        take(pending.min(held_left))
+    } else {
+        Next::Done
     }
 }
 
@@ -238,39 +252,38 @@ mod tests {
     const LEFT: Duration = Duration::from_millis(60);
 
     #[test]
-    fn what_the_stream_held_is_taken_whatever_the_time() {
-        // A backlog: 1 + 50,000 held, 20,000 at most per batch.
-        assert_eq!(next(1, 50_001, 50_000, 20_000, LEFT), Next::Take(19_999));
+    fn what_the_consumer_held_is_taken_whatever_the_time() {
+        // A backlog of 1 + 50,000, 20,000 at most per batch.
+        assert_eq!(next(1, 50_000, 50_000, 20_000, LEFT), Next::Take(19_999));
+        let late = Duration::ZERO;
+        assert_eq!(next(1, 50_000, 50_000, 20_000, late), Next::Take(19_999));
         assert_eq!(
-            next(1, 50_001, 50_000, 20_000, Duration::ZERO),
-            Next::Take(19_999)
-        );
-        assert_eq!(
-            next(12_000, 50_001, 38_000, 20_000, Duration::ZERO),
+            next(12_000, 38_000, 38_000, 20_000, late),
             Next::Take(8_000)
         );
-        assert_eq!(next(20_000, 50_001, 30_000, 20_000, LEFT), Next::Done);
+        assert_eq!(next(20_000, 30_000, 30_000, 20_000, LEFT), Next::Done);
     }
 
     #[test]
     fn what_arrives_later_is_taken_only_within_the_linger() {
-        // 300 held; more keep arriving.
-        assert_eq!(next(300, 300, 120, 20_000, LEFT), Next::Take(120));
-        assert_eq!(next(300, 300, 120, 20_000, Duration::ZERO), Next::Done);
-        assert_eq!(next(5_000, 300, 900, 20_000, Duration::ZERO), Next::Done);
-        // Fewer pending than held were taken by another worker: the same.
-        assert_eq!(next(10, 300, 0, 20_000, Duration::ZERO), Next::Done);
+        // The 300 held are taken; more keep arriving.
+        assert_eq!(next(300, 0, 120, 20_000, LEFT), Next::Take(120));
+        assert_eq!(next(300, 0, 120, 20_000, Duration::ZERO), Next::Done);
+        // After the linger, of 900 pending only the 290 still held.
+        assert_eq!(next(10, 290, 900, 20_000, Duration::ZERO), Next::Take(290));
+        // Another worker on the consumer took the held ones: done.
+        assert_eq!(next(10, 0, 900, 20_000, Duration::ZERO), Next::Done);
+        assert_eq!(next(10, 0, 0, 20_000, Duration::ZERO), Next::Done);
     }
 
     #[test]
     fn with_nothing_pending_it_polls_until_the_linger_ends() {
-        assert_eq!(next(1, 1, 0, 20_000, LEFT), Next::Poll(POLL));
-        assert_eq!(
-            next(1, 1, 0, 20_000, Duration::from_millis(2)),
-            Next::Poll(Duration::from_millis(2))
-        );
-        assert_eq!(next(1, 1, 0, 20_000, Duration::ZERO), Next::Done);
+        assert_eq!(next(1, 0, 0, 20_000, LEFT), Next::Poll(POLL));
+        let two = Duration::from_millis(2);
+        assert_eq!(next(1, 0, 0, 20_000, two), Next::Poll(two));
+        assert_eq!(next(1, 0, 0, 20_000, Duration::ZERO), Next::Done);
         // No linger at all: the held ones only.
-        assert_eq!(next(1, 5, 4, 20_000, Duration::ZERO), Next::Take(4));
+        assert_eq!(next(1, 4, 4, 20_000, Duration::ZERO), Next::Take(4));
+        assert_eq!(next(1, 4, 9, 20_000, Duration::ZERO), Next::Take(4));
     }
 }

@@ -327,7 +327,7 @@ async fn a_batch_that_is_not_full_lingers_for_more_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_ends_at_its_linger_while_events_keep_coming() {
     let stack = Stack::start_with("linger_stream", |c| {
-        c.projector.linger_ms = 100;
+        c.projector.linger_ms = 20;
         c.projector.batch_size = 1_000_000;
         c.projector.batch_bytes = 1 << 30;
         c.projector.rollup_range = 0;
