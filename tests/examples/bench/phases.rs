@@ -110,7 +110,7 @@ pub async fn accept_to_visible(
         let answer: Value = accepted.json().await.expect("the like's answer");
         assert_eq!(answer["status"], "accepted", "probe {i} not new: {answer}");
         let seq = answer["seq"].as_u64().expect("the like's sequence");
-        let accepted = Instant::now();
+        let (accepted, wall) = (Instant::now(), std::time::SystemTime::now());
         let path = format!("/v1/posts/{post}/metrics");
         let mut projected = None;
         loop {
@@ -133,6 +133,8 @@ pub async fn accept_to_visible(
                     let took = accepted.elapsed();
                     probes.push(Probe {
                         accepted,
+                        wall,
+                        seq,
                         projected: projected.unwrap_or(took),
                         visible: took,
                     });
@@ -154,9 +156,19 @@ pub async fn accept_to_visible(
     };
     let projected: Vec<Duration> = probes.iter().map(|probe| probe.projected).collect();
     let kind = if batch { "batches" } else { "single events" };
+    let slowest = probes
+        .iter()
+        .max_by_key(|probe| probe.visible)
+        .map_or(String::new(), |probe| {
+            format!(
+                "; the slowest, sequence {}, accepted at {} UTC",
+                probe.seq,
+                tally_tests::bench::report::clock(probe.wall)
+            )
+        });
     Row::latency("end to end", measure, &visible).note(format!(
         "under {:.0} events/s of {kind}; {} of {} probes sent while it ran; \
-         the query API's position reached the probe after p50 {:.0} ms, p99 {:.0} ms",
+         the query API's position reached the probe after p50 {:.0} ms, p99 {:.0} ms{slowest}",
         load.events_per_second(),
         visible.latencies.len(),
         size.probes,
@@ -169,6 +181,10 @@ pub async fn accept_to_visible(
 /// until the query API's position passed it and until its answer showed it.
 struct Probe {
     accepted: Instant,
+    /// When it was accepted, by the wall clock (for the servers' logs).
+    wall: std::time::SystemTime,
+    /// Its like's stream sequence.
+    seq: u64,
     projected: Duration,
     visible: Duration,
 }

@@ -69,17 +69,11 @@ impl Row {
     pub fn open_run(section: &str, measure: &str, run: &Run, unit: &str) -> Row {
         let row = Row::run(section, measure, run, unit);
         match run.slowest {
-            Some((latency, due)) => {
-                let at = time::OffsetDateTime::from(due)
-                    .format(time::macros::format_description!(
-                        "[hour]:[minute]:[second].[subsecond digits:3]"
-                    ))
-                    .unwrap_or_default();
-                row.note(format!(
-                    "slowest {:.1} ms, due at {at} UTC",
-                    latency.as_secs_f64() * 1000.0
-                ))
-            }
+            Some((latency, due)) => row.note(format!(
+                "slowest {:.1} ms, due at {} UTC",
+                latency.as_secs_f64() * 1000.0,
+                clock(due)
+            )),
             None => row,
         }
     }
@@ -349,6 +343,16 @@ impl Report {
         root.present()?;
         Ok(())
     }
+}
+
+/// `at` as a UTC time of day to the millisecond (`01:02:03.250`): what to
+/// look for in the servers' logs.
+pub fn clock(at: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from(at)
+        .format(time::macros::format_description!(
+            "[hour]:[minute]:[second].[subsecond digits:3]"
+        ))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
