@@ -55,28 +55,37 @@ async fn paced(url: String, events: Vec<tally_shared::event::StoredEvent>, rate:
     }
 }
 
+/// One pull request of the projector's size (20,000 messages, 16 MiB,
+/// 250 ms), waited for 50 ms past its expiry; what it took and how long.
+async fn fetch(
+    consumer: &jetstream::consumer::PullConsumer,
+) -> (Vec<jetstream::Message>, Duration) {
+    let started = Instant::now();
+    let mut batch = Vec::new();
+    let mut messages = consumer
+        .fetch()
+        .max_messages(20_000)
+        .max_bytes(16 << 20)
+        .expires(Duration::from_millis(250))
+        .messages()
+        .await
+        .unwrap();
+    let collect = async {
+        while let Some(Ok(m)) = messages.next().await {
+            batch.push(m);
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(300), collect).await;
+    (batch, started.elapsed())
+}
+
 async fn consume(consumer: &jetstream::consumer::PullConsumer, until: u64, label: &str) {
     let started = Instant::now();
     let (mut reached, mut fetch_time, mut batches) = (0u64, Duration::ZERO, 0);
     let mut taken = 0u64;
     while reached < until {
-        let t = Instant::now();
-        let mut batch = Vec::new();
-        let mut messages = consumer
-            .fetch()
-            .max_messages(20_000)
-            .max_bytes(16 << 20)
-            .expires(Duration::from_millis(250))
-            .messages()
-            .await
-            .unwrap();
-        let collect = async {
-            while let Some(Ok(m)) = messages.next().await {
-                batch.push(m);
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_millis(300), collect).await;
-        fetch_time += t.elapsed();
+        let (batch, took) = fetch(consumer).await;
+        fetch_time += took;
         batches += 1;
         taken += batch.len() as u64;
         if let Some(last) = batch.last() {
@@ -139,23 +148,7 @@ async fn main() {
     let load = tokio::spawn(paced(url.clone(), later.to_vec(), rate));
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(8) {
-        let t = Instant::now();
-        let mut batch = Vec::new();
-        let mut messages = tail
-            .fetch()
-            .max_messages(20_000)
-            .max_bytes(16 << 20)
-            .expires(Duration::from_millis(250))
-            .messages()
-            .await
-            .unwrap();
-        let collect = async {
-            while let Some(Ok(m)) = messages.next().await {
-                batch.push(m);
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_millis(300), collect).await;
-        let took = t.elapsed();
+        let (batch, took) = fetch(&tail).await;
         let pending = batch.last().map_or(0, |m| m.info().unwrap().pending);
         println!(
             "tail: {} messages in {:.0} ms ({:.0}/s), {pending} pending after",
