@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use tally_tests::bench::{dataset, publish_under};
+use tally_tests::bench::{dataset, publish_on, publish_under};
 use tally_tests::NatsServer;
 
 fn arg(n: usize, default: u64) -> u64 {
@@ -28,30 +28,16 @@ fn arg(n: usize, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Publishes `events` at `rate` per second (paced in slices of 10 ms), on
-/// one connection, up to 4,096 acks outstanding.
+/// Publishes `events` at `rate` per second, on one connection, in slices
+/// of 10 ms (each slice's acks awaited before the next is due).
 async fn paced(url: String, events: Vec<tally_shared::event::StoredEvent>, rate: f64) {
-    use std::future::IntoFuture as _;
     let js = jetstream::new(async_nats::connect(&url).await.unwrap());
-    let mut pending = futures::stream::FuturesUnordered::new();
     let started = Instant::now();
     let chunk = (rate / 100.0).max(1.0) as usize;
     for (i, slice) in events.chunks(chunk).enumerate() {
         let due = Duration::from_secs_f64(i as f64 * chunk as f64 / rate);
         tokio::time::sleep_until((started + due).into()).await;
-        for event in slice {
-            while pending.len() >= 4096 {
-                pending.next().await;
-            }
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", event.msg_id().as_str());
-            let ack = js
-                .publish_with_headers(event.subject(), headers, event.encode().into())
-                .await
-                .unwrap();
-            pending.push(ack.into_future());
-        }
-        while let Some(Some(_)) = futures::FutureExt::now_or_never(pending.next()) {}
+        publish_on(&js, slice, "").await;
     }
 }
 

@@ -63,7 +63,8 @@ impl Fetcher {
         if batch.is_empty() {
             return Ok(batch);
         }
-        // The consumer's deliveries up to this one took what it held.
+        // What the consumer held now is its next `held` deliveries (to this
+        // worker or another): up to consumer sequence `held_until`.
         let (first, held) = delivery(&batch);
         let held_until = first + held;
         let until = tokio::time::Instant::now() + self.linger;

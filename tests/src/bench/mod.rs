@@ -154,14 +154,19 @@ pub async fn publish(nats: &str, events: &[StoredEvent]) -> u64 {
 /// messages into a scratch stream). A sliding window: a new publish goes
 /// out as soon as one of the 4,096 outstanding acks arrives.
 pub async fn publish_under(nats: &str, events: &[StoredEvent], prefix: &str) -> u64 {
-    use futures::StreamExt as _;
-    use std::future::IntoFuture as _;
-    const WINDOW: usize = 4096;
     let client = async_nats::connect(nats).await.unwrap();
     let mut js = jetstream::new(client);
     // A busy machine (a build beside the benchmark) can stall acks for
     // seconds; a benchmark's load should wait, not fail.
     js.set_timeout(Duration::from_secs(60));
+    publish_on(&js, events, prefix).await
+}
+
+/// [`publish_under`] on a connection the caller holds.
+pub async fn publish_on(js: &jetstream::Context, events: &[StoredEvent], prefix: &str) -> u64 {
+    use futures::StreamExt as _;
+    use std::future::IntoFuture as _;
+    const WINDOW: usize = 4096;
     type Ack = futures::future::BoxFuture<
         'static,
         Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,

@@ -319,7 +319,7 @@ async fn a_batch_that_is_not_full_lingers_for_more_events() {
 }
 
 /// A batch ends `projector.linger_ms` after its first event even while
-/// events keep coming: it takes what the stream held when it began, then
+/// events keep coming: it takes what the consumer held when it began, then
 /// what arrives within the linger. A steady stream makes a batch every
 /// linger or so, not one batch that follows the stream until it is full
 /// (which delayed every event in it by as long as the batch took to fill),
