@@ -48,6 +48,7 @@ use tally_replay::{rebuild, tables, Env, BATCH};
 use tally_shared::event::{validate, Limits, Source, StoredEvent};
 use tally_shared::store::models::Models;
 use tally_shared::store::rollups::{self, Roller};
+use tally_tests::bench::disk;
 use tally_tests::bench::load::{saturation, Driver, Prepared, Run};
 use tally_tests::bench::procs::{binaries, CpuMeter, ServiceProcess};
 use tally_tests::bench::report::{Aim, Memory, Report, Row};
@@ -148,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(out.join("logs"))?;
     let run_started = Instant::now();
 
+    let disk = Disk::probe();
     let nats = NatsServer::start();
     let mut config = config_for("bench", &nats);
     config.clickhouse.timeout_ms = 120_000;
@@ -423,7 +425,11 @@ async fn main() -> anyhow::Result<()> {
     let mut report = Report {
         size: size.name.to_owned(),
         started_at: started_at.format(&time::format_description::well_known::Rfc3339)?,
-        machine: machine(&config.clickhouse.url).await,
+        machine: format!(
+            "{}; {}",
+            machine(&config.clickhouse.url).await,
+            disk.finish()
+        ),
         dataset: format!("{stored} events stored in the run ({} tenants, {} posts each, Zipf 1.1, 5% duplicates, 2% late)", tenants, size.posts),
         rows,
         memory,

@@ -245,3 +245,46 @@ async fn clickhouse_version(url: &str) -> String {
         Err(_) => "?".to_owned(),
     }
 }
+
+/// Files created for each measure of [`disk::create_cost`].
+const PROBE_FILES: usize = 1_000;
+
+/// Above this, a file create is the slow kind ([`disk`]'s notes).
+const SLOW_CREATE: Duration = Duration::from_micros(100);
+
+/// The servers' data directory and what a file create cost there at the
+/// start of the run; [`Disk::finish`] measures it again at the end.
+pub struct Disk {
+    dir: PathBuf,
+    fs: String,
+    at_start: Option<Duration>,
+}
+
+impl Disk {
+    pub fn probe() -> Disk {
+        let (dir, fs) = disk::data_dir();
+        let at_start = disk::create_cost(&dir, PROBE_FILES).ok();
+        if let Some(cost) = at_start.filter(|c| *c > SLOW_CREATE) {
+            eprintln!(
+                "  (creating a file in {} ({fs}) takes {} µs: ClickHouse, which creates thousands a second, will spend its CPU in the kernel; TMPDIR=<a directory elsewhere> ./dev bench … moves the servers' data)",
+                dir.display(),
+                cost.as_micros()
+            );
+        }
+        Disk { dir, fs, at_start }
+    }
+
+    /// For the report: where the data was, and the cost of a file create
+    /// there at the start and at the end of the run.
+    pub fn finish(&self) -> String {
+        let at_end = disk::create_cost(&self.dir, PROBE_FILES).ok();
+        let micros = |c: Option<Duration>| c.map_or("?".to_owned(), |c| c.as_micros().to_string());
+        format!(
+            "servers' data in {} ({}): a file create {} µs at the start, {} µs at the end",
+            self.dir.display(),
+            self.fs,
+            micros(self.at_start),
+            micros(at_end)
+        )
+    }
+}

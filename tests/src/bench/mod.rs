@@ -2,6 +2,7 @@
 //! dataset published straight to JetStream, load drivers, the services as
 //! processes, and the report.
 
+pub mod disk;
 pub mod load;
 pub mod procs;
 pub mod report;

@@ -1,0 +1,142 @@
+//! Where the servers keep their data, and what creating a file there costs.
+//!
+//! ClickHouse writes every part as a directory of files (two per column), so
+//! it creates thousands of files a second under load. On ext4 without a
+//! journal the kernel will not reuse an inode freed in the last minute (five
+//! while its block is dirty), and it checks every free inode of the group
+//! for that on each create: in a directory whose group has seen many
+//! deletions (ClickHouse's own merged parts, earlier runs' data), one create
+//! costs hundreds of microseconds of kernel CPU instead of tens. The report
+//! names the filesystem and that cost, measured in the run, so that runs on
+//! different disks are not compared blind.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The filesystem a path is on, from a `/proc/mounts` listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub device: String,
+    pub point: String,
+    pub fstype: String,
+}
+
+/// The mount that holds `path` (absolute): the longest mount point that is
+/// a whole-component prefix of it. The last such line wins, as a later
+/// mount over the same point hides an earlier one.
+pub fn mount_of(mounts: &str, path: &Path) -> Option<Mount> {
+    let mut best: Option<Mount> = None;
+    for line in mounts.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(device), Some(point), Some(fstype)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        // /proc/mounts escapes spaces and the like as octal.
+        let point = point.replace("\\040", " ");
+        if !path.starts_with(&point) {
+            continue;
+        }
+        if best.as_ref().is_none_or(|b| point.len() >= b.point.len()) {
+            best = Some(Mount {
+                device: device.to_owned(),
+                point,
+                fstype: fstype.to_owned(),
+            });
+        }
+    }
+    best
+}
+
+/// `ext4` or `ext4, no journal`: an ext4 filesystem has a journal when the
+/// kernel lists it under `/proc/fs/jbd2` (as `<device>-8`).
+fn describe(mount: &Mount, journals: &[String]) -> String {
+    if mount.fstype != "ext4" {
+        return mount.fstype.clone();
+    }
+    let device = mount.device.rsplit('/').next().unwrap_or("");
+    if journals
+        .iter()
+        .any(|j| j.starts_with(&format!("{device}-")))
+    {
+        "ext4".to_owned()
+    } else {
+        "ext4, no journal".to_owned()
+    }
+}
+
+/// The directory the servers' data goes to (the test harness makes its
+/// temporary directories there: `TMPDIR`, else `/tmp`), and its filesystem.
+pub fn data_dir() -> (PathBuf, String) {
+    let dir = std::env::temp_dir();
+    let dir = dir.canonicalize().unwrap_or(dir);
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let journals: Vec<String> = std::fs::read_dir("/proc/fs/jbd2")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let fs = mount_of(&mounts, &dir).map_or("?".to_owned(), |m| describe(&m, &journals));
+    (dir, fs)
+}
+
+/// The mean time to create (and close) one empty file in a new directory
+/// under `parent`, over `files` of them; the directory is removed after.
+pub fn create_cost(parent: &Path, files: usize) -> std::io::Result<Duration> {
+    let dir = tempfile::Builder::new()
+        .prefix("tally-create-probe-")
+        .tempdir_in(parent)?;
+    let started = Instant::now();
+    for i in 0..files {
+        std::fs::File::create(dir.path().join(i.to_string()))?;
+    }
+    Ok(started.elapsed() / files.max(1) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTS: &str = "\
+/dev/vda / ext4 rw,relatime 0 0
+tmpfs /dev/shm tmpfs rw,relatime 0 0
+/dev/vdb /data xfs rw 0 0
+/dev/vdc /data/click\\040house ext4 rw 0 0
+tmpfs /dev/shm tmpfs rw,size=1k 0 0
+";
+
+    fn mount(path: &str) -> Mount {
+        mount_of(MOUNTS, Path::new(path)).unwrap()
+    }
+
+    #[test]
+    fn the_longest_mount_point_holding_the_path_wins() {
+        assert_eq!(mount("/tmp/x").point, "/");
+        assert_eq!(mount("/dev/shm/bench").fstype, "tmpfs");
+        assert_eq!(mount("/data/a").fstype, "xfs");
+        assert_eq!(mount("/data/click house/b").device, "/dev/vdc");
+        // A mount point is a prefix by whole components only.
+        assert_eq!(mount("/database").point, "/");
+        assert_eq!(mount_of("", Path::new("/tmp")), None);
+    }
+
+    #[test]
+    fn ext4_has_a_journal_only_where_the_kernel_lists_one() {
+        let root = mount("/tmp");
+        assert_eq!(describe(&root, &[]), "ext4, no journal");
+        assert_eq!(describe(&root, &["vdb-8".into()]), "ext4, no journal");
+        assert_eq!(describe(&root, &["vda-8".into()]), "ext4");
+        assert_eq!(describe(&mount("/dev/shm"), &[]), "tmpfs");
+    }
+
+    #[test]
+    fn creating_files_is_timed_and_cleaned_up() {
+        let parent = tempfile::tempdir().unwrap();
+        let cost = create_cost(parent.path(), 10).unwrap();
+        assert!(cost > Duration::ZERO);
+        assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0);
+    }
+}
