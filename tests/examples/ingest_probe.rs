@@ -1,7 +1,11 @@
 //! Single-event ingest on its own, with where the CPU went: the command
 //! service, nats-server and this load generator, in CPU microseconds per
 //! request. For finding the single-event path's costs; the benchmark
-//! (`./dev bench`) gives the figures.
+//! (`./dev bench`) gives the figures. Before the load, the same events are
+//! published straight to JetStream (into a scratch stream of the same
+//! definition, on the same nats-server) for the ingest's ratio to the raw
+//! limit: here the command service is alone with nats-server, with no
+//! projector or ClickHouse taking a share of the cores.
 //!
 //! ```text
 //! ./dev bench-ingest [CLIENTS [SECONDS [batch|healthz]]]
@@ -15,11 +19,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::json;
+use tally_shared::event::{validate, Limits, Source, StoredEvent};
 use tally_tests::bench::load::{Driver, Prepared};
 use tally_tests::bench::procs::{binaries, cpu_time, ServiceProcess};
+use tally_tests::bench::raw_publish_scratch;
 use tally_tests::workload::{Spec, Workload};
 use tally_tests::{config_for, NatsServer, TokenScope as Scope};
 use time::OffsetDateTime;
+
+/// Events published raw, at most (the first of the requests' events).
+const RAW_EVENTS: usize = 500_000;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -45,6 +54,8 @@ async fn main() -> anyhow::Result<()> {
     let need = if batch { 150_000 } else { 40_000 } * seconds as usize;
     let mut requests = Vec::with_capacity(need);
     let mut pending: HashMap<String, Vec<serde_json::Value>> = HashMap::new();
+    // The events the requests carry, as stored, for the raw publish.
+    let mut stored: Vec<StoredEvent> = Vec::new();
     while requests.len() < if batch { need / 500 } else { need } {
         let g = workload.next().expect("an endless workload");
         let mut envelope = g.envelope;
@@ -63,6 +74,10 @@ async fn main() -> anyhow::Result<()> {
                 .into()
             })
             .clone();
+        if !healthz && stored.len() < RAW_EVENTS {
+            let event = validate(&envelope, now, &Limits::default()).expect("a valid event");
+            stored.push(StoredEvent::new(&g.tenant, Source::Api, event, now));
+        }
         if healthz {
             requests.push(Prepared::get("/healthz", token));
         } else if batch {
@@ -86,6 +101,18 @@ async fn main() -> anyhow::Result<()> {
         requests.len(),
         bytes as f64 / requests.len().max(1) as f64
     );
+    let raw = if stored.is_empty() {
+        None
+    } else {
+        let took = raw_publish_scratch(&nats.url(), &stored).await?;
+        let rate = stored.len() as f64 / took.as_secs_f64();
+        println!(
+            "raw JetStream publish of {} of these events: {rate:.0} events/s",
+            stored.len()
+        );
+        Some(rate)
+    };
+    drop(stored);
     let driver = Driver::new(command.url.clone());
     // Warm up: connections, token cache.
     let warm = Arc::new(requests.split_off(requests.len() - 2_000.min(requests.len() / 10)));
@@ -113,6 +140,9 @@ async fn main() -> anyhow::Result<()> {
         run.ms(99.0),
         run.statuses
     );
+    if let Some(raw) = raw {
+        println!("  {:.2}x the raw publish", run.events_per_second() / raw);
+    }
     let requests = run.ok.max(1) as f64;
     for (((name, _), b), a) in pids.iter().zip(&before).zip(&after) {
         let used = (*a - *b).as_secs_f64();

@@ -52,7 +52,7 @@ use tally_tests::bench::disk;
 use tally_tests::bench::load::{saturation, Driver, Prepared, Run};
 use tally_tests::bench::procs::{binaries, CpuMeter, ServiceProcess};
 use tally_tests::bench::report::{Aim, Memory, Report, Row};
-use tally_tests::bench::{publish, publish_under};
+use tally_tests::bench::{publish, raw_publish_scratch};
 use tally_tests::workload::{client_of, expected_likes, LikeOp, LikeToggles, Spec, Workload};
 use tally_tests::{config_for, NatsServer, TokenScope as Scope};
 use time::OffsetDateTime;

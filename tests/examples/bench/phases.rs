@@ -498,19 +498,3 @@ pub async fn raw_consume_ack(config: &tally_shared::Config, n: u64) -> anyhow::R
         reached,
     ))
 }
-
-/// Publishes `events` into a scratch stream defined as the event stream is
-/// (its subjects under `bench.raw.`), then deletes it; how long it took.
-pub async fn raw_publish_scratch(nats: &str, events: &[StoredEvent]) -> anyhow::Result<Duration> {
-    let js = async_nats::jetstream::new(async_nats::connect(nats).await?);
-    let mut definition =
-        tally_shared::nats::events_stream_config(&tally_shared::Config::defaults().nats);
-    definition.name = "BENCH_RAW".into();
-    definition.subjects = vec!["bench.raw.>".into()];
-    js.create_stream(definition).await?;
-    let started = Instant::now();
-    publish_under(nats, events, "bench.raw.").await;
-    let took = started.elapsed();
-    js.delete_stream("BENCH_RAW").await?;
-    Ok(took)
-}
