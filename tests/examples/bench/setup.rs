@@ -258,12 +258,15 @@ pub struct Disk {
     dir: PathBuf,
     fs: String,
     at_start: Option<Duration>,
+    /// The start's files, kept to the end of the run (see
+    /// [`disk::create_cost`]).
+    _kept: Option<tempfile::TempDir>,
 }
 
 impl Disk {
     pub fn probe() -> Disk {
         let (dir, fs) = disk::data_dir();
-        let at_start = disk::create_cost(&dir, PROBE_FILES).ok();
+        let (at_start, kept) = disk::create_cost(&dir, PROBE_FILES).ok().unzip();
         if let Some(cost) = at_start.filter(|c| *c > SLOW_CREATE) {
             eprintln!(
                 "  (creating a file in {} ({fs}) takes {} µs: ClickHouse, which creates thousands a second, will spend its CPU in the kernel; TMPDIR=<a directory elsewhere> ./dev bench … moves the servers' data)",
@@ -271,13 +274,20 @@ impl Disk {
                 cost.as_micros()
             );
         }
-        Disk { dir, fs, at_start }
+        Disk {
+            dir,
+            fs,
+            at_start,
+            _kept: kept,
+        }
     }
 
     /// For the report: where the data was, and the cost of a file create
     /// there at the start and at the end of the run.
     pub fn finish(&self) -> String {
-        let at_end = disk::create_cost(&self.dir, PROBE_FILES).ok();
+        let at_end = disk::create_cost(&self.dir, PROBE_FILES)
+            .ok()
+            .map(|(cost, _)| cost);
         let micros = |c: Option<Duration>| c.map_or("?".to_owned(), |c| c.as_micros().to_string());
         format!(
             "servers' data in {} ({}): a file create {} µs at the start, {} µs at the end",
