@@ -232,11 +232,10 @@ fn next(taken: usize, held_left: u64, pending: u64, size: usize, left: Duration)
     let take = |n: u64| Next::Take(usize::try_from(n).unwrap_or(usize::MAX).min(room));
     if room == 0 {
         Next::Done
+    } else if pending == 0 && left.is_zero() {
+        Next::Done
     } else if pending == 0 {
-        match left.is_zero() {
-            true => Next::Done,
-            false => Next::Poll(left.min(POLL)),
-        }
+        Next::Poll(left.min(POLL))
     } else if !left.is_zero() {
         take(pending)
     } else if held_left > 0 {

@@ -4,11 +4,12 @@
 //! it creates thousands of files a second under load. On ext4 without a
 //! journal the kernel will not reuse an inode freed in the last minute (six
 //! while its inode table block is not yet written back), and it checks
-//! every free inode of the group for that on each create: in a directory whose group has seen many
-//! deletions (ClickHouse's own merged parts, earlier runs' data), one create
-//! costs hundreds of microseconds of kernel CPU instead of tens. The report
-//! names the filesystem and that cost, measured in the run, so that runs on
-//! different disks are not compared blind.
+//! every free inode of the group for that on each create. In a directory
+//! whose group has seen many deletions (ClickHouse's own merged parts,
+//! earlier runs' data) one create then costs hundreds of microseconds of
+//! kernel CPU instead of tens. The report names the filesystem and that
+//! cost, measured in the run, so that runs on different disks are not
+//! compared blind.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
