@@ -230,9 +230,7 @@ enum Next {
 fn next(taken: usize, held_left: u64, pending: u64, size: usize, left: Duration) -> Next {
     let room = size.saturating_sub(taken);
     let take = |n: u64| Next::Take(usize::try_from(n).unwrap_or(usize::MAX).min(room));
-    if room == 0 {
-        Next::Done
-    } else if pending == 0 && left.is_zero() {
+    if room == 0 || (pending == 0 && left.is_zero()) {
         Next::Done
     } else if pending == 0 {
         Next::Poll(left.min(POLL))
