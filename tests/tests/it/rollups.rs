@@ -3,7 +3,8 @@
 //! posts catalogued after their interactions were rolled, a post moved to
 //! another influencer and campaign, unlikes, facts written twice (as a
 //! redelivery would), periods that start and end within a minute, filters,
-//! two tenants, and bases summed from ranges.
+//! two tenants, bases summed from ranges, and short ranges (a stream that
+//! pauses) joined.
 
 use std::time::Duration;
 
@@ -157,10 +158,29 @@ async fn rankings_from_rollups_equal_rankings_from_the_facts_at_every_position()
     settled(&roller, last, last / RANGE * RANGE).await;
     write_twice(&client).await;
 
+    // Round 3: a stream that pauses after every two events, rolled up to
+    // its position each time (short ranges), which are joined at level 0.
+    for round in 0..8 {
+        let (_, token) = &tokens[round % 2];
+        let pair: Vec<Value> = interactions(&mut event, 2)
+            .into_iter()
+            .skip(2 * round)
+            .take(2)
+            .collect();
+        last = last.max(ingest(&stack, token, &pair).await);
+        settled(&roller, last, last).await;
+    }
+
     let done = roller.done().await.unwrap();
     assert!(
         done.iter().any(|r| r.level == 1),
         "ranges were summed into a base: {done:?}"
+    );
+    // A rolled range holds at most RANGE events: a longer one at level 0
+    // was joined from short ones.
+    assert!(
+        done.iter().any(|r| r.level == 0 && r.hi - r.lo > RANGE),
+        "short ranges were joined: {done:?}"
     );
 
     // Periods: whole hours, odd seconds spanning minutes, within a minute,

@@ -7,10 +7,12 @@
 //! catalogue events in the range also correct the attribution of their
 //! posts' earlier facts (minus as attributed at `lo`, plus as at `hi`). The
 //! sum of consecutive ranges from the start to `R` is therefore exactly the
-//! facts up to `R` attributed as at `R`. Every [`BASE_EVERY`] level-0
-//! ranges are summed with the last base into a new base, a range from the
-//! start (level [`BASE`]): a ranking reads one base and a few level-0
-//! ranges, and each of the base's cells (tenant, minute, attribution) once.
+//! facts up to `R` attributed as at `R`. Once the level-0 ranges after the
+//! last base span [`BASE_EVERY`] full ranges, they are summed with it into
+//! a new base, a range from the start (level [`BASE`]); short ranges (rolled
+//! while the stream was quiet) are first joined into one level-0 range a
+//! few at a time. A ranking reads one base and a few level-0 ranges, and
+//! each of the base's cells (tenant, minute, attribution) once.
 //!
 //! Rolling is a pure function of the facts: an attempt repeated after a
 //! crash, or made by two workers at once, writes the same sums. Each
@@ -28,7 +30,9 @@ use crate::config::ClickHouseConfig;
 
 /// The level of a base: a range from the start of the stream.
 pub const BASE: u8 = 1;
-/// Level-0 ranges after the base that make a new base.
+/// Full level-0 ranges' worth of sequences after the base that make a new
+/// base; also the number of short level-0 ranges in a row that are joined
+/// into one.
 pub const BASE_EVERY: usize = 4;
 
 /// A rolled range of stream sequences `(lo, hi]`.
@@ -111,29 +115,46 @@ fn chain(done: &[Range], level: u8, from: u64) -> Vec<Range> {
 }
 
 /// The next range to roll, given the ranges done, the position up to which
-/// every event is projected, and the size of a level-0 range: a new base if
-/// [`BASE_EVERY`] level-0 ranges follow the last one, else the level-0 range
-/// after the last one if the position has passed its end. When the stream
-/// is `quiet` (the position has stood still), the level-0 range ends at
-/// the position: rankings then read no facts at all.
+/// every event is projected, and the size of a level-0 range:
+/// - a new base once the level-0 ranges after the last one cover
+///   [`BASE_EVERY`] ranges' worth of sequences;
+/// - else one level-0 range joining the short ranges at the end of the
+///   chain, once [`BASE_EVERY`] of them can be joined (see [`joinable`]);
+/// - else the level-0 range after the last one if the position has passed
+///   its end. When the stream is `quiet` (the position has stood still),
+///   the level-0 range ends at the position: rankings then read no facts
+///   at all.
+///
+/// A base rewrites every cell of the history, so it waits for sequences,
+/// not for ranges: counted in ranges, a stream that pauses every few
+/// seconds (a short range each time) would rewrite its whole history every
+/// four pauses. The short ranges are joined instead, a few at a time,
+/// which rewrites only their own cells, so that a ranking still reads a few
+/// ranges after the base.
 pub fn next(done: &[Range], position: u64, size: u64, quiet: bool) -> Option<Plan> {
+    let size = size.max(1);
     let base = done
         .iter()
         .filter(|r| r.level == BASE && r.lo == 0)
         .max_by_key(|r| r.hi);
-    let after = chain(done, 0, base.map_or(0, |b| b.hi));
-    if after.len() >= BASE_EVERY {
+    let from = base.map_or(0, |b| b.hi);
+    let after = chain(done, 0, from);
+    let covered = after.last().map_or(from, |r| r.hi) - from;
+    if covered >= BASE_EVERY as u64 * size {
         return Some(Plan::Join {
             level: BASE,
-            parts: base
-                .into_iter()
-                .copied()
-                .chain(after[..BASE_EVERY].iter().copied())
-                .collect(),
+            parts: base.into_iter().copied().chain(after).collect(),
         });
     }
-    let lo = chain(done, 0, 0).last().map_or(0, |r| r.hi);
-    let hi = lo + size.max(1);
+    let joinable = joinable(&after, size);
+    if joinable >= BASE_EVERY {
+        return Some(Plan::Join {
+            level: 0,
+            parts: after[after.len() - joinable..].to_vec(),
+        });
+    }
+    let lo = after.last().map_or(from, |r| r.hi);
+    let hi = lo + size;
     if hi <= position {
         Some(Plan::Facts { lo, hi })
     } else if quiet && position > lo {
@@ -141,6 +162,27 @@ pub fn next(done: &[Range], position: u64, size: u64, quiet: bool) -> Option<Pla
     } else {
         None
     }
+}
+
+/// How many ranges at the end of `chain` a level-0 join would take: the
+/// short ones (under `size`, rolled while the stream was quiet), from the
+/// last back to the first that is longer than all after it together. A
+/// join thus at least doubles the span of every range it rewrites: each
+/// event is rewritten a few times at most (log2 of a range), and a long
+/// short range (the history of a stream that was never busy) is not
+/// rewritten with every pause after it.
+fn joinable(chain: &[Range], size: u64) -> usize {
+    let mut after = 0;
+    chain
+        .iter()
+        .rev()
+        .take_while(|r| {
+            let span = r.hi - r.lo;
+            let take = span < size && (after == 0 || span <= after);
+            after += span;
+            take
+        })
+        .count()
 }
 
 /// The fewest done ranges that cover `(0, R]` with `R` as high as possible
@@ -487,6 +529,116 @@ mod tests {
             [40, 50, 60, 70, 80]
         );
         assert_eq!(Plan::Join { level: BASE, parts }.bounds(), (0, 80));
+    }
+
+    #[test]
+    fn short_ranges_are_joined_and_make_no_base_before_full_ranges_worth() {
+        let mut done = vec![r(BASE, 0, 40)];
+        done.extend((0..BASE_EVERY as u64).map(|i| r(0, 40 + 2 * i, 42 + 2 * i)));
+        // Four short ranges after the base: joined at level 0, not into a
+        // new base (which would rewrite the history for 8 events).
+        let Some(Plan::Join { level: 0, parts }) = next(&done, 48, 10, true) else {
+            panic!("expected a level-0 join")
+        };
+        assert_eq!(parts, done[1..]);
+        done.push(r(0, 40, 48));
+        assert_eq!(chain(&done, 0, 40), [r(0, 40, 48)]);
+        assert_eq!(cover(&done, 48), (48, vec![r(BASE, 0, 40), r(0, 40, 48)]));
+        // A full range then follows it, and a short one.
+        assert_eq!(
+            next(&done, 60, 10, false),
+            Some(Plan::Facts { lo: 48, hi: 58 })
+        );
+        done.push(r(0, 48, 58));
+        assert_eq!(
+            next(&done, 60, 10, true),
+            Some(Plan::Facts { lo: 58, hi: 60 })
+        );
+        done.push(r(0, 58, 60));
+        assert_eq!(next(&done, 60, 10, true), None);
+        // Once the ranges after the base span four full ones, all of them
+        // make the new base.
+        done.extend([r(0, 60, 70), r(0, 70, 80)]);
+        let Some(Plan::Join { level: BASE, parts }) = next(&done, 80, 10, false) else {
+            panic!("expected a base")
+        };
+        assert_eq!(
+            parts.iter().map(|p| (p.lo, p.hi)).collect::<Vec<_>>(),
+            [(0, 40), (40, 48), (48, 58), (58, 60), (60, 70), (70, 80)]
+        );
+    }
+
+    #[test]
+    fn a_join_takes_no_range_longer_than_those_after_it() {
+        let spans = |spans: &[u64]| {
+            let mut at = 0;
+            spans
+                .iter()
+                .map(|s| {
+                    at += s;
+                    r(0, at - s, at)
+                })
+                .collect::<Vec<_>>()
+        };
+        // The history of a quiet stream stays out of a join of its pauses.
+        assert_eq!(joinable(&spans(&[50, 3, 3, 3, 3]), 100), 4);
+        assert_eq!(joinable(&spans(&[12, 3, 3, 3, 3]), 100), 5);
+        assert_eq!(joinable(&spans(&[16, 8, 4, 2, 1]), 100), 1);
+        assert_eq!(joinable(&spans(&[1, 1, 1, 60]), 100), 4);
+        // Full ranges are never joined at level 0.
+        assert_eq!(joinable(&spans(&[3, 3, 100, 3, 3]), 100), 2);
+        assert_eq!(joinable(&[], 100), 0);
+    }
+
+    /// Rolls what [`next`] asks for until nothing is due: the bases made
+    /// and the sequences that level-0 joins rewrote.
+    fn roll_all(done: &mut Vec<Range>, position: u64, size: u64, quiet: bool) -> (usize, u64) {
+        let (mut bases, mut rewritten) = (0, 0);
+        while let Some(plan) = next(done, position, size, quiet) {
+            let (lo, hi) = plan.bounds();
+            match plan.level() {
+                BASE => bases += 1,
+                _ if matches!(plan, Plan::Join { .. }) => rewritten += hi - lo,
+                _ => {}
+            }
+            done.push(Range {
+                level: plan.level(),
+                lo,
+                hi,
+                attempt: done.len() as u64,
+            });
+        }
+        (bases, rewritten)
+    }
+
+    #[test]
+    fn a_stream_that_pauses_often_makes_a_base_per_four_ranges_of_events() {
+        // A history of 90 events rolled as one short range, then bursts of
+        // 1 to 9 events, each followed by a pause, with ranges of 100:
+        // 5,000 pauses, 25,000 events after the history.
+        let size = 100;
+        let mut done = Vec::new();
+        let (mut position, mut bases, mut rewritten) = (90, 0, 0);
+        roll_all(&mut done, position, size, true);
+        for i in 0..5_000 {
+            position += i * 7 % 9 + 1;
+            for quiet in [false, true] {
+                let (b, r) = roll_all(&mut done, position, size, quiet);
+                bases += b;
+                rewritten += r;
+            }
+            // Rolled up to the position, from a few ranges.
+            let (rolled, ranges) = cover(&done, position);
+            assert_eq!(rolled, position);
+            assert!(ranges.len() <= 1 + 4 * BASE_EVERY, "{ranges:?}");
+        }
+        // A base per 400 events at most (a base takes every range after the
+        // last one, at times a little more than 400), where a base per four
+        // pauses made 1,250, each rewriting the history.
+        assert!((55..=25_090 / 400).contains(&bases), "{bases} bases");
+        // Joins rewrote each event a few times (at most log2 of a range,
+        // about 7, if they all were joined).
+        assert!(rewritten <= 7 * 25_090, "{rewritten} rewritten");
     }
 
     #[test]
