@@ -167,6 +167,9 @@ async fn start(
                         config.clickhouse.clone(),
                         config.projector.rollup_range,
                         Duration::from_millis(config.projector.rollup_interval_ms),
+                        config.projector.rollup_retire.then(|| {
+                            Duration::from_millis(config.projector.rollup_retired_keep_ms)
+                        }),
                         shutdown.clone(),
                     );
                 }

@@ -14,6 +14,10 @@ use tokio_util::sync::CancellationToken;
 /// and is rolled up to its position (short ranges; see `rollups::next`).
 const QUIET_LOOKS: u32 = 3;
 
+/// Looks between two retirements of superseded ranges (one is also made
+/// right after each new base).
+const RETIRE_LOOKS: u32 = 60;
+
 /// [`run`] on a thread and runtime of its own: a roll is CPU work in this
 /// process too (reading tens of thousands of summed rows, adding them up by
 /// attribution), which on the worker's runtime would hold up its fetch.
@@ -21,13 +25,14 @@ pub fn spawn(
     clickhouse: ClickHouseConfig,
     size: u64,
     interval: Duration,
+    retire: Option<Duration>,
     shutdown: CancellationToken,
 ) {
     let rolling = move || match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime.block_on(run(clickhouse, size, interval, shutdown)),
+        Ok(runtime) => runtime.block_on(run(clickhouse, size, interval, retire, shutdown)),
         Err(e) => {
             tracing::error!(error = %e, "no runtime for rolling; rollups stay where they are")
         }
@@ -41,17 +46,23 @@ pub fn spawn(
 }
 
 /// Rolls every range that is due, then looks again every `interval`, until
-/// `shutdown`. Ranges hold `size` events at level 0.
+/// `shutdown`. Ranges hold `size` events at level 0. With `retire` (how
+/// long retired ranges' rows are kept), retires the ranges that newer bases
+/// supersede, after each new base and every [`RETIRE_LOOKS`] looks.
 pub async fn run(
     clickhouse: ClickHouseConfig,
     size: u64,
     interval: Duration,
+    retire: Option<Duration>,
     shutdown: CancellationToken,
 ) {
     let roller = Roller::connect(&clickhouse);
     // The position, and for how many looks it has stood still.
     let mut last = (0, 0);
+    let mut looks = 0u32;
     loop {
+        looks = looks.wrapping_add(1);
+        let mut based = false;
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
@@ -78,12 +89,26 @@ pub async fn run(
                         "rolled"
                     );
                     counter!(names::ROLLUPS, "level" => range.level.to_string()).increment(1);
+                    based |= range.level == rollups::BASE;
                 }
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "rolling failed; retrying");
                     counter!(names::ROLLUP_ERRORS).increment(1);
                     break;
+                }
+            }
+        }
+        if let Some(keep) = retire.filter(|_| based || looks % RETIRE_LOOKS == 0) {
+            match roller.retire(keep).await {
+                Ok((retired, deleted)) if retired + deleted > 0 => {
+                    tracing::debug!(retired, deleted, "retired superseded rollup ranges");
+                    counter!(names::ROLLUPS_RETIRED).increment(retired as u64);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "retiring rollup ranges failed; retrying later");
+                    counter!(names::ROLLUP_ERRORS).increment(1);
                 }
             }
         }

@@ -80,7 +80,7 @@ impl FromStr for Model {
 
 /// The rollups' tables (ADR 0006): sums of the fact tables, so a rebuild
 /// of any fact they sum replaces them too, empty, and they are rolled again.
-pub const ROLLUP_TABLES: [&str; 3] = ["rollups", "rollup_ranges", "rollup_hold"];
+pub const ROLLUP_TABLES: [&str; 4] = ["rollups", "rollup_ranges", "rollup_hold", "rollup_retired"];
 
 /// The tables a rebuild of `models` replaces, in the one order every
 /// statement that reads several of them locks them in: the facts, the

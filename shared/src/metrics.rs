@@ -59,6 +59,8 @@ pub const PROJECTION_LAG_EVENTS: &str = "tally_projection_lag_events";
 pub const PROJECTION_LAG_SECONDS: &str = "tally_projection_lag_seconds";
 /// Rollup ranges rolled; label `level`.
 pub const ROLLUPS: &str = "tally_rollups_total";
+/// Rollup ranges' attempts retired (superseded by a newer base).
+pub const ROLLUPS_RETIRED: &str = "tally_rollups_retired_total";
 /// Failed rollup attempts (retried at the next interval).
 pub const ROLLUP_ERRORS: &str = "tally_rollup_errors_total";
 /// The stream sequence the rollups reach from the start (rankings read the

@@ -148,6 +148,12 @@ pub struct ProjectorConfig {
     pub rollup_range: u64,
     /// How often a worker looks for a range to roll.
     pub rollup_interval_ms: u64,
+    /// Whether workers retire the rollup ranges that a newer base
+    /// supersedes (two bases back) and delete their rows.
+    pub rollup_retire: bool,
+    /// How long a retired range's rows stay before they are deleted (a
+    /// reader that chose it just before may still read them).
+    pub rollup_retired_keep_ms: u64,
     /// Events to move to the dead-letter stream on sight, as
     /// `<tenant>:<event_id>`.
     pub quarantine: Vec<String>,

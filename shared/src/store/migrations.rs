@@ -47,6 +47,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "facts_by_seq",
         sql: include_str!("../../migrations/0006_facts_by_seq.sql"),
     },
+    Migration {
+        version: 7,
+        name: "rollup_retired",
+        sql: include_str!("../../migrations/0007_rollup_retired.sql"),
+    },
 ];
 
 /// Longest one migration statement may run.

@@ -45,8 +45,8 @@ async fn the_facts_of_an_upgraded_database_are_copied_by_sequence() {
     ] {
         client.query(sql).execute().await.unwrap();
     }
-    assert_eq!(store::pending_migrations(&config).await.unwrap(), [6]);
-    assert_eq!(store::migrate(&config).await.unwrap(), [6]);
+    assert_eq!(store::pending_migrations(&config).await.unwrap(), [6, 7]);
+    assert_eq!(store::migrate(&config).await.unwrap(), [6, 7]);
     let copied: Vec<(String, u64, String, u64, i8)> = client
         .query("SELECT tenant, seq, post_id, views, likes FROM facts_by_seq ORDER BY seq")
         .fetch_all()

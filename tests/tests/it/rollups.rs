@@ -55,6 +55,9 @@ async fn rankings_from_rollups_equal_rankings_from_the_facts_at_every_position()
     let stack = Stack::start_with("rollups", |config| {
         config.projector.rollup_range = RANGE;
         config.projector.rollup_interval_ms = 50;
+        // Every range stays, so that rankings at every position below read
+        // rollups (a retired range's positions read the facts).
+        config.projector.rollup_retire = false;
     })
     .await;
     let tokens = [
@@ -266,4 +269,122 @@ async fn rankings_from_rollups_equal_rankings_from_the_facts_at_every_position()
         nonempty > compared / 2,
         "most comparisons rank someone ({nonempty} of {compared})"
     );
+}
+
+/// The ranges that a newer base supersedes are retired and their rows
+/// deleted; what stays ranks as the facts do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn superseded_ranges_are_retired_and_their_rows_deleted() {
+    let stack = Stack::start_with("rollups_retired", |config| {
+        config.projector.rollup_range = RANGE;
+        config.projector.rollup_interval_ms = 50;
+        config.projector.rollup_retired_keep_ms = 0;
+    })
+    .await;
+    let token = stack.token("acme", &[Scope::EventsWrite]);
+    let roller = Roller::connect(&stack.config.clickhouse);
+    let models = Models::connect(&stack.config.clickhouse);
+    let client = tally_shared::store::client(&stack.config.clickhouse);
+    let t0 = OffsetDateTime::now_utc().unix_timestamp() / 3600 * 3600 - 4 * 3600;
+
+    let catalogue: Vec<Value> = (0..4)
+        .map(|p| {
+            json!({"event_id": format!("c{p}"), "type": "post_published", "occurred_at": at(t0),
+                   "post_id": format!("p{p}"), "influencer_id": format!("i{}", p % 2),
+                   "platform": "instagram", "payload": {"content_type": "reel"}})
+        })
+        .collect();
+    let mut last = ingest(&stack, &token, &catalogue).await;
+    // 150 events: bases at every 28 (four ranges of 7), five of them.
+    for round in 0..10i64 {
+        let events: Vec<Value> = (0..15i64)
+            .map(|i| {
+                let n = round * 15 + i;
+                json!({"event_id": format!("e{n}"), "type": if n % 3 == 0 { "like" } else { "view" },
+                       "occurred_at": at(t0 + 60 * n), "post_id": format!("p{}", n % 4),
+                       "user_id": format!("u{n}"),
+                       "payload": if n % 3 == 0 { json!({}) } else { json!({"count": 2}) }})
+            })
+            .collect();
+        last = last.max(ingest(&stack, &token, &events).await);
+    }
+    settled(&roller, last, last / RANGE * RANGE).await;
+
+    eventually(
+        "superseded ranges retired and deleted",
+        Duration::from_secs(60),
+        || async {
+            let bases: Vec<u64> = client
+                .query("SELECT DISTINCT hi FROM rollup_ranges WHERE level = 1 ORDER BY hi")
+                .fetch_all()
+                .await
+                .map_err(|e| e.to_string())?;
+            let unrecorded: u64 = client
+                .query(
+                    "SELECT count() FROM rollups
+                     WHERE attempt NOT IN (SELECT attempt FROM rollup_ranges)",
+                )
+                .fetch_one()
+                .await
+                .map_err(|e| e.to_string())?;
+            if bases.len() == 2 && unrecorded == 0 {
+                Ok(())
+            } else {
+                Err(format!("bases {bases:?}, {unrecorded} rows of no range"))
+            }
+        },
+    )
+    .await;
+    let retired: u64 = client
+        .query("SELECT count(DISTINCT attempt) FROM rollup_retired")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert!(retired >= 4 * 3, "three bases' ranges retired: {retired}");
+
+    // The latest position reads the latest base; a position after the
+    // previous base reads that one; both rank as the facts do.
+    let done = roller.done().await.unwrap();
+    let previous = done
+        .iter()
+        .filter(|r| r.level == 1)
+        .map(|r| r.hi)
+        .min()
+        .unwrap();
+    let period = (
+        u32::try_from(t0 - 60).unwrap(),
+        u32::try_from(t0 + 60 * 200).unwrap(),
+    );
+    for position in [last, previous + 3] {
+        let covered = rollups::cover(&done, position);
+        assert!(covered.1[0].level == 1, "{position}: {covered:?}");
+        for metric in [Metric::Engagements, Metric::Likes, Metric::Views] {
+            let from_rollups = models
+                .ranking_page(
+                    "acme",
+                    metric,
+                    period,
+                    &Filters::default(),
+                    position,
+                    0,
+                    100,
+                )
+                .await
+                .unwrap();
+            let from_facts = models
+                .ranking_page_from_facts(
+                    "acme",
+                    metric,
+                    period,
+                    &Filters::default(),
+                    position,
+                    0,
+                    100,
+                )
+                .await
+                .unwrap();
+            assert!(!from_facts.is_empty());
+            assert_eq!(from_rollups, from_facts, "{metric:?} at {position}");
+        }
+    }
 }

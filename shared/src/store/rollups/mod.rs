@@ -185,6 +185,30 @@ fn joinable(chain: &[Range], size: u64) -> usize {
         .count()
 }
 
+/// The ranges that a newer base supersedes: every recorded range (any
+/// attempt) that ends at or before the base before the latest one, but that
+/// base. Readers at the position choose the latest base and the ranges
+/// after it; the previous base and the ranges between the two stay for a
+/// reader at an older position (a page pinned to it), which otherwise
+/// falls back to reading the facts.
+pub fn superseded(recorded: &[Range]) -> Vec<Range> {
+    let mut bases: Vec<u64> = recorded
+        .iter()
+        .filter(|r| r.level == BASE && r.lo == 0)
+        .map(|r| r.hi)
+        .collect();
+    bases.sort_unstable();
+    bases.dedup();
+    let Some(&previous) = bases.len().checked_sub(2).and_then(|i| bases.get(i)) else {
+        return Vec::new();
+    };
+    recorded
+        .iter()
+        .filter(|r| r.hi <= previous && !(r.level == BASE && r.lo == 0 && r.hi == previous))
+        .copied()
+        .collect()
+}
+
 /// The fewest done ranges that cover `(0, R]` with `R` as high as possible
 /// but not past `position`, and `R`. With nothing rolled, `R` is 0.
 pub fn cover(done: &[Range], position: u64) -> (u64, Vec<Range>) {
@@ -401,6 +425,96 @@ impl Roller {
         Ok(Some(range))
     }
 
+    /// Retires the ranges a newer base supersedes (see [`superseded`]):
+    /// readers ignore them from now on. Then deletes the rows of the ranges
+    /// retired at least `keep` ago, which no reader can still be reading.
+    /// Returns how many attempts it retired and how many it deleted. A
+    /// retire repeated (two workers) retires the same attempts again.
+    pub async fn retire(&self, keep: std::time::Duration) -> Result<(usize, usize), StoreError> {
+        let changed: u64 = timed(
+            &self.config,
+            self.client
+                .query("SELECT max(at_ms) FROM rollup_hold")
+                .fetch_one(),
+        )
+        .await?;
+        let recorded: Vec<Range> = timed(
+            &self.config,
+            self.client
+                .query(&format!(
+                    "SELECT level, lo, hi, attempt FROM rollup_ranges
+                     WHERE done_ms > {changed}
+                       AND attempt NOT IN (SELECT attempt FROM rollup_retired)"
+                ))
+                .fetch_all(),
+        )
+        .await?;
+        let retiring = superseded(&recorded);
+        let now_ms = self.server_ms().await?;
+        if !retiring.is_empty() {
+            let rows = retiring
+                .iter()
+                .map(|r| format!("({}, 0, {now_ms})", r.attempt))
+                .collect::<Vec<_>>()
+                .join(", ");
+            timed(
+                &self.config,
+                self.client
+                    .query(&format!(
+                        "INSERT INTO rollup_retired (attempt, purged, at_ms) VALUES {rows}"
+                    ))
+                    .execute(),
+            )
+            .await?;
+        }
+        let kept_since = now_ms.saturating_sub(keep.as_millis() as u64);
+        let due: Vec<u64> = timed(
+            &self.config,
+            self.client
+                .query(&format!(
+                    "SELECT attempt FROM rollup_retired GROUP BY attempt
+                     HAVING argMax(purged, at_ms) = 0 AND min(at_ms) <= {kept_since}"
+                ))
+                .fetch_all(),
+        )
+        .await?;
+        if !due.is_empty() {
+            let attempts = due
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            // Mutations: ClickHouse rewrites the parts that hold the rows,
+            // in the background.
+            for table in ["rollups", "rollup_ranges"] {
+                timed(
+                    &self.config,
+                    self.client
+                        .query(&format!(
+                            "ALTER TABLE {table} DELETE WHERE attempt IN ({attempts})"
+                        ))
+                        .execute(),
+                )
+                .await?;
+            }
+            let purged = due
+                .iter()
+                .map(|a| format!("({a}, 1, {})", now_ms + 1))
+                .collect::<Vec<_>>()
+                .join(", ");
+            timed(
+                &self.config,
+                self.client
+                    .query(&format!(
+                        "INSERT INTO rollup_retired (attempt, purged, at_ms) VALUES {purged}"
+                    ))
+                    .execute(),
+            )
+            .await?;
+        }
+        Ok((retiring.len(), due.len()))
+    }
+
     /// Rolls the next range if one is due (ranges of `size` events at level
     /// 0, or up to the position if the stream is `quiet`; see [`next`]) and
     /// says which; `None` if none is due or rolling is held.
@@ -414,8 +528,10 @@ impl Roller {
 }
 
 /// The ranges rolled to the end, one attempt each: those recorded after
-/// the last hold or release (see [`Roller::hold`]). Each statement reads
-/// one table (see [`facts`]).
+/// the last hold or release (see [`Roller::hold`]) and not retired (see
+/// [`Roller::retire`]). The statement reads `rollup_ranges`, then
+/// `rollup_retired` in its subquery: the order in which a rebuild's
+/// `RENAME` locks them (see [`facts`] on why that matters).
 pub(crate) async fn done(
     client: &clickhouse::Client,
     config: &ClickHouseConfig,
@@ -434,6 +550,7 @@ pub(crate) async fn done(
                 "SELECT level, lo, hi, min(attempt) AS one_attempt
                  FROM rollup_ranges
                  WHERE done_ms > {changed}
+                   AND attempt NOT IN (SELECT attempt FROM rollup_retired)
                  GROUP BY level, lo, hi ORDER BY level, lo"
             ))
             .fetch_all(),
@@ -639,6 +756,44 @@ mod tests {
         // Joins rewrote each event a few times (at most log2 of a range,
         // about 7, if they all were joined).
         assert!(rewritten <= 7 * 25_090, "{rewritten} rewritten");
+    }
+
+    #[test]
+    fn ranges_two_bases_back_are_superseded() {
+        let mut recorded = level0(10, 120);
+        assert!(superseded(&recorded).is_empty());
+        recorded.push(r(BASE, 0, 40));
+        assert!(
+            superseded(&recorded).is_empty(),
+            "one base supersedes nothing"
+        );
+        recorded.push(r(BASE, 0, 80));
+        assert_eq!(superseded(&recorded), level0(10, 40));
+        // Every attempt of a superseded range goes; the previous base stays.
+        let again = |range: Range| Range {
+            attempt: 7_000 + range.attempt,
+            ..range
+        };
+        recorded.extend([again(r(0, 0, 10)), again(r(BASE, 0, 40))]);
+        let gone = superseded(&recorded);
+        assert!(gone.contains(&again(r(0, 0, 10))));
+        assert!(!gone.contains(&r(BASE, 0, 40)) && !gone.contains(&again(r(BASE, 0, 40))));
+        // A third base supersedes the first.
+        recorded.push(r(BASE, 0, 120));
+        let gone = superseded(&recorded);
+        assert!(gone.contains(&r(BASE, 0, 40)) && !gone.contains(&r(BASE, 0, 80)));
+        assert!(gone.iter().all(|g| g.hi <= 80), "{gone:?}");
+        // What stays covers the position from the latest base, a position
+        // after the previous base from that one, and an older one not at
+        // all (a ranking there reads the facts).
+        let kept: Vec<Range> = recorded
+            .iter()
+            .filter(|r| !gone.contains(r))
+            .copied()
+            .collect();
+        assert_eq!(cover(&kept, 125), (120, vec![r(BASE, 0, 120)]));
+        assert_eq!(cover(&kept, 95), (90, vec![r(BASE, 0, 80), r(0, 80, 90)]));
+        assert_eq!(cover(&kept, 55), (0, vec![]));
     }
 
     #[test]
