@@ -8,13 +8,16 @@ the three quiet looks of the projector's rolling, so each pause rolls a
 short range), and prints the ranges done and the rollup rows written
 during the bursts, and what the rollup tables hold at the end.
 
-usage: local/rollup-pauses.py HISTORY BURSTS PAUSE [SIZE]
+usage: local/rollup-pauses.py HISTORY BURSTS PAUSE [SIZE [WAIT]]
+(WAIT: seconds to wait before the final report, for retired ranges' rows
+to be deleted)
 e.g.:  ./dev clean && ./dev up && python3 local/rollup-pauses.py 20000 48 4.5
 """
 import os, urllib.error, json, random, sys, time, urllib.request, datetime
 
 history, bursts, pause = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 size = int(sys.argv[4]) if len(sys.argv) > 4 else 3
+wait = float(sys.argv[5]) if len(sys.argv) > 5 else 0
 token = open(os.path.join(os.path.dirname(__file__), "..", ".tally", "token")).read().strip()
 rng = random.Random(7)
 
@@ -79,6 +82,7 @@ print(ch(f"SELECT level, count(), sum(hi - lo) FROM rollup_ranges WHERE done_ms 
 print("rollup rows written during the bursts, by level:")
 print(ch(f"SELECT level, count() FROM rollups WHERE attempt IN (SELECT attempt FROM rollup_ranges WHERE done_ms > {t0}) GROUP BY level ORDER BY level"))
 print("rows of the latest base:", ch("SELECT count() FROM rollups WHERE attempt = (SELECT argMax(attempt, hi) FROM rollup_ranges WHERE level = 1)"))
+time.sleep(wait)
 print("at the end: rollups rows", ch("SELECT count() FROM rollups"),
       "| ranges recorded (level: count)", ch("SELECT groupArray((level, n)) FROM (SELECT level, count() AS n FROM rollup_ranges GROUP BY level ORDER BY level)"),
       "| rollups bytes on disk", ch("SELECT sum(bytes) FROM system.parts WHERE active AND database = currentDatabase() AND table = 'rollups'"))

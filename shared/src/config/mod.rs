@@ -341,6 +341,14 @@ impl Config {
                 "projector.rollup_interval_ms is 0",
             ),
             (
+                self.projector.rollup_retire
+                    && self.projector.rollup_retired_keep_ms
+                        < self.clickhouse.timeout_ms.saturating_mul(3),
+                "projector.rollup_retired_keep_ms is under three clickhouse.timeout_ms: a \
+                 ranking reads the ranges done, then their rows, and may still be reading a \
+                 range that long after it is retired",
+            ),
+            (
                 self.windows.grace_seconds > 7 * 86_400,
                 "windows.grace_seconds is over 7 days",
             ),
@@ -489,13 +497,16 @@ mod tests {
             jail.set_env("TALLY_COMMAND__MAX_BYTES_IN_FLIGHT", "1000");
             // Waiting for room as long as the request may take: a 408, never the 503.
             jail.set_env("TALLY_COMMAND__ADMISSION_WAIT_MS", "30000");
+            // Retired rollup rows deleted while a ranking may read them.
+            jail.set_env("TALLY_PROJECTOR__ROLLUP_RETIRED_KEEP_MS", "29999");
             let err = Config::load().unwrap_err().to_string();
             assert!(
                 err.contains("max_future_skew_secs")
                     && err.contains("batch_size")
                     && err.contains("linger_ms")
                     && err.contains("max_bytes_in_flight")
-                    && err.contains("admission_wait_ms"),
+                    && err.contains("admission_wait_ms")
+                    && err.contains("rollup_retired_keep_ms"),
                 "{err}"
             );
             Ok(())

@@ -287,7 +287,9 @@ async fn superseded_ranges_are_retired_and_their_rows_deleted() {
     let stack = Stack::start_with("rollups_retired", |config| {
         config.projector.rollup_range = RANGE;
         config.projector.rollup_interval_ms = 50;
-        config.projector.rollup_retired_keep_ms = 0;
+        // The shortest keep allowed: three ClickHouse timeouts.
+        config.clickhouse.timeout_ms = 5_000;
+        config.projector.rollup_retired_keep_ms = 15_000;
     })
     .await;
     let token = stack.token("acme", &[Scope::EventsWrite]);
@@ -319,15 +321,48 @@ async fn superseded_ranges_are_retired_and_their_rows_deleted() {
     }
     settled(&roller, last, last / RANGE * RANGE).await;
 
+    // Nothing left to roll, and the ranges two bases back retired: readers
+    // see two bases, while the retired ranges' rows are kept a while.
+    let bases = |client: clickhouse::Client| async move {
+        client
+            .query("SELECT DISTINCT hi FROM rollup_ranges WHERE level = 1 ORDER BY hi")
+            .fetch_all::<u64>()
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let kept_rows = |client: clickhouse::Client| async move {
+        client
+            .query(
+                "SELECT count() FROM rollups
+                 WHERE attempt IN (SELECT attempt FROM rollup_retired)",
+            )
+            .fetch_one::<u64>()
+            .await
+            .map_err(|e| e.to_string())
+    };
+    eventually("rolled and retired", Duration::from_secs(60), || async {
+        let done = roller.done().await.map_err(|e| e.to_string())?;
+        let position = roller.position().await.map_err(|e| e.to_string())?;
+        let seen = done.iter().filter(|r| r.level == 1).count();
+        match rollups::next(&done, position, RANGE, true) {
+            None if seen == 2 => Ok(()),
+            plan => Err(format!("{seen} bases seen, next {plan:?}")),
+        }
+    })
+    .await;
+    let recorded = bases(client.clone()).await.unwrap();
+    let kept = kept_rows(client.clone()).await.unwrap();
+    assert!(
+        recorded.len() > 2 && kept > 0,
+        "retired but not deleted yet: bases {recorded:?}, {kept} rows"
+    );
+
     eventually(
-        "superseded ranges retired and deleted",
-        Duration::from_secs(60),
+        "retired ranges deleted",
+        Duration::from_secs(90),
         || async {
-            let bases: Vec<u64> = client
-                .query("SELECT DISTINCT hi FROM rollup_ranges WHERE level = 1 ORDER BY hi")
-                .fetch_all()
-                .await
-                .map_err(|e| e.to_string())?;
+            let recorded = bases(client.clone()).await?;
+            let kept = kept_rows(client.clone()).await?;
             let unrecorded: u64 = client
                 .query(
                     "SELECT count() FROM rollups
@@ -336,10 +371,12 @@ async fn superseded_ranges_are_retired_and_their_rows_deleted() {
                 .fetch_one()
                 .await
                 .map_err(|e| e.to_string())?;
-            if bases.len() == 2 && unrecorded == 0 {
+            if recorded.len() == 2 && kept == 0 && unrecorded == 0 {
                 Ok(())
             } else {
-                Err(format!("bases {bases:?}, {unrecorded} rows of no range"))
+                Err(format!(
+                    "bases {recorded:?}, {kept} retired rows, {unrecorded} rows of no range"
+                ))
             }
         },
     )
@@ -367,6 +404,10 @@ async fn superseded_ranges_are_retired_and_their_rows_deleted() {
     for position in [last, previous + 3] {
         let covered = rollups::cover(&done, position);
         assert!(covered.1[0].level == 1, "{position}: {covered:?}");
+        assert!(
+            covered.0 > position - RANGE,
+            "{position}: rolled to {covered:?}"
+        );
         for metric in [Metric::Engagements, Metric::Likes, Metric::Views] {
             let from_rollups = models
                 .ranking_page(

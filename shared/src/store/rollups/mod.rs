@@ -390,7 +390,24 @@ impl Roller {
             }
             Plan::Join { level, parts } => {
                 let sql = join_sql(*level, parts, attempt);
-                timed(&self.config, self.client.query(&sql).execute()).await?
+                timed(&self.config, self.client.query(&sql).execute()).await?;
+                // A part retired meanwhile (by a worker a base ahead of
+                // this one's plan) may have lost its rows before the join
+                // read them.
+                let retired: u64 = timed(
+                    &self.config,
+                    self.client
+                        .query(&format!(
+                            "SELECT count() FROM rollup_retired WHERE attempt IN ({})",
+                            attempt_list(parts)
+                        ))
+                        .fetch_one(),
+                )
+                .await?;
+                if retired > 0 {
+                    tracing::info!(lo, hi, "a range joined was retired meanwhile; not recorded");
+                    return Ok(None);
+                }
             }
         }
         if self.hold_state().await? != before {
@@ -478,7 +495,8 @@ impl Roller {
                 .fetch_all(),
         )
         .await?;
-        if !due.is_empty() {
+        // A thousand at a time: a statement is at most 256 KiB.
+        for due in due.chunks(1_000) {
             let attempts = due
                 .iter()
                 .map(u64::to_string)
@@ -531,20 +549,27 @@ impl Roller {
 
 /// The ranges rolled to the end, one attempt each: those recorded after
 /// the last hold or release (see [`Roller::hold`]) and not retired (see
-/// [`Roller::retire`]). The statement reads `rollup_ranges`, then
-/// `rollup_retired` in its subquery: the order in which a rebuild's
-/// `RENAME` locks them (see [`facts`] on why that matters).
+/// [`Roller::retire`]); none while rolling is held. The statement reads
+/// `rollup_ranges`, then `rollup_retired` in its subquery: the order in
+/// which a rebuild's `RENAME` locks them (by name; see [`facts`] on why
+/// that matters).
 pub(crate) async fn done(
     client: &clickhouse::Client,
     config: &ClickHouseConfig,
 ) -> Result<Vec<Range>, StoreError> {
-    let changed: u64 = timed(
+    let (held, changed): (u8, u64) = timed(
         config,
         client
-            .query("SELECT max(at_ms) FROM rollup_hold")
+            .query("SELECT toUInt8(argMax(held, at_ms)), max(at_ms) FROM rollup_hold")
             .fetch_one(),
     )
     .await?;
+    if held == 1 {
+        // A roll that raced a rebuild's switch may have recorded a range
+        // here whose rows are in the old tables; until the release makes it
+        // stale, rankings read the facts.
+        return Ok(Vec::new());
+    }
     timed(
         config,
         client
