@@ -468,22 +468,8 @@ impl Roller {
         .await?;
         let retiring = superseded(&recorded);
         let now_ms = self.server_ms().await?;
-        if !retiring.is_empty() {
-            let rows = retiring
-                .iter()
-                .map(|r| format!("({}, 0, {now_ms})", r.attempt))
-                .collect::<Vec<_>>()
-                .join(", ");
-            timed(
-                &self.config,
-                self.client
-                    .query(&format!(
-                        "INSERT INTO rollup_retired (attempt, purged, at_ms) VALUES {rows}"
-                    ))
-                    .execute(),
-            )
-            .await?;
-        }
+        let attempts: Vec<u64> = retiring.iter().map(|r| r.attempt).collect();
+        self.mark_retired(&attempts, false, now_ms).await?;
         let kept_since = now_ms.saturating_sub(keep.as_millis() as u64);
         let due: Vec<u64> = timed(
             &self.config,
@@ -515,22 +501,38 @@ impl Roller {
                 )
                 .await?;
             }
-            let purged = due
+            self.mark_retired(due, true, now_ms + 1).await?;
+        }
+        Ok((retiring.len(), due.len()))
+    }
+
+    /// Records `attempts` in `rollup_retired` as retired, or as `purged`
+    /// (their rows deleted), at `at_ms` (the newest row of an attempt wins).
+    async fn mark_retired(
+        &self,
+        attempts: &[u64],
+        purged: bool,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        // A thousand at a time, as the deletes (a database upgraded after a
+        // long history retires many at first).
+        for attempts in attempts.chunks(1_000) {
+            let rows = attempts
                 .iter()
-                .map(|a| format!("({a}, 1, {})", now_ms + 1))
+                .map(|a| format!("({a}, {}, {at_ms})", u8::from(purged)))
                 .collect::<Vec<_>>()
                 .join(", ");
             timed(
                 &self.config,
                 self.client
                     .query(&format!(
-                        "INSERT INTO rollup_retired (attempt, purged, at_ms) VALUES {purged}"
+                        "INSERT INTO rollup_retired (attempt, purged, at_ms) VALUES {rows}"
                     ))
                     .execute(),
             )
             .await?;
         }
-        Ok((retiring.len(), due.len()))
+        Ok(())
     }
 
     /// Rolls the next range if one is due (ranges of `size` events at level
