@@ -11,8 +11,9 @@
 //! last base span [`BASE_EVERY`] full ranges, they are summed with it into
 //! a new base, a range from the start (level [`BASE`]); meanwhile short
 //! ranges (rolled while the stream was quiet) are joined into longer
-//! level-0 ones a few at a time. A ranking reads one base and a few level-0 ranges, and
-//! each of the base's cells (tenant, minute, attribution) once.
+//! level-0 ones a few at a time. A ranking reads one base and a few
+//! level-0 ranges, and each of the base's cells (tenant, minute,
+//! attribution) once.
 //!
 //! Rolling is a pure function of the facts: an attempt repeated after a
 //! crash, or made by two workers at once, writes the same sums. Each
@@ -447,14 +448,13 @@ impl Roller {
     /// retired at least `keep` ago, which no reader can still be reading.
     /// Returns how many attempts it retired and how many it deleted. A
     /// retire repeated (two workers) retires the same attempts again.
+    /// Nothing while rolling is held.
     pub async fn retire(&self, keep: std::time::Duration) -> Result<(usize, usize), StoreError> {
-        let changed: u64 = timed(
-            &self.config,
-            self.client
-                .query("SELECT max(at_ms) FROM rollup_hold")
-                .fetch_one(),
-        )
-        .await?;
+        let (held, changed) = self.hold_state().await?;
+        if held {
+            // A rebuild's tables, not complete yet.
+            return Ok((0, 0));
+        }
         let recorded: Vec<Range> = timed(
             &self.config,
             self.client
