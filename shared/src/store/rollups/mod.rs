@@ -139,14 +139,7 @@ impl Roller {
     /// Whether rolling is held (see [`Roller::hold`]), and when that was
     /// last changed (0 if never).
     async fn hold_state(&self) -> Result<(bool, u64), StoreError> {
-        let (held, changed): (u8, u64) = timed(
-            &self.config,
-            self.client
-                .query("SELECT toUInt8(argMax(held, at_ms)), max(at_ms) FROM rollup_hold")
-                .fetch_one(),
-        )
-        .await?;
-        Ok((held == 1, changed))
+        hold_state(&self.client, &self.config).await
     }
 
     /// Whether rolling is held.
@@ -386,7 +379,13 @@ impl Roller {
     pub async fn step(&self, size: u64, quiet: bool) -> Result<Option<Range>, StoreError> {
         // Read before the ranges done, so that a switch after them shows.
         let before = self.hold_state().await?;
-        let (done, position) = tokio::try_join!(self.done(), self.position())?;
+        if before.0 {
+            return Ok(None);
+        }
+        let (done, position) = tokio::try_join!(
+            done_since(&self.client, &self.config, before.1),
+            self.position()
+        )?;
         match next(&done, position, size, quiet) {
             Some(plan) => self.roll(&plan, before).await,
             None => Ok(None),
@@ -404,19 +403,22 @@ pub(crate) async fn done(
     client: &clickhouse::Client,
     config: &ClickHouseConfig,
 ) -> Result<Vec<Range>, StoreError> {
-    let (held, changed): (u8, u64) = timed(
-        config,
-        client
-            .query("SELECT toUInt8(argMax(held, at_ms)), max(at_ms) FROM rollup_hold")
-            .fetch_one(),
-    )
-    .await?;
-    if held == 1 {
+    match hold_state(client, config).await? {
         // A roll that raced a rebuild's switch may have recorded a range
         // here whose rows are in the old tables; until the release makes it
         // stale, rankings read the facts.
-        return Ok(Vec::new());
+        (true, _) => Ok(Vec::new()),
+        (false, changed) => done_since(client, config, changed).await,
     }
+}
+
+/// The ranges recorded done after `changed` (the last hold or release) and
+/// not retired, one attempt each.
+async fn done_since(
+    client: &clickhouse::Client,
+    config: &ClickHouseConfig,
+    changed: u64,
+) -> Result<Vec<Range>, StoreError> {
     timed(
         config,
         client
@@ -430,6 +432,22 @@ pub(crate) async fn done(
             .fetch_all(),
     )
     .await
+}
+
+/// Whether rolling is held in this database, and when that was last
+/// changed (0 if never).
+async fn hold_state(
+    client: &clickhouse::Client,
+    config: &ClickHouseConfig,
+) -> Result<(bool, u64), StoreError> {
+    let (held, changed): (u8, u64) = timed(
+        config,
+        client
+            .query("SELECT toUInt8(argMax(held, at_ms)), max(at_ms) FROM rollup_hold")
+            .fetch_one(),
+    )
+    .await?;
+    Ok((held == 1, changed))
 }
 
 #[cfg(test)]
