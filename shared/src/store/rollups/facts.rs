@@ -126,6 +126,7 @@ pub(super) async fn roll(
     // that the range's catalogue events correct, found by post in
     // `engagements` (sorted by post).
     let (name, value) = LONG_QUERY;
+    let started = std::time::Instant::now();
     let mut facts: Vec<PostFacts> = timed(
         config,
         client
@@ -156,6 +157,7 @@ pub(super) async fn roll(
         facts.extend(corrected);
     }
 
+    let facts_ms = started.elapsed().as_millis() as u64;
     let mut posts: Vec<&str> = facts.iter().map(|f| f.post_id.as_str()).collect();
     posts.push("");
     posts.sort_unstable();
@@ -176,6 +178,7 @@ pub(super) async fn roll(
             .fetch_all(),
     )
     .await?;
+    let catalogue_ms = started.elapsed().as_millis() as u64 - facts_ms;
     let mut catalogue: HashMap<(&str, &str), Vec<&Published>> = HashMap::new();
     for p in &published {
         catalogue
@@ -217,6 +220,16 @@ pub(super) async fn roll(
             add(lo, -1);
         }
     }
+    tracing::debug!(
+        lo,
+        hi,
+        facts = facts.len(),
+        posts = posts.len(),
+        facts_ms,
+        catalogue_ms,
+        sum_ms = started.elapsed().as_millis() as u64 - facts_ms - catalogue_ms,
+        "read a range's facts"
+    );
     Ok(sums
         .into_iter()
         .filter(|(_, c)| c.iter().any(|v| *v != 0))
