@@ -162,16 +162,8 @@ async fn start(
                     progress.clone(),
                     shutdown.clone(),
                 ));
-                if config.projector.rollup_range > 0 {
-                    rollup::spawn(
-                        config.clickhouse.clone(),
-                        config.projector.rollup_range,
-                        Duration::from_millis(config.projector.rollup_interval_ms),
-                        config.projector.rollup_retire.then(|| {
-                            Duration::from_millis(config.projector.rollup_retired_keep_ms)
-                        }),
-                        shutdown.clone(),
-                    );
+                if let Some(settings) = rollup::Settings::of(&config.projector) {
+                    rollup::spawn(config.clickhouse.clone(), settings, shutdown.clone());
                 }
                 return Ok(Some(worker(config, &js, consumer, progress.clone())));
             }

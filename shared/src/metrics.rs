@@ -66,6 +66,9 @@ pub const ROLLUP_ERRORS: &str = "tally_rollup_errors_total";
 /// The stream sequence the rollups reach from the start (rankings read the
 /// facts only beyond it).
 pub const ROLLUP_POSITION: &str = "tally_rollup_position";
+/// 1 while rolling waits for the projection to catch up
+/// (`projector.rollup_defer_lag`), else 0.
+pub const ROLLUP_DEFERRED: &str = "tally_rollup_deferred";
 /// Event-time watermark (seconds since the epoch): buckets ending more than
 /// the grace period before it are complete.
 pub const WATERMARK: &str = "tally_watermark_seconds";

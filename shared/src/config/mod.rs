@@ -154,6 +154,9 @@ pub struct ProjectorConfig {
     /// How long a retired range's rows stay before they are deleted (a
     /// reader that chose it just before may still read them).
     pub rollup_retired_keep_ms: u64,
+    /// While the projection is more than this many events behind the
+    /// stream, workers leave rolling for later (0: never).
+    pub rollup_defer_lag: u64,
     /// Events to move to the dead-letter stream on sight, as
     /// `<tenant>:<event_id>`.
     pub quarantine: Vec<String>,

@@ -120,6 +120,7 @@ const FULL: Size = Size {
 /// under half of single-event saturation.
 const VISIBLE_AT_HALF_BATCH: &str = "accept-to-visible, half of batch saturation";
 const VISIBLE_AT_HALF_SINGLE: &str = "accept-to-visible, half of single-event saturation";
+const RAW_INSERT: &str = "raw ClickHouse insert (same events' rows)";
 
 /// Events in a batch request.
 const BATCH_EVENTS: usize = 500;
@@ -242,17 +243,22 @@ async fn main() -> anyhow::Result<()> {
     let scratch = env.database(&format!("{}_raw", config.clickhouse.database));
     tables::create_database(&scratch).await?;
     let client = env.client(&scratch);
+    let cpu = CpuMeter::start(&servers(&nats, &[("tally-bench", std::process::id())]));
     let started = Instant::now();
     for batch in &folded {
         write(&client, &batch.rows).await?;
     }
-    rows.push(Row::rate(
-        "raw limits",
-        "raw ClickHouse insert (same events' rows)",
-        size.backlog as f64 / started.elapsed().as_secs_f64(),
-        "events",
-        size.backlog as u64,
-    ));
+    let inserted = size.backlog as f64 / started.elapsed().as_secs_f64();
+    rows.push(
+        Row::rate(
+            "raw limits",
+            RAW_INSERT,
+            inserted,
+            "events",
+            size.backlog as u64,
+        )
+        .note(cpu.note()),
+    );
     tables::drop_database(&env.client(env.live()), &scratch.database).await?;
     drop(folded);
 
@@ -442,14 +448,8 @@ async fn main() -> anyhow::Result<()> {
     ] {
         report.compare(measure, raw_publish);
     }
-    report.compare(
-        "fold, one projector worker",
-        "raw ClickHouse insert (same events' rows)",
-    );
-    report.compare(
-        "replay rebuild (fold, insert, switch)",
-        "raw ClickHouse insert (same events' rows)",
-    );
+    report.compare("fold, one projector worker", RAW_INSERT);
+    report.compare("replay rebuild (fold, insert, switch)", RAW_INSERT);
     report.compare_peer(
         "Redis INCR counter per post",
         "Tally like endpoints (PUT/DELETE)",

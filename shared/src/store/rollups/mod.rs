@@ -182,10 +182,20 @@ impl Roller {
     /// The position below which every event is projected, as the workers
     /// last recorded it (0 if none did).
     pub async fn position(&self) -> Result<u64, StoreError> {
+        Ok(self.progress().await?.0)
+    }
+
+    /// The position (as [`Roller::position`]) and the stream's last
+    /// sequence when a worker last recorded it: how far the projection is
+    /// behind.
+    pub async fn progress(&self) -> Result<(u64, u64), StoreError> {
         let positions = super::models::Models::new(self.client.clone(), &self.config)
             .positions()
             .await?;
-        Ok(positions.iter().map(|p| p.position).min().unwrap_or(0))
+        Ok((
+            positions.iter().map(|p| p.position).min().unwrap_or(0),
+            positions.iter().map(|p| p.stream_last).max().unwrap_or(0),
+        ))
     }
 
     /// Rolls `plan`, made from what was done when rolling was in the hold
