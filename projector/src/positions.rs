@@ -72,7 +72,14 @@ impl Position {
     }
 }
 
-/// Records the position about every `interval` until `shutdown`.
+/// The soonest a worker records the position again after recording it:
+/// right after a batch is acked, so that answers show new events soon, but
+/// about five times a second at most under load.
+const SOONEST: Duration = Duration::from_millis(200);
+
+/// Records the position after each batch acked (at most every
+/// [`SOONEST`]) and at least every `interval` (for the watermark of a quiet
+/// stream), until `shutdown`.
 pub async fn run(
     stream: Stream,
     mut consumer: PullConsumer,
@@ -84,56 +91,75 @@ pub async fn run(
     let client = store::client(&clickhouse);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let soonest = SOONEST.min(interval);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
+            _ = progress.acked.notified() => {}
         }
-        let position = match read(&stream, &mut consumer).await {
-            Ok(position) => position,
-            Err(e) => {
-                tracing::debug!(error = %e, "reading the projection position failed");
-                continue;
+        match read(&stream, &mut consumer).await {
+            Ok(position) => {
+                // An ack just sent may not have moved the floor yet: look
+                // again soon while it is behind what this worker acked.
+                if position.position < progress.last_seq.load(Ordering::Relaxed) {
+                    progress.acked.notify_one();
+                }
+                record(&client, &clickhouse, &progress, position).await;
             }
-        };
-        let now = OffsetDateTime::now_utc();
-        let now_s = u32::try_from(now.unix_timestamp().max(0)).unwrap_or(u32::MAX);
-        let watermark = position.watermark(now_s);
-        progress
-            .position
-            .store(position.position, Ordering::Relaxed);
-        progress
-            .watermark
-            .store(watermark.into(), Ordering::Relaxed);
-        for model in READ_MODELS {
-            let labels = [("model", *model)];
-            gauge!(names::PROJECTION_POSITION, &labels).set(position.position as f64);
-            gauge!(names::PROJECTION_LAG_EVENTS, &labels).set(position.lag_events() as f64);
-            gauge!(names::PROJECTION_LAG_SECONDS, &labels)
-                .set(f64::from(position.lag_seconds(now_s)));
+            Err(e) => tracing::debug!(error = %e, "reading the projection position failed"),
         }
-        gauge!(names::WATERMARK).set(f64::from(watermark));
-        let updated_ms = u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-        let rows: Vec<PositionRow> = READ_MODELS
-            .iter()
-            .map(|model| PositionRow {
-                model: (*model).to_owned(),
-                position: position.position,
-                stream_last: position.stream_last,
-                watermark,
-                updated_ms,
-            })
-            .collect();
-        let write = async {
-            let mut insert = client.insert::<PositionRow>("projection_positions").await?;
-            for row in &rows {
-                insert.write(row).await?;
-            }
-            insert.end().await
-        };
-        if let Err(e) = store::timed(&clickhouse, write).await {
-            tracing::debug!(error = %e, "recording the projection position failed");
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(soonest) => {}
         }
+    }
+}
+
+/// Shares `position` with the health endpoint and the metrics, and writes
+/// it to `projection_positions` for the query side.
+async fn record(
+    client: &clickhouse::Client,
+    clickhouse: &ClickHouseConfig,
+    progress: &Progress,
+    position: Position,
+) {
+    let now = OffsetDateTime::now_utc();
+    let now_s = u32::try_from(now.unix_timestamp().max(0)).unwrap_or(u32::MAX);
+    let watermark = position.watermark(now_s);
+    progress
+        .position
+        .store(position.position, Ordering::Relaxed);
+    progress
+        .watermark
+        .store(watermark.into(), Ordering::Relaxed);
+    for model in READ_MODELS {
+        let labels = [("model", *model)];
+        gauge!(names::PROJECTION_POSITION, &labels).set(position.position as f64);
+        gauge!(names::PROJECTION_LAG_EVENTS, &labels).set(position.lag_events() as f64);
+        gauge!(names::PROJECTION_LAG_SECONDS, &labels).set(f64::from(position.lag_seconds(now_s)));
+    }
+    gauge!(names::WATERMARK).set(f64::from(watermark));
+    let updated_ms = u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let rows: Vec<PositionRow> = READ_MODELS
+        .iter()
+        .map(|model| PositionRow {
+            model: (*model).to_owned(),
+            position: position.position,
+            stream_last: position.stream_last,
+            watermark,
+            updated_ms,
+        })
+        .collect();
+    let write = async {
+        let mut insert = client.insert::<PositionRow>("projection_positions").await?;
+        for row in &rows {
+            insert.write(row).await?;
+        }
+        insert.end().await
+    };
+    if let Err(e) = store::timed(clickhouse, write).await {
+        tracing::debug!(error = %e, "recording the projection position failed");
     }
 }
 

@@ -50,6 +50,8 @@ pub struct Progress {
     pub position: AtomicU64,
     /// Event-time watermark, seconds since the epoch.
     pub watermark: AtomicU64,
+    /// Told after each batch acked: the position may have moved.
+    pub acked: tokio::sync::Notify,
 }
 
 pub struct Worker {
@@ -429,6 +431,7 @@ impl Writer {
         }
         let max_seq = seqs.iter().copied().max().unwrap_or(0);
         self.progress.last_seq.fetch_max(max_seq, Ordering::Relaxed);
+        self.progress.acked.notify_one();
         self.progress
             .projected
             .fetch_add(seqs.len() as u64, Ordering::Relaxed);

@@ -43,7 +43,6 @@ pub fn environment(config: &Config, name: &str, listen: &str) -> Vec<(String, St
         ),
         ("TALLY_RATE_LIMIT__ENABLED", "false".to_owned()),
         ("TALLY_QUERY__RATE_LIMIT__ENABLED", "false".to_owned()),
-        ("TALLY_PROJECTOR__POSITION_INTERVAL_MS", "200".to_owned()),
         // The services' log filter: errors only, unless TALLY_BENCH_LOG
         // asks for more (e.g. `error,tally_projector=debug` dates every
         // batch the projector fetches and writes, in its log).
