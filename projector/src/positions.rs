@@ -92,22 +92,41 @@ pub async fn run(
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let soonest = SOONEST.min(interval);
+    // The floor and stream end last written.
+    let mut unchanged = None;
     loop {
-        tokio::select! {
+        let ticked = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-            _ = progress.acked.notified() => {}
-        }
-        match read(&stream, &mut consumer).await {
-            Ok(position) => {
-                // An ack just sent may not have moved the floor yet: look
-                // again soon while it is behind what this worker acked.
-                if position.position < progress.last_seq.load(Ordering::Relaxed) {
-                    progress.acked.notify_one();
-                }
-                record(&client, &clickhouse, &progress, position).await;
+            _ = ticker.tick() => true,
+            _ = progress.acked.notified() => false,
+        };
+        // Stamped before the read, so that a later record never carries an
+        // older floor (readers take each model's latest record).
+        let now = OffsetDateTime::now_utc();
+        let recorded = match read(&stream, &mut consumer).await {
+            Ok(position)
+                if !ticked && Some((position.position, position.stream_last)) == unchanged =>
+            {
+                // Woken by an ack that has not moved the floor yet: the
+                // same record again would only add a row (the periodic one
+                // moves the watermark).
+                Some(position.position)
             }
-            Err(e) => tracing::debug!(error = %e, "reading the projection position failed"),
+            Ok(position) => {
+                let written = record(&client, &clickhouse, &progress, position, now).await;
+                unchanged = written.then_some((position.position, position.stream_last));
+                written.then_some(position.position)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the projection position failed");
+                None
+            }
+        };
+        // An ack just sent may not have moved the floor yet, and a failed
+        // read or write leaves the last one standing: look again soon
+        // while what is recorded is behind what this worker acked.
+        if recorded.is_none_or(|p| p < progress.last_seq.load(Ordering::Relaxed)) {
+            progress.acked.notify_one();
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -117,14 +136,15 @@ pub async fn run(
 }
 
 /// Shares `position` with the health endpoint and the metrics, and writes
-/// it to `projection_positions` for the query side.
+/// it to `projection_positions` for the query side, stamped `now`; whether
+/// it was written.
 async fn record(
     client: &clickhouse::Client,
     clickhouse: &ClickHouseConfig,
     progress: &Progress,
     position: Position,
-) {
-    let now = OffsetDateTime::now_utc();
+    now: OffsetDateTime,
+) -> bool {
     let now_s = u32::try_from(now.unix_timestamp().max(0)).unwrap_or(u32::MAX);
     let watermark = position.watermark(now_s);
     progress
@@ -158,8 +178,12 @@ async fn record(
         }
         insert.end().await
     };
-    if let Err(e) = store::timed(clickhouse, write).await {
-        tracing::debug!(error = %e, "recording the projection position failed");
+    match store::timed(clickhouse, write).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(error = %e, "recording the projection position failed");
+            false
+        }
     }
 }
 

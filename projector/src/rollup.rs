@@ -87,9 +87,10 @@ pub fn spawn(clickhouse: ClickHouseConfig, settings: Settings, shutdown: Cancell
 }
 
 /// Rolls every range that is due, then looks again every
-/// `settings.interval`, until `shutdown`. With `settings.retire`, retires
-/// the ranges that newer bases supersede, after each new base and every
-/// [`RETIRE_LOOKS`] looks.
+/// `settings.interval`, until `shutdown`; not while [`Settings::defers`],
+/// unless the position has stood still for [`QUIET_LOOKS`] looks. With
+/// `settings.retire`, retires the ranges that newer bases supersede, after
+/// each new base and every [`RETIRE_LOOKS`] looks (deferred or not).
 pub async fn run(clickhouse: ClickHouseConfig, settings: Settings, shutdown: CancellationToken) {
     let Settings {
         size,
@@ -101,12 +102,7 @@ pub async fn run(clickhouse: ClickHouseConfig, settings: Settings, shutdown: Can
     // The position, and for how many looks it has stood still.
     let mut last = (0, 0);
     let mut looks = 0u32;
-    // Where the rollups reach, and whether rolling waits for the
-    // projection to catch up.
-    let mut rolled = match roller.done().await {
-        Ok(done) => rollups::cover(&done, u64::MAX).0,
-        Err(_) => 0,
-    };
+    // Whether rolling waits for the projection to catch up.
     let mut deferred = false;
     loop {
         looks = looks.wrapping_add(1);
@@ -115,13 +111,24 @@ pub async fn run(clickhouse: ClickHouseConfig, settings: Settings, shutdown: Can
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        if let Ok((position, stream_last)) = roller.progress().await {
+        // Where the rollups reach: other workers move it, and a rebuild's
+        // release takes it back to the start.
+        let rolled = match roller.done().await {
+            Ok(done) => {
+                let rolled = rollups::cover(&done, u64::MAX).0;
+                gauge!(names::ROLLUP_POSITION).set(rolled as f64);
+                Some(rolled)
+            }
+            Err(_) => None,
+        };
+        if let (Ok((position, stream_last)), Some(rolled)) = (roller.progress().await, rolled) {
             last = if position == last.0 {
                 (position, last.1 + 1)
             } else {
                 (position, 0)
             };
-            let defers = settings.defers(position, stream_last, rolled);
+            // A projection standing still has nothing to fold faster.
+            let defers = last.1 < QUIET_LOOKS && settings.defers(position, stream_last, rolled);
             if defers != deferred {
                 tracing::debug!(
                     position,
@@ -138,12 +145,9 @@ pub async fn run(clickhouse: ClickHouseConfig, settings: Settings, shutdown: Can
             }
             gauge!(names::ROLLUP_DEFERRED).set(f64::from(u8::from(deferred)));
         }
-        if deferred {
-            continue;
-        }
         let quiet = last.1 >= QUIET_LOOKS;
         // Several ranges may be due (after a pause, or joins after rolls).
-        while !shutdown.is_cancelled() {
+        while !deferred && !shutdown.is_cancelled() {
             let started = std::time::Instant::now();
             match roller.step(size, quiet).await {
                 Ok(Some(range)) => {
@@ -178,10 +182,6 @@ pub async fn run(clickhouse: ClickHouseConfig, settings: Settings, shutdown: Can
                     counter!(names::ROLLUP_ERRORS).increment(1);
                 }
             }
-        }
-        if let Ok(done) = roller.done().await {
-            rolled = rollups::cover(&done, u64::MAX).0;
-            gauge!(names::ROLLUP_POSITION).set(rolled as f64);
         }
     }
 }

@@ -2,7 +2,8 @@
 //! (every event at or below it is in), the stream's end, the event-time
 //! watermark, and whether the answer came from cache or is stale. The
 //! projector records positions in ClickHouse after its batches are acked
-//! (at most five times a second) and at least once a second; this
+//! (at most five times a second) and at least every
+//! `projector.position_interval_ms`; this
 //! reads them at most every [`REFRESH`] and shares the result between
 //! requests. The read happens beside the requests, not in one: a request
 //! that finds the shared view due for a refresh starts one (unless one is

@@ -311,12 +311,15 @@ async fn main() -> anyhow::Result<()> {
             cpu.note()
         )),
     );
+    // The rolls the fold left for later (a projector catching up defers
+    // them) are done before the rebuild, not during it.
+    let mut settle = Settle { env, models };
+    settle.settle().await;
     phase!(run_started, "replay rebuild…");
-    let mut env = env;
     let started = Instant::now();
     let cpu = CpuMeter::start(&servers(&nats, &[("tally-bench", std::process::id())]));
     let report = rebuild::rebuild(
-        &mut env,
+        &mut settle.env,
         rebuild::Options {
             models: vec![],
             start: Start::Beginning,
@@ -338,7 +341,6 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // 3. Ingest.
-    let mut settle = Settle { env, models };
     let ingesting = servers(
         &nats,
         &[

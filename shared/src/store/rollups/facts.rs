@@ -105,6 +105,7 @@ pub(super) async fn roll(
     attempt: u64,
     catalogued: bool,
 ) -> Result<Vec<RollupRow>, StoreError> {
+    let started = std::time::Instant::now();
     // The posts published in the range (their earlier facts are corrected):
     // any superset would do, since a post whose attribution did not change
     // corrects by nothing.
@@ -126,7 +127,6 @@ pub(super) async fn roll(
     // that the range's catalogue events correct, found by post in
     // `engagements` (sorted by post).
     let (name, value) = LONG_QUERY;
-    let started = std::time::Instant::now();
     let mut facts: Vec<PostFacts> = timed(
         config,
         client
@@ -223,8 +223,8 @@ pub(super) async fn roll(
     tracing::debug!(
         lo,
         hi,
-        facts = facts.len(),
-        posts = posts.len(),
+        summed_rows = facts.len(),
+        posts = posts.len() - 1,
         facts_ms,
         catalogue_ms,
         sum_ms = started.elapsed().as_millis() as u64 - facts_ms - catalogue_ms,
