@@ -89,8 +89,9 @@ pub fn spawn(clickhouse: ClickHouseConfig, settings: Settings, shutdown: Cancell
 /// Rolls every range that is due, then looks again every
 /// `settings.interval`, until `shutdown`; not while [`Settings::defers`],
 /// unless the position has stood still for [`QUIET_LOOKS`] looks. With
-/// `settings.retire`, retires the ranges that newer bases supersede, after
-/// each new base and every [`RETIRE_LOOKS`] looks (deferred or not).
+/// `settings.retire`, retires the ranges that newer bases supersede and
+/// the attempts never recorded done (see [`Roller::retire`]), after each
+/// new base and every [`RETIRE_LOOKS`] looks (deferred or not).
 pub async fn run(clickhouse: ClickHouseConfig, settings: Settings, shutdown: CancellationToken) {
     let Settings {
         size,
@@ -141,6 +142,9 @@ pub async fn run(clickhouse: ClickHouseConfig, settings: Settings, shutdown: Can
                         "rolling resumed"
                     }
                 );
+                if defers {
+                    counter!(names::ROLLUP_DEFERRALS).increment(1);
+                }
                 deferred = defers;
             }
             gauge!(names::ROLLUP_DEFERRED).set(f64::from(u8::from(deferred)));
@@ -172,9 +176,24 @@ pub async fn run(clickhouse: ClickHouseConfig, settings: Settings, shutdown: Can
         }
         if let Some(keep) = retire.filter(|_| based || looks % RETIRE_LOOKS == 0) {
             match roller.retire(keep).await {
-                Ok((retired, deleted)) if retired + deleted > 0 => {
-                    tracing::debug!(retired, deleted, "retired superseded rollup ranges");
-                    counter!(names::ROLLUPS_RETIRED).increment(retired as u64);
+                Ok(retired) if retired.any() => {
+                    let rollups::Retired {
+                        superseded,
+                        unrecorded,
+                        deleted,
+                        forgotten,
+                    } = retired;
+                    tracing::debug!(
+                        superseded,
+                        unrecorded,
+                        deleted,
+                        forgotten,
+                        "retired rollup attempts"
+                    );
+                    for (why, attempts) in [("superseded", superseded), ("unrecorded", unrecorded)]
+                    {
+                        counter!(names::ROLLUPS_RETIRED, "why" => why).increment(attempts as u64);
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => {

@@ -59,7 +59,8 @@ pub const PROJECTION_LAG_EVENTS: &str = "tally_projection_lag_events";
 pub const PROJECTION_LAG_SECONDS: &str = "tally_projection_lag_seconds";
 /// Rollup ranges rolled; label `level`.
 pub const ROLLUPS: &str = "tally_rollups_total";
-/// Rollup ranges' attempts retired (superseded by a newer base).
+/// Rollup attempts retired; label `why`: `superseded` (by a newer base) or
+/// `unrecorded` (rows written, never recorded done: a crashed roll).
 pub const ROLLUPS_RETIRED: &str = "tally_rollups_retired_total";
 /// Failed rollup attempts (retried at the next interval).
 pub const ROLLUP_ERRORS: &str = "tally_rollup_errors_total";
@@ -69,6 +70,8 @@ pub const ROLLUP_POSITION: &str = "tally_rollup_position";
 /// 1 while rolling waits for the projection to catch up
 /// (`projector.rollup_defer_lag`), else 0.
 pub const ROLLUP_DEFERRED: &str = "tally_rollup_deferred";
+/// Times rolling began to wait for the projection to catch up.
+pub const ROLLUP_DEFERRALS: &str = "tally_rollup_deferrals_total";
 /// Event-time watermark (seconds since the epoch): buckets ending more than
 /// the grace period before it are complete.
 pub const WATERMARK: &str = "tally_watermark_seconds";

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tally_shared::store::models::{Filters, Metric, Models, Ranked};
 use tally_shared::store::rollups::{self, Roller};
-use tally_tests::{eventually, Stack, TokenScope as Scope};
+use tally_tests::{eventually, Kind, Stack, TokenScope as Scope};
 use time::OffsetDateTime;
 
 use crate::read_models::{at, ingest};
@@ -19,6 +19,9 @@ use crate::read_models::{at, ingest};
 /// Events per level-0 range: small, so that a few hundred events make
 /// many ranges and several bases.
 const RANGE: u64 = 7;
+
+/// The attempt number of a roll that crashed after writing its rows.
+const CRASHED: u64 = 4_242_424_242;
 
 /// Waits until the facts reach `seq` and the rollups cover at least `rolled`.
 async fn settled(roller: &Roller, seq: u64, rolled: u64) {
@@ -320,6 +323,20 @@ async fn superseded_ranges_are_retired_and_their_rows_deleted() {
         })
         .collect();
     let mut last = ingest(&stack, &token, &catalogue).await;
+    // What a roll that crashed after writing leaves: rows of an attempt
+    // that no range records. Readers never choose it; it is retired once
+    // found so for the keep time, then deleted.
+    client
+        .query(&format!(
+            "INSERT INTO rollups (tenant, level, lo, hi, attempt, minute, influencer, campaign,
+                 platform, content_type, tags, likes, shares, comments, views, clicks,
+                 conversions, follows, sentiment, events)
+             VALUES ('acme', 0, 0, {RANGE}, {CRASHED}, toDateTime({t0}), 'i0', '', 'instagram', 'reel', [],
+                 1000, 0, 0, 0, 0, 0, 0, 0, 1000)"
+        ))
+        .execute()
+        .await
+        .unwrap();
     // 150 events: bases at every 28 (four ranges of 7), five of them.
     for round in 0..10i64 {
         let events: Vec<Value> = (0..15i64)
@@ -395,12 +412,38 @@ async fn superseded_ranges_are_retired_and_their_rows_deleted() {
         },
     )
     .await;
-    let retired: u64 = client
-        .query("SELECT count(DISTINCT attempt) FROM rollup_retired")
-        .fetch_one()
-        .await
-        .unwrap();
-    assert!(retired >= 4 * 3, "three bases' ranges retired: {retired}");
+    let projector = stack.metrics_text(&stack.projector).await;
+    let retired = |why: &str| {
+        let name = format!("tally_rollups_retired_total{{why=\"{why}\"}} ");
+        projector
+            .lines()
+            .find_map(|line| line.strip_prefix(&name)?.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        retired("superseded") >= 4 * 3 && retired("unrecorded") >= 1,
+        "three bases' ranges and the crashed roll's attempt retired:\n{projector}"
+    );
+    // Once deleted for the keep time, and their rows gone, retired
+    // attempts are struck from `rollup_retired` (nothing else is retired
+    // after the last base).
+    eventually(
+        "deleted attempts forgotten",
+        Duration::from_secs(60),
+        || async {
+            let listed: u64 = client
+                .query("SELECT count() FROM rollup_retired")
+                .fetch_one()
+                .await
+                .map_err(|e| e.to_string())?;
+            if listed == 0 {
+                Ok(())
+            } else {
+                Err(format!("{listed} rows in rollup_retired"))
+            }
+        },
+    )
+    .await;
 
     // The latest position reads the latest base; a position after the
     // previous base reads that one; both rank as the facts do.
@@ -433,5 +476,89 @@ async fn superseded_ranges_are_retired_and_their_rows_deleted() {
             .await;
             assert!(!ranked.is_empty());
         }
+    }
+}
+
+/// A projection catching up a backlog leaves rolling for later (more than
+/// `rollup_defer_lag` events behind the stream), then rolls every range it
+/// passed; rankings then read the rollups and rank as the facts do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_waits_while_a_backlog_is_caught_up_then_rolls_what_it_passed() {
+    const SIZE: u64 = 200;
+    let mut stack = Stack::start_with("rollups_deferred", |config| {
+        config.projector.rollup_range = SIZE;
+        config.projector.rollup_interval_ms = 50;
+        // Deferred while more than 2,000 behind, and while the facts past
+        // the rollups are under 16 ranges (3,200 events).
+        config.projector.rollup_defer_lag = 2_000;
+        // The backlog takes many batches, and positions are recorded
+        // between them.
+        config.projector.batch_size = 100;
+        config.rate_limit.enabled = false;
+    })
+    .await;
+    let token = stack.token("acme", &[Scope::EventsWrite]);
+    let roller = Roller::connect(&stack.config.clickhouse);
+    let models = Models::connect(&stack.config.clickhouse);
+    let t0 = OffsetDateTime::now_utc().unix_timestamp() / 3600 * 3600 - 4 * 3600;
+    let catalogue: Vec<Value> = (0..6)
+        .map(|p| {
+            json!({"event_id": format!("c{p}"), "type": "post_published", "occurred_at": at(t0),
+                   "post_id": format!("p{p}"), "influencer_id": format!("i{}", p % 3),
+                   "platform": "instagram", "payload": {"content_type": "reel"}})
+        })
+        .collect();
+    let first = ingest(&stack, &token, &catalogue).await;
+    settled(&roller, first, 0).await;
+
+    // The projector steps aside while 6,000 events are accepted.
+    stack.projector.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(15), &mut stack.projector.task)
+        .await
+        .expect("the projector stops")
+        .expect("the projector stops cleanly");
+    let mut last = first;
+    for round in 0..6i64 {
+        let events: Vec<Value> = (0..1000i64)
+            .map(|i| {
+                let n = round * 1000 + i;
+                json!({"event_id": format!("e{n}"), "type": if n % 4 == 0 { "like" } else { "view" },
+                       "occurred_at": at(t0 + n % 7200), "post_id": format!("p{}", n % 6),
+                       "user_id": format!("u{n}"), "payload": {}})
+            })
+            .collect();
+        last = last.max(ingest(&stack, &token, &events).await);
+    }
+    stack.projector = tally_tests::start_service(Kind::Projector, stack.config.clone()).await;
+    settled(&roller, last, last / SIZE * SIZE).await;
+
+    let metrics = stack.metrics_text(&stack.projector).await;
+    let deferrals = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("tally_rollup_deferrals_total ")?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(0);
+    assert!(deferrals >= 1, "rolling was deferred:\n{metrics}");
+    let done = roller.done().await.unwrap();
+    let covered = rollups::cover(&done, last);
+    assert_eq!(covered.0, last / SIZE * SIZE, "{covered:?}");
+    let period = (
+        u32::try_from(t0 - 60).unwrap(),
+        u32::try_from(t0 + 7200).unwrap(),
+    );
+    for metric in [Metric::Engagements, Metric::Likes, Metric::Views] {
+        let ranked = ranked_as_the_facts(
+            &models,
+            ("acme", metric, period),
+            &Filters::default(),
+            last,
+            10,
+        )
+        .await;
+        assert_eq!(ranked.len(), 3, "{metric:?}: {ranked:?}");
     }
 }

@@ -23,6 +23,7 @@
 
 mod facts;
 mod plan;
+mod retire;
 
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use super::{timed, StoreError};
 use crate::config::ClickHouseConfig;
 pub use plan::{cover, next, superseded, Plan};
+pub use retire::Retired;
 
 /// The level of a base: a range from the start of the stream.
 pub const BASE: u8 = 1;
@@ -106,11 +108,12 @@ fn join_sql(level: u8, parts: &[Range], attempt: u64) -> String {
 
 /// `ranges`' attempt numbers as an SQL list (numbers only).
 pub(crate) fn attempt_list(ranges: &[Range]) -> String {
-    ranges
-        .iter()
-        .map(|r| r.attempt.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+    numbers(ranges.iter().map(|r| r.attempt))
+}
+
+/// Numbers as an SQL list.
+fn numbers(values: impl Iterator<Item = u64>) -> String {
+    values.map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 /// Rolls ranges in one database.
@@ -118,6 +121,9 @@ pub(crate) fn attempt_list(ranges: &[Range]) -> String {
 pub struct Roller {
     client: clickhouse::Client,
     config: ClickHouseConfig,
+    /// Attempts seen with rows but not recorded done, and when first seen
+    /// (ClickHouse's clock, ms): see [`Roller::retire`].
+    unrecorded: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u64, u64>>>,
 }
 
 impl Roller {
@@ -128,6 +134,7 @@ impl Roller {
         Roller {
             client: super::client(config).with_setting("max_threads", "1"),
             config: config.clone(),
+            unrecorded: Default::default(),
         }
     }
 
@@ -289,98 +296,6 @@ impl Roller {
         )
         .await?;
         Ok(Some(range))
-    }
-
-    /// Retires the ranges a newer base supersedes (see [`superseded`]):
-    /// readers ignore them from now on. Then deletes the rows of the ranges
-    /// retired at least `keep` ago, which no reader can still be reading.
-    /// Returns how many attempts it retired and how many it deleted. A
-    /// retire repeated (two workers) retires the same attempts again.
-    /// Nothing while rolling is held.
-    pub async fn retire(&self, keep: std::time::Duration) -> Result<(usize, usize), StoreError> {
-        let (held, changed) = self.hold_state().await?;
-        if held {
-            // A rebuild's tables, not complete yet.
-            return Ok((0, 0));
-        }
-        let recorded: Vec<Range> = timed(
-            &self.config,
-            self.client
-                .query(&format!(
-                    "SELECT level, lo, hi, attempt FROM rollup_ranges
-                     WHERE done_ms > {changed}
-                       AND attempt NOT IN (SELECT attempt FROM rollup_retired)"
-                ))
-                .fetch_all(),
-        )
-        .await?;
-        let retiring = superseded(&recorded);
-        let now_ms = self.server_ms().await?;
-        let attempts: Vec<u64> = retiring.iter().map(|r| r.attempt).collect();
-        self.mark_retired(&attempts, false, now_ms).await?;
-        let kept_since = now_ms.saturating_sub(keep.as_millis() as u64);
-        let due: Vec<u64> = timed(
-            &self.config,
-            self.client
-                .query(&format!(
-                    "SELECT attempt FROM rollup_retired GROUP BY attempt
-                     HAVING argMax(purged, at_ms) = 0 AND min(at_ms) <= {kept_since}"
-                ))
-                .fetch_all(),
-        )
-        .await?;
-        // A thousand at a time: a statement is at most 256 KiB.
-        for due in due.chunks(1_000) {
-            let attempts = due
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(", ");
-            // Mutations: ClickHouse rewrites the parts that hold the rows,
-            // in the background.
-            for table in ["rollups", "rollup_ranges"] {
-                timed(
-                    &self.config,
-                    self.client
-                        .query(&format!(
-                            "ALTER TABLE {table} DELETE WHERE attempt IN ({attempts})"
-                        ))
-                        .execute(),
-                )
-                .await?;
-            }
-            self.mark_retired(due, true, now_ms + 1).await?;
-        }
-        Ok((retiring.len(), due.len()))
-    }
-
-    /// Records `attempts` in `rollup_retired` as retired, or as `purged`
-    /// (their rows deleted), at `at_ms` (the newest row of an attempt wins).
-    async fn mark_retired(
-        &self,
-        attempts: &[u64],
-        purged: bool,
-        at_ms: u64,
-    ) -> Result<(), StoreError> {
-        // A thousand at a time, as the deletes (a database upgraded after a
-        // long history retires many at first).
-        for attempts in attempts.chunks(1_000) {
-            let rows = attempts
-                .iter()
-                .map(|a| format!("({a}, {}, {at_ms})", u8::from(purged)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            timed(
-                &self.config,
-                self.client
-                    .query(&format!(
-                        "INSERT INTO rollup_retired (attempt, purged, at_ms) VALUES {rows}"
-                    ))
-                    .execute(),
-            )
-            .await?;
-        }
-        Ok(())
     }
 
     /// Rolls the next range if one is due (ranges of `size` events at level
