@@ -31,7 +31,7 @@ pub struct Settings {
     /// How often it looks for a range to roll.
     pub interval: Duration,
     /// With `Some` (how long retired ranges' rows are kept), it retires the
-    /// ranges that newer bases supersede.
+    /// ranges that newer joins supersede.
     pub retire: Option<Duration>,
     /// While the projection is more than this many events behind the
     /// stream, it leaves rolling for later (0: never).
@@ -89,7 +89,7 @@ pub fn spawn(clickhouse: ClickHouseConfig, settings: Settings, shutdown: Cancell
 /// Rolls every range that is due, then looks again every
 /// `settings.interval`, until `shutdown`; not while [`Settings::defers`],
 /// unless the position has stood still for [`QUIET_LOOKS`] looks. With
-/// `settings.retire`, retires the ranges that newer bases supersede and
+/// `settings.retire`, retires the ranges that newer joins supersede and
 /// the attempts never recorded done (see [`Roller::retire`]), after each
 /// new base and every [`RETIRE_LOOKS`] looks (deferred or not).
 pub async fn run(clickhouse: ClickHouseConfig, settings: Settings, shutdown: CancellationToken) {
@@ -175,7 +175,7 @@ pub async fn run(clickhouse: ClickHouseConfig, settings: Settings, shutdown: Can
             }
         }
         if let Some(keep) = retire.filter(|_| based || looks % RETIRE_LOOKS == 0) {
-            match roller.retire(keep).await {
+            match roller.retire(keep, size).await {
                 Ok(retired) if retired.any() => {
                     let rollups::Retired {
                         superseded,

@@ -59,7 +59,7 @@ pub const PROJECTION_LAG_EVENTS: &str = "tally_projection_lag_events";
 pub const PROJECTION_LAG_SECONDS: &str = "tally_projection_lag_seconds";
 /// Rollup ranges rolled; label `level`.
 pub const ROLLUPS: &str = "tally_rollups_total";
-/// Rollup attempts retired; label `why`: `superseded` (by a newer base) or
+/// Rollup attempts retired; label `why`: `superseded` (by newer joins) or
 /// `unrecorded` (rows written, never recorded done: a crashed roll).
 pub const ROLLUPS_RETIRED: &str = "tally_rollups_retired_total";
 /// Failed rollup attempts (retried at the next interval).

@@ -7,13 +7,13 @@
 //! catalogue events in the range also correct the attribution of their
 //! posts' earlier facts (minus as attributed at `lo`, plus as at `hi`). The
 //! sum of consecutive ranges from the start to `R` is therefore exactly the
-//! facts up to `R` attributed as at `R`. Once the level-0 ranges after the
-//! last base span [`BASE_EVERY`] full ranges, they are summed with it into
-//! a new base, a range from the start (level [`BASE`]); meanwhile short
-//! ranges (rolled while the stream was quiet) are joined into longer
-//! level-0 ones a few at a time. A ranking reads one base and a few
-//! level-0 ranges, and each of the base's cells (tenant, minute,
-//! attribution) once.
+//! facts up to `R` attributed as at `R`. Ranges at the end of the chain
+//! from the start are joined into one once [`JOIN_FEWEST`] of them can be,
+//! each no longer than those after it together (see [`next`]): a join
+//! that starts at the start is a base (level [`BASE`]). So a base, which
+//! holds every cell (tenant, minute, attribution) of the history, is
+//! rewritten each time the history doubles, and a ranking reads a few
+//! ranges per doubling.
 //!
 //! Rolling is a pure function of the facts: an attempt repeated after a
 //! crash, or made by two workers at once, writes the same sums. Each
@@ -35,9 +35,8 @@ pub use retire::Retired;
 
 /// The level of a base: a range from the start of the stream.
 pub const BASE: u8 = 1;
-/// Full level-0 ranges' worth of sequences after the base that make a new
-/// base; also the fewest level-0 ranges that a level-0 join takes.
-pub const BASE_EVERY: usize = 4;
+/// The fewest ranges that a join takes.
+pub const JOIN_FEWEST: usize = 4;
 
 /// A rolled range of stream sequences `(lo, hi]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Row, Serialize, Deserialize)]

@@ -3,7 +3,7 @@
 //! ([`next`]), the ranges a ranking reads ([`cover`]), and those a newer
 //! base supersedes ([`superseded`]).
 
-use super::{Range, BASE, BASE_EVERY};
+use super::{Range, BASE, JOIN_FEWEST};
 
 /// What to roll next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,63 +34,34 @@ impl Plan {
     }
 }
 
-/// The chain of done ranges of `level` that starts at `from`, in order
-/// (one attempt per range).
-fn chain(done: &[Range], level: u8, from: u64) -> Vec<Range> {
-    let mut chain = Vec::new();
-    let mut at = from;
-    while let Some(next) = done
-        .iter()
-        .filter(|r| r.level == level && r.lo == at)
-        .max_by_key(|r| r.hi)
-    {
-        chain.push(*next);
-        at = next.hi;
-    }
-    chain
-}
-
 /// The next range to roll, given the ranges done, the position up to which
 /// every event is projected, and the size of a level-0 range:
-/// - a new base once the level-0 ranges after the last one cover
-///   [`BASE_EVERY`] ranges' worth of sequences;
-/// - else one level-0 range joining ranges at the end of the chain, once
-///   [`BASE_EVERY`] of them can be joined (see [`joinable`]);
-/// - else the level-0 range after the last one if the position has passed
+/// - ranges at the end of the chain from the start joined into one, once
+///   [`JOIN_FEWEST`] of them can be (see [`joinable`]): a new base if the
+///   join starts at the start of the stream, else a level-0 range;
+/// - else the level-0 range after the chain if the position has passed
 ///   its end. When the stream is `quiet` (the position has stood still),
 ///   the level-0 range ends at the position: rankings then read no facts
 ///   at all.
 ///
-/// A base rewrites every cell of the history, so it waits for sequences,
-/// not for ranges: counted in ranges, a stream that pauses every few
-/// seconds (a short range each time) would rewrite its whole history every
-/// four pauses. The ranges after the base are joined instead, a few at a
-/// time, which rewrites only their own cells, so that a ranking still reads
-/// a few ranges after the base (38 in the worst pattern found, the test
-/// `ranges_that_halve_are_joined_in_few`).
+/// A join rewrites every cell of the ranges it takes, and it takes a range
+/// only once those after it are as long: each join at least doubles the
+/// span of every range it rewrites but the last. So a base, which holds
+/// every cell of the history, is rewritten each time the history doubles,
+/// not every few ranges: an event is rewritten a few dozen times at most
+/// in the life of a stream (about twice log2 of its history in events),
+/// where a base every [`JOIN_FEWEST`] ranges rewrote it once per four
+/// ranges of history after it. The chain stays short the same way (a few
+/// ranges per doubling; the test `ranges_that_halve_are_joined_in_few`).
 pub fn next(done: &[Range], position: u64, size: u64, quiet: bool) -> Option<Plan> {
     let size = size.max(1);
-    let base = done
-        .iter()
-        .filter(|r| r.level == BASE && r.lo == 0)
-        .max_by_key(|r| r.hi);
-    let from = base.map_or(0, |b| b.hi);
-    let after = chain(done, 0, from);
-    let covered = after.last().map_or(from, |r| r.hi) - from;
-    if covered >= BASE_EVERY as u64 * size {
-        return Some(Plan::Join {
-            level: BASE,
-            parts: base.into_iter().copied().chain(after).collect(),
-        });
+    let (lo, chain) = cover(done, u64::MAX);
+    let joinable = joinable(&chain);
+    if joinable >= JOIN_FEWEST {
+        let parts = chain[chain.len() - joinable..].to_vec();
+        let level = if parts[0].lo == 0 { BASE } else { 0 };
+        return Some(Plan::Join { level, parts });
     }
-    let joinable = joinable(&after);
-    if joinable >= BASE_EVERY {
-        return Some(Plan::Join {
-            level: 0,
-            parts: after[after.len() - joinable..].to_vec(),
-        });
-    }
-    let lo = after.last().map_or(from, |r| r.hi);
     let hi = lo + size;
     if hi <= position {
         Some(Plan::Facts { lo, hi })
@@ -101,12 +72,12 @@ pub fn next(done: &[Range], position: u64, size: u64, quiet: bool) -> Option<Pla
     }
 }
 
-/// How many ranges at the end of `chain` a level-0 join would take: from
-/// the last one back, each while it is no longer than all those after it
-/// together (it stops before the first that is longer). A join so at least
-/// doubles the span of every range it rewrites but the last: each event is
-/// rewritten a few times at most (about log2 of four ranges), and a long
-/// range (say the history of a stream that was never busy) is not
+/// How many ranges at the end of `chain` a join would take: from the last
+/// one back, each while it is no longer than all those after it together
+/// (it stops before the first that is longer). A join so at least doubles
+/// the span of every range it rewrites but the last: each event is
+/// rewritten about log2 of the history's length times at most, and a long
+/// range (the history, or that of a stream that was never busy) is not
 /// rewritten with every pause after it.
 fn joinable(chain: &[Range]) -> usize {
     let mut after = 0;
@@ -122,26 +93,37 @@ fn joinable(chain: &[Range]) -> usize {
         .count()
 }
 
-/// The ranges that a newer base supersedes: every recorded range (any
-/// attempt) that ends at or before the base before the latest one, but that
-/// base. Readers at the position choose the latest base and the ranges
-/// after it; the previous base and the ranges between the two stay for a
-/// reader at an older position (a page pinned to it), which otherwise
-/// falls back to reading the facts.
-pub fn superseded(recorded: &[Range]) -> Vec<Range> {
-    let mut bases: Vec<u64> = recorded
+/// Sequences behind the end of the rollups from which on a reader's
+/// position is still covered as far as it was (see [`superseded`]), in
+/// level-0 ranges: twice [`JOIN_FEWEST`].
+const KEPT_RANGES: u64 = 2 * JOIN_FEWEST as u64;
+
+/// The ranges that newer joins supersede: every recorded range (any
+/// attempt) that no reader at a position from `KEPT_RANGES` level-0
+/// ranges of `size` behind the end of the rollups on would choose. Readers
+/// at those positions find the ranges they found before; a reader at an
+/// older position (a page pinned to it) reads the facts past the ranges
+/// still kept.
+pub fn superseded(recorded: &[Range], size: u64) -> Vec<Range> {
+    let end = cover(recorded, u64::MAX).0;
+    let kept_from = end.saturating_sub(KEPT_RANGES * size.max(1));
+    // A reader's cover changes only where a range ends.
+    let mut positions: Vec<u64> = recorded
         .iter()
-        .filter(|r| r.level == BASE && r.lo == 0)
         .map(|r| r.hi)
+        .filter(|&hi| hi > kept_from)
+        .chain([kept_from])
         .collect();
-    bases.sort_unstable();
-    bases.dedup();
-    let Some(&previous) = bases.len().checked_sub(2).and_then(|i| bases.get(i)) else {
-        return Vec::new();
-    };
+    positions.sort_unstable();
+    positions.dedup();
+    let chosen: std::collections::HashSet<(u8, u64, u64)> = positions
+        .iter()
+        .flat_map(|&position| cover(recorded, position).1)
+        .map(|r| (r.level, r.lo, r.hi))
+        .collect();
     recorded
         .iter()
-        .filter(|r| r.hi <= previous && !(r.level == BASE && r.lo == 0 && r.hi == previous))
+        .filter(|r| !chosen.contains(&(r.level, r.lo, r.hi)))
         .copied()
         .collect()
 }
@@ -221,8 +203,8 @@ mod tests {
     }
 
     #[test]
-    fn every_few_ranges_are_summed_with_the_base_into_a_new_base() {
-        let done = level0(10, 10 * BASE_EVERY as u64);
+    fn the_base_is_joined_again_once_the_ranges_after_it_are_as_long() {
+        let done = level0(10, 10 * JOIN_FEWEST as u64);
         let Some(Plan::Join { level: BASE, parts }) = next(&done, 10_000, 10, false) else {
             panic!("expected a base")
         };
@@ -234,7 +216,8 @@ mod tests {
             next(&done, 10_000, 10, false),
             Some(Plan::Facts { lo: 40, hi: 50 })
         );
-        // Three more do not make a base; the fourth does, with the last base.
+        // Three more are not joined; the fourth makes them as long as the
+        // base, and all of them make a new base.
         done.extend((4..7).map(|i| r(0, i * 10, (i + 1) * 10)));
         assert_eq!(
             next(&done, 10_000, 10, false),
@@ -250,12 +233,36 @@ mod tests {
             [40, 50, 60, 70, 80]
         );
         assert_eq!(Plan::Join { level: BASE, parts }.bounds(), (0, 80));
+        // Four more after a base of eight are joined at level 0: the base
+        // waits until what follows it is as long as it.
+        done.push(r(BASE, 0, 80));
+        done.extend((8..12).map(|i| r(0, i * 10, (i + 1) * 10)));
+        let Some(Plan::Join { level: 0, parts }) = next(&done, 10_000, 10, false) else {
+            panic!("expected a level-0 join")
+        };
+        assert_eq!(Plan::Join { level: 0, parts }.bounds(), (80, 120));
+        done.push(r(0, 80, 120));
+        done.extend((12..16).map(|i| r(0, i * 10, (i + 1) * 10)));
+        let Some(Plan::Join { level: BASE, parts }) = next(&done, 10_000, 10, false) else {
+            panic!("expected a base")
+        };
+        assert_eq!(
+            parts.iter().map(|p| (p.lo, p.hi)).collect::<Vec<_>>(),
+            [
+                (0, 80),
+                (80, 120),
+                (120, 130),
+                (130, 140),
+                (140, 150),
+                (150, 160)
+            ]
+        );
     }
 
     #[test]
     fn short_ranges_are_joined_and_make_no_base_before_full_ranges_worth() {
         let mut done = vec![r(BASE, 0, 40)];
-        done.extend((0..BASE_EVERY as u64).map(|i| r(0, 40 + 2 * i, 42 + 2 * i)));
+        done.extend((0..JOIN_FEWEST as u64).map(|i| r(0, 40 + 2 * i, 42 + 2 * i)));
         // Four short ranges after the base: joined at level 0, not into a
         // new base (which would rewrite the history for 8 events).
         let Some(Plan::Join { level: 0, parts }) = next(&done, 48, 10, true) else {
@@ -263,7 +270,6 @@ mod tests {
         };
         assert_eq!(parts, done[1..]);
         done.push(r(0, 40, 48));
-        assert_eq!(chain(&done, 0, 40), [r(0, 40, 48)]);
         assert_eq!(cover(&done, 48), (48, vec![r(BASE, 0, 40), r(0, 40, 48)]));
         // A full range then follows it, and a short one.
         assert_eq!(
@@ -313,15 +319,16 @@ mod tests {
     }
 
     /// Rolls what [`next`] asks for until nothing is due: the bases made
-    /// and the sequences that level-0 joins rewrote.
+    /// and the sequences that joins rewrote (bases included).
     fn roll_all(done: &mut Vec<Range>, position: u64, size: u64, quiet: bool) -> (usize, u64) {
         let (mut bases, mut rewritten) = (0, 0);
         while let Some(plan) = next(done, position, size, quiet) {
             let (lo, hi) = plan.bounds();
-            match plan.level() {
-                BASE => bases += 1,
-                _ if matches!(plan, Plan::Join { .. }) => rewritten += hi - lo,
-                _ => {}
+            if plan.level() == BASE {
+                bases += 1;
+            }
+            if matches!(plan, Plan::Join { .. }) {
+                rewritten += hi - lo;
             }
             done.push(Range {
                 level: plan.level(),
@@ -334,7 +341,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_that_pauses_often_makes_a_base_per_four_ranges_of_events() {
+    fn a_stream_that_pauses_often_rewrites_each_event_a_few_times() {
         // A history of 90 events rolled as one short range, then bursts of
         // 1 to 9 events, each followed by a pause, with ranges of 100:
         // 5,000 pauses, 25,000 events after the history.
@@ -352,15 +359,39 @@ mod tests {
             // Rolled up to the position, from a few ranges.
             let (rolled, ranges) = cover(&done, position);
             assert_eq!(rolled, position);
-            assert!(ranges.len() <= 1 + 4 * BASE_EVERY, "{ranges:?}");
+            assert!(ranges.len() <= 4 * JOIN_FEWEST, "{ranges:?}");
         }
-        // A base per 400 events at most (a base takes every range after the
-        // last one, at times a little more than 400), where a base per four
-        // pauses made 1,250, each rewriting the history.
-        assert!((55..=25_090 / 400).contains(&bases), "{bases} bases");
-        // Joins rewrote each event a few times (at most log2 of a range,
-        // about 7, if they all were joined).
-        assert!(rewritten <= 7 * 25_090, "{rewritten} rewritten");
+        // A base each time the history doubles (where a base per four
+        // pauses made 1,250, each rewriting the history, and a base per
+        // 400 events 62).
+        assert!((5..=12).contains(&bases), "{bases} bases");
+        // Joins rewrote each event a few times: twice log2 of 25,090 is
+        // about 29.
+        assert!(rewritten <= 29 * 25_090, "{rewritten} rewritten");
+    }
+
+    #[test]
+    fn a_long_busy_history_is_rewritten_a_few_times_per_event() {
+        // 4,096 full ranges, rolled one by one as the position passes them.
+        let size = 10;
+        let mut done = Vec::new();
+        let (mut bases, mut rewritten, mut longest) = (0, 0, 0);
+        for i in 1..=4_096 {
+            let (b, r) = roll_all(&mut done, i * size, size, false);
+            bases += b;
+            rewritten += r;
+            let (rolled, ranges) = cover(&done, i * size);
+            assert_eq!(rolled, i * size);
+            longest = longest.max(ranges.len());
+        }
+        // A base at 4, 8, 16, ... 4,096 ranges (joins rewrote 24,576
+        // ranges' worth of sequences in all); a base every four ranges
+        // would have made 1,024, rewriting 2,099,200 ranges' worth
+        // (4 + 8 + ... + 4,096 ranges).
+        assert_eq!(bases, 11, "{bases} bases");
+        // Each event rewritten at most twice per doubling (12 doublings).
+        assert!(rewritten <= 2 * 12 * 4_096 * size, "{rewritten} rewritten");
+        assert!(longest <= 3 * 12, "{longest} ranges");
     }
 
     #[test]
@@ -388,39 +419,51 @@ mod tests {
     }
 
     #[test]
-    fn ranges_two_bases_back_are_superseded() {
-        let mut recorded = level0(10, 120);
-        assert!(superseded(&recorded).is_empty());
+    fn ranges_no_recent_reader_chooses_are_superseded() {
+        // Readers from 80 sequences (eight ranges of 10) behind the end of
+        // the rollups on find what they found before.
+        let size = 10;
+        let mut recorded = level0(10, 40);
         recorded.push(r(BASE, 0, 40));
-        assert!(
-            superseded(&recorded).is_empty(),
-            "one base supersedes nothing"
-        );
-        recorded.push(r(BASE, 0, 80));
-        assert_eq!(superseded(&recorded), level0(10, 40));
-        // Every attempt of a superseded range goes; the previous base stays.
+        // No reader chooses (30, 40] any more: one at 40 or later chooses
+        // the base, one before 40 stops at 30.
+        assert_eq!(superseded(&recorded, size), [r(0, 30, 40)]);
+        recorded.extend(level0(10, 110).into_iter().skip(4));
+        assert_eq!(superseded(&recorded, size), [r(0, 30, 40)]);
+        // At 120, a reader at 40 or later chooses the base of 40.
+        recorded.push(r(0, 110, 120));
+        assert_eq!(superseded(&recorded, size), level0(10, 40));
+        // Every attempt of a superseded range goes; those of a range still
+        // chosen stay.
         let again = |range: Range| Range {
             attempt: 7_000 + range.attempt,
             ..range
         };
         recorded.extend([again(r(0, 0, 10)), again(r(BASE, 0, 40))]);
-        let gone = superseded(&recorded);
+        let gone = superseded(&recorded, size);
         assert!(gone.contains(&again(r(0, 0, 10))));
         assert!(!gone.contains(&r(BASE, 0, 40)) && !gone.contains(&again(r(BASE, 0, 40))));
-        // A third base supersedes the first.
-        recorded.push(r(BASE, 0, 120));
-        let gone = superseded(&recorded);
+        // A newer base: the one before and the ranges after it stay while
+        // a reader at 40 or later still chooses them.
+        recorded.push(r(BASE, 0, 80));
+        let gone = superseded(&recorded, size);
+        assert!(!gone.contains(&r(BASE, 0, 40)) && !gone.contains(&r(0, 60, 70)));
+        assert!(gone.contains(&r(0, 70, 80)));
+        // At 160 they go.
+        recorded.extend(level0(10, 160).into_iter().skip(12));
+        let gone = superseded(&recorded, size);
         assert!(gone.contains(&r(BASE, 0, 40)) && !gone.contains(&r(BASE, 0, 80)));
         assert!(gone.iter().all(|g| g.hi <= 80), "{gone:?}");
-        // What stays covers the position from the latest base, a position
-        // after the previous base from that one, and an older one not at
-        // all (a ranking there reads the facts).
+        // What stays covers the positions from 80 on as before, and an
+        // older one not at all (a ranking there reads the facts).
         let kept: Vec<Range> = recorded
             .iter()
             .filter(|r| !gone.contains(r))
             .copied()
             .collect();
-        assert_eq!(cover(&kept, 125), (120, vec![r(BASE, 0, 120)]));
+        for position in 80..=175 {
+            assert_eq!(cover(&kept, position).0, cover(&recorded, position).0);
+        }
         assert_eq!(cover(&kept, 95), (90, vec![r(BASE, 0, 80), r(0, 80, 90)]));
         assert_eq!(cover(&kept, 55), (0, vec![]));
     }

@@ -16,7 +16,7 @@ use super::{numbers, superseded, timed, Range, Roller, StoreError};
 /// What one [`Roller::retire`] did, in attempts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Retired {
-    /// Retired: a newer base supersedes their ranges.
+    /// Retired: newer joins supersede their ranges.
     pub superseded: usize,
     /// Retired: rows written, never recorded done.
     pub unrecorded: usize,
@@ -35,7 +35,8 @@ impl Retired {
 }
 
 impl Roller {
-    /// Retires the ranges a newer base supersedes (see [`superseded`]), and
+    /// Retires the ranges newer joins supersede (see [`superseded`]; level-0
+    /// ranges of `size` events), and
     /// the attempts with rows in `rollups` that were not recorded done at
     /// two looks at least `keep` apart (a roll in progress records its
     /// range within a few statements' timeouts, and `keep` is at least
@@ -47,7 +48,7 @@ impl Roller {
     /// gone (the deletes are mutations ClickHouse runs in the background).
     /// A retire repeated (two workers) retires the same attempts again.
     /// Nothing while rolling is held.
-    pub async fn retire(&self, keep: Duration) -> Result<Retired, StoreError> {
+    pub async fn retire(&self, keep: Duration, size: u64) -> Result<Retired, StoreError> {
         let (held, changed) = self.hold_state().await?;
         if held {
             // A rebuild's tables, not complete yet.
@@ -78,7 +79,10 @@ impl Roller {
                 .unwrap_or_else(PoisonError::into_inner);
             overdue(&mut seen, &found, now_ms, keep_ms)
         };
-        let superseded: Vec<u64> = superseded(&recorded).iter().map(|r| r.attempt).collect();
+        let superseded: Vec<u64> = superseded(&recorded, size)
+            .iter()
+            .map(|r| r.attempt)
+            .collect();
         let retiring: Vec<u64> = superseded.iter().chain(&unrecorded).copied().collect();
         self.mark_retired(&retiring, false, now_ms).await?;
 
