@@ -1,8 +1,10 @@
--- Rollup ranges retired from reading (ADR 0006): those a newer base
--- supersedes, two bases back. Readers ignore a retired attempt at once;
--- its rows in `rollups` and `rollup_ranges` are deleted once it has been
--- retired for `projector.rollup_retired_keep_ms` (purged = 1 then; the
--- newest row of an attempt wins).
+-- Rollup attempts retired from reading (ADR 0006): ranges that newer joins
+-- supersede, and attempts never recorded done. Readers ignore a listed
+-- attempt at once; its rows in `rollups` and `rollup_ranges` are deleted
+-- once it has been retired for `projector.rollup_retired_keep_ms`. The
+-- newest row of an attempt wins; `purged`: 0 retired, 1 deleted (struck
+-- from this table once its rows are gone), 2 retired and never recorded,
+-- 3 deleted and never recorded (kept listed).
 CREATE TABLE IF NOT EXISTS rollup_retired (
     attempt  UInt64,
     purged   UInt8,

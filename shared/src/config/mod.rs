@@ -148,8 +148,9 @@ pub struct ProjectorConfig {
     pub rollup_range: u64,
     /// How often a worker looks for a range to roll.
     pub rollup_interval_ms: u64,
-    /// Whether workers retire the rollup ranges that a newer base
-    /// supersedes (two bases back) and delete their rows.
+    /// Whether workers retire the rollup ranges that newer joins supersede
+    /// (no ranking up to eight ranges behind the rollups' end reads them)
+    /// and the attempts never recorded done, and delete their rows.
     pub rollup_retire: bool,
     /// How long a retired range's rows stay before they are deleted (a
     /// reader that chose it just before may still read them).

@@ -246,20 +246,26 @@ impl Roller {
             Plan::Join { level, parts } => {
                 let sql = join_sql(*level, parts, attempt);
                 timed(&self.config, self.client.query(&sql).execute()).await?;
-                // A part retired meanwhile (by a worker a base ahead of
-                // this one's plan) may have lost its rows before the join
-                // read them.
-                let retired: u64 = timed(
+                // A part retired meanwhile (by a worker ahead of this
+                // one's plan) may have lost its rows before the join read
+                // them: every part must still be recorded done and not
+                // retired. (Not merely absent from `rollup_retired`: an
+                // attempt is struck from it once its rows and its record
+                // are deleted.)
+                let standing: u64 = timed(
                     &self.config,
                     self.client
                         .query(&format!(
-                            "SELECT count() FROM rollup_retired WHERE attempt IN ({})",
-                            attempt_list(parts)
+                            "SELECT count(DISTINCT attempt) FROM rollup_ranges
+                             WHERE attempt IN ({}) AND done_ms > {}
+                               AND attempt NOT IN (SELECT attempt FROM rollup_retired)",
+                            attempt_list(parts),
+                            before.1
                         ))
                         .fetch_one(),
                 )
                 .await?;
-                if retired > 0 {
+                if standing < parts.len() as u64 {
                     tracing::info!(lo, hi, "a range joined was retired meanwhile; not recorded");
                     return Ok(None);
                 }

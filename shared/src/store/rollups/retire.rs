@@ -2,7 +2,7 @@
 //! their rows are deleted once no reader can still be reading them, and
 //! they are struck from `rollup_retired` once those rows are gone.
 //!
-//! Two kinds are retired: the ranges a newer base supersedes, and the
+//! Two kinds are retired: the ranges newer joins supersede, and the
 //! attempts that wrote rows but were never recorded done (a roll that
 //! crashed or failed after writing, or found its work stale: a join whose
 //! parts were retired meanwhile, a roll that raced a rebuild's switch).
@@ -62,15 +62,27 @@ impl Roller {
                    AND attempt NOT IN (SELECT attempt FROM rollup_retired)"
             ))
             .await?;
-        // Recorded before the last hold or release counts as not recorded:
-        // readers ignore it.
-        let found: Vec<u64> = self
-            .fetch(&format!(
-                "SELECT DISTINCT attempt FROM rollups
-                 WHERE attempt NOT IN (SELECT attempt FROM rollup_ranges WHERE done_ms > {changed})
-                   AND attempt NOT IN (SELECT attempt FROM rollup_retired)"
-            ))
-            .await?;
+        // Each statement reads one table, or reads them in the order a
+        // rebuild's `RENAME` locks them (see `facts`), and the sets are
+        // taken apart here. Rows recorded before the last hold or release
+        // count as not recorded: readers ignore them.
+        let written: HashSet<u64> = self
+            .fetch::<u64>("SELECT DISTINCT attempt FROM rollups")
+            .await?
+            .into_iter()
+            .collect();
+        let listed: HashSet<u64> = self
+            .fetch::<u64>("SELECT DISTINCT attempt FROM rollup_retired")
+            .await?
+            .into_iter()
+            .collect();
+        let done: HashSet<u64> = recorded.iter().map(|r| r.attempt).collect();
+        let mut found: Vec<u64> = written
+            .iter()
+            .filter(|a| !done.contains(a) && !listed.contains(a))
+            .copied()
+            .collect();
+        found.sort_unstable();
         let now_ms = self.server_ms().await?;
         let unrecorded = {
             let mut seen = self
@@ -83,43 +95,75 @@ impl Roller {
             .iter()
             .map(|r| r.attempt)
             .collect();
-        let retiring: Vec<u64> = superseded.iter().chain(&unrecorded).copied().collect();
-        self.mark_retired(&retiring, false, now_ms).await?;
+        self.mark(&superseded, State::Retired, now_ms).await?;
+        self.mark(&unrecorded, State::RetiredUnrecorded, now_ms)
+            .await?;
 
         let kept_since = now_ms.saturating_sub(keep_ms);
-        let due: Vec<u64> = self
+        let due: Vec<(u64, u8)> = self
             .fetch(&format!(
-                "SELECT attempt FROM rollup_retired GROUP BY attempt
-                 HAVING argMax(purged, at_ms) = 0 AND min(at_ms) <= {kept_since}"
+                "SELECT attempt, argMax(purged, at_ms) AS state FROM rollup_retired
+                 GROUP BY attempt
+                 HAVING state IN ({}, {}) AND min(at_ms) <= {kept_since}",
+                State::Retired as u8,
+                State::RetiredUnrecorded as u8
             ))
             .await?;
         // A thousand at a time: a statement is at most 256 KiB.
         for due in due.chunks(1_000) {
+            let attempts: Vec<u64> = due.iter().map(|(a, _)| *a).collect();
             // Mutations: ClickHouse rewrites the parts that hold the rows,
             // in the background.
             for table in ["rollups", "rollup_ranges"] {
-                self.delete(table, due).await?;
+                self.delete(table, &attempts).await?;
             }
-            self.mark_retired(due, true, now_ms + 1).await?;
+            for (state, purged) in [
+                (State::Retired, State::Purged),
+                (State::RetiredUnrecorded, State::PurgedUnrecorded),
+            ] {
+                let these: Vec<u64> = due
+                    .iter()
+                    .filter(|(_, s)| *s == state as u8)
+                    .map(|(a, _)| *a)
+                    .collect();
+                self.mark(&these, purged, now_ms + 1).await?;
+            }
         }
 
-        let gone: Vec<u64> = self
+        // Deleted at least the keep time ago, and no row of them left
+        // (the mutations are done).
+        let purged: Vec<u64> = self
             .fetch(&format!(
-                "SELECT attempt FROM rollup_retired
-                 WHERE attempt NOT IN (SELECT attempt FROM rollups)
-                   AND attempt NOT IN (SELECT attempt FROM rollup_ranges)
-                 GROUP BY attempt
-                 HAVING argMax(purged, at_ms) = 1 AND max(at_ms) <= {kept_since}"
+                "SELECT attempt FROM rollup_retired GROUP BY attempt
+                 HAVING argMax(purged, at_ms) = {} AND max(at_ms) <= {kept_since}",
+                State::Purged as u8
             ))
             .await?;
-        for gone in gone.chunks(1_000) {
-            self.delete("rollup_retired", gone).await?;
+        let mut forgotten = 0;
+        for purged in purged.chunks(1_000) {
+            let ranged: HashSet<u64> = self
+                .fetch::<u64>(&format!(
+                    "SELECT DISTINCT attempt FROM rollup_ranges WHERE attempt IN ({})",
+                    numbers(purged.iter().copied())
+                ))
+                .await?
+                .into_iter()
+                .collect();
+            let gone: Vec<u64> = purged
+                .iter()
+                .filter(|a| !written.contains(a) && !ranged.contains(a))
+                .copied()
+                .collect();
+            if !gone.is_empty() {
+                self.delete("rollup_retired", &gone).await?;
+                forgotten += gone.len();
+            }
         }
         Ok(Retired {
             superseded: superseded.len(),
             unrecorded: unrecorded.len(),
             deleted: due.len(),
-            forgotten: gone.len(),
+            forgotten,
         })
     }
 
@@ -145,20 +189,15 @@ impl Roller {
         .await
     }
 
-    /// Records `attempts` in `rollup_retired` as retired, or as `purged`
-    /// (their rows deleted), at `at_ms` (the newest row of an attempt wins).
-    async fn mark_retired(
-        &self,
-        attempts: &[u64],
-        purged: bool,
-        at_ms: u64,
-    ) -> Result<(), StoreError> {
+    /// Records `attempts` in `rollup_retired` in `state` at `at_ms` (the
+    /// newest row of an attempt wins).
+    async fn mark(&self, attempts: &[u64], state: State, at_ms: u64) -> Result<(), StoreError> {
         // A thousand at a time, as the deletes (a database upgraded after a
         // long history retires many at first).
         for attempts in attempts.chunks(1_000) {
             let rows = attempts
                 .iter()
-                .map(|a| format!("({a}, {}, {at_ms})", u8::from(purged)))
+                .map(|a| format!("({a}, {}, {at_ms})", state as u8))
                 .collect::<Vec<_>>()
                 .join(", ");
             timed(
@@ -173,6 +212,23 @@ impl Roller {
         }
         Ok(())
     }
+}
+
+/// What `rollup_retired` says of an attempt: its column `purged`, of the
+/// newest row of the attempt. Readers ignore every attempt it lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum State {
+    /// Superseded: its rows are kept for the keep time.
+    Retired = 0,
+    /// Its rows deleted; forgotten once they are gone, the keep time
+    /// later. It was recorded done, so nothing records it again.
+    Purged = 1,
+    /// Never recorded done: its rows are kept for the keep time.
+    RetiredUnrecorded = 2,
+    /// Its rows deleted; never forgotten, since a roll stalled that long
+    /// might still record it, and readers must go on ignoring it.
+    PurgedUnrecorded = 3,
 }
 
 /// Of the attempts `found` unrecorded at `now_ms`, those first found so at
