@@ -337,6 +337,24 @@ async fn superseded_ranges_are_retired_and_their_rows_deleted() {
         .execute()
         .await
         .unwrap();
+    // The most bases recorded at once, sampled from now on: those retired
+    // stay recorded until their rows are deleted.
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sampler = {
+        let (most, client) = (most.clone(), client.clone());
+        tokio::spawn(async move {
+            loop {
+                let recorded = client
+                    .query("SELECT count(DISTINCT hi) FROM rollup_ranges WHERE level = 1")
+                    .fetch_one::<u64>()
+                    .await;
+                if let Ok(recorded) = recorded {
+                    most.fetch_max(recorded as usize, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
     // 150 events, ranges of 7: a base each time the history doubles.
     for round in 0..10i64 {
         let events: Vec<Value> = (0..15i64)
@@ -392,12 +410,7 @@ async fn superseded_ranges_are_retired_and_their_rows_deleted() {
         bases.dedup();
         Ok::<_, String>((done, bases))
     };
-    // The most bases recorded at once: those retired stay recorded until
-    // their rows are deleted.
-    let most = std::sync::atomic::AtomicUsize::new(0);
     let seen_bases = eventually("rolled and retired", Duration::from_secs(60), || async {
-        let recorded = bases(client.clone()).await?;
-        most.fetch_max(recorded.len(), std::sync::atomic::Ordering::Relaxed);
         let (done, bases) = seen().await?;
         let position = roller.position().await.map_err(|e| e.to_string())?;
         let superseded = rollups::superseded(&done, RANGE);
@@ -409,7 +422,8 @@ async fn superseded_ranges_are_retired_and_their_rows_deleted() {
         }
     })
     .await;
-    let most = most.into_inner();
+    sampler.abort();
+    let most = most.load(std::sync::atomic::Ordering::Relaxed);
     let kept = kept_rows(client.clone()).await.unwrap();
     assert!(
         most > seen_bases.len() && kept > 0,
@@ -454,18 +468,22 @@ async fn superseded_ranges_are_retired_and_their_rows_deleted() {
     );
     // Once deleted for the keep time, and their rows gone, superseded
     // attempts are struck from `rollup_retired` (nothing else is retired
-    // after the last base); the crashed roll's stays listed, should it
-    // ever be recorded.
+    // after the last base); those never recorded (the crashed roll's, and
+    // any roll of the test's own that failed after writing) stay listed
+    // (state 3), should they ever be recorded.
     eventually(
         "deleted attempts forgotten",
         Duration::from_secs(60),
         || async {
-            let listed: Vec<u64> = client
-                .query("SELECT DISTINCT attempt FROM rollup_retired")
+            let listed: Vec<(u64, u8)> = client
+                .query(
+                    "SELECT attempt, argMax(purged, at_ms) FROM rollup_retired
+                     GROUP BY attempt ORDER BY attempt",
+                )
                 .fetch_all()
                 .await
                 .map_err(|e| e.to_string())?;
-            if listed == [CRASHED] {
+            if listed.contains(&(CRASHED, 3)) && listed.iter().all(|(_, state)| *state == 3) {
                 Ok(())
             } else {
                 Err(format!("listed in rollup_retired: {listed:?}"))
@@ -473,6 +491,17 @@ async fn superseded_ranges_are_retired_and_their_rows_deleted() {
         },
     )
     .await;
+    // The crashed roll recorded done now, after all that: still ignored.
+    client
+        .query(&format!(
+            "INSERT INTO rollup_ranges (level, lo, hi, attempt, done_ms)
+             VALUES (0, 0, 1000000, {CRASHED}, toUInt64(now()) * 1000 + 1000)"
+        ))
+        .execute()
+        .await
+        .unwrap();
+    let done = roller.done().await.unwrap();
+    assert!(done.iter().all(|r| r.attempt != CRASHED), "{done:?}");
 
     // The latest position reads the latest base; a position after the
     // oldest base still seen reads that one; both rank as the facts do.

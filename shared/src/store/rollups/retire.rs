@@ -1,6 +1,7 @@
 //! Retiring rollup attempts (ADR 0006): readers stop choosing them at once,
 //! their rows are deleted once no reader can still be reading them, and
-//! they are struck from `rollup_retired` once those rows are gone.
+//! those that were recorded done are struck from `rollup_retired` once
+//! those rows are gone (the others stay listed: see [`State`]).
 //!
 //! Two kinds are retired: the ranges newer joins supersede, and the
 //! attempts that wrote rows but were never recorded done (a roll that
@@ -22,8 +23,8 @@ pub struct Retired {
     pub unrecorded: usize,
     /// Their rows deleted (retired at least the keep time before).
     pub deleted: usize,
-    /// Struck from `rollup_retired`: deleted at least the keep time before,
-    /// and no row of them left.
+    /// Struck from `rollup_retired`: recorded done once, deleted at least
+    /// the keep time before, and no row of them left.
     pub forgotten: usize,
 }
 
@@ -44,8 +45,10 @@ impl Roller {
     /// done after it was retired is ignored too, and its range rolled
     /// again. Then deletes the rows of the attempts retired at least `keep`
     /// ago, which no reader can still be reading, and strikes from
-    /// `rollup_retired` those deleted at least `keep` ago whose rows are
-    /// gone (the deletes are mutations ClickHouse runs in the background).
+    /// `rollup_retired` those recorded done, deleted at least `keep` ago,
+    /// whose rows are gone (the deletes are mutations ClickHouse runs in
+    /// the background); the others stay listed, and rows that reach them
+    /// after their delete are deleted again.
     /// A retire repeated (two workers) retires the same attempts again.
     /// Nothing while rolling is held.
     pub async fn retire(&self, keep: Duration, size: u64) -> Result<Retired, StoreError> {
@@ -100,34 +103,47 @@ impl Roller {
             .await?;
 
         let kept_since = now_ms.saturating_sub(keep_ms);
-        let due: Vec<(u64, u8)> = self
+        let due: Vec<u64> = self
             .fetch(&format!(
-                "SELECT attempt, argMax(purged, at_ms) AS state FROM rollup_retired
-                 GROUP BY attempt
-                 HAVING state IN ({}, {}) AND min(at_ms) <= {kept_since}",
+                "SELECT attempt FROM rollup_retired GROUP BY attempt
+                 HAVING argMax(purged, at_ms) IN ({}, {}) AND min(at_ms) <= {kept_since}",
                 State::Retired as u8,
                 State::RetiredUnrecorded as u8
             ))
             .await?;
         // A thousand at a time: a statement is at most 256 KiB.
         for due in due.chunks(1_000) {
-            let attempts: Vec<u64> = due.iter().map(|(a, _)| *a).collect();
+            // Whether each was recorded done, from the records themselves
+            // (earlier versions listed every retired attempt as 0): a record
+            // written before the deletes below goes with them, and one
+            // written after finds its attempt listed for good.
+            let ranged = self.among("rollup_ranges", due).await?;
             // Mutations: ClickHouse rewrites the parts that hold the rows,
             // in the background.
             for table in ["rollups", "rollup_ranges"] {
-                self.delete(table, &attempts).await?;
+                self.delete(table, due).await?;
             }
-            for (state, purged) in [
-                (State::Retired, State::Purged),
-                (State::RetiredUnrecorded, State::PurgedUnrecorded),
-            ] {
-                let these: Vec<u64> = due
-                    .iter()
-                    .filter(|(_, s)| *s == state as u8)
-                    .map(|(a, _)| *a)
-                    .collect();
-                self.mark(&these, purged, now_ms + 1).await?;
-            }
+            let (recorded, never): (Vec<u64>, Vec<u64>) =
+                due.iter().partition(|a| ranged.contains(a));
+            self.mark(&recorded, State::Purged, now_ms + 1).await?;
+            self.mark(&never, State::PurgedUnrecorded, now_ms + 1)
+                .await?;
+        }
+        // Rows that reached an attempt listed for good after its delete (a
+        // join's `INSERT … SELECT` that ran on after its client's timeout)
+        // are deleted again.
+        let stray: Vec<u64> = self
+            .fetch::<u64>(&format!(
+                "SELECT attempt FROM rollup_retired GROUP BY attempt
+                 HAVING argMax(purged, at_ms) = {} AND max(at_ms) <= {kept_since}",
+                State::PurgedUnrecorded as u8
+            ))
+            .await?
+            .into_iter()
+            .filter(|a| written.contains(a))
+            .collect();
+        for stray in stray.chunks(1_000) {
+            self.delete("rollups", stray).await?;
         }
 
         // Deleted at least the keep time ago, and no row of them left
@@ -141,14 +157,7 @@ impl Roller {
             .await?;
         let mut forgotten = 0;
         for purged in purged.chunks(1_000) {
-            let ranged: HashSet<u64> = self
-                .fetch::<u64>(&format!(
-                    "SELECT DISTINCT attempt FROM rollup_ranges WHERE attempt IN ({})",
-                    numbers(purged.iter().copied())
-                ))
-                .await?
-                .into_iter()
-                .collect();
+            let ranged = self.among("rollup_ranges", purged).await?;
             let gone: Vec<u64> = purged
                 .iter()
                 .filter(|a| !written.contains(a) && !ranged.contains(a))
@@ -173,6 +182,18 @@ impl Roller {
         T: clickhouse::RowOwned + clickhouse::RowRead,
     {
         timed(&self.config, self.client.query(sql).fetch_all()).await
+    }
+
+    /// Those of `attempts` with rows in `table`.
+    async fn among(&self, table: &str, attempts: &[u64]) -> Result<HashSet<u64>, StoreError> {
+        Ok(self
+            .fetch::<u64>(&format!(
+                "SELECT DISTINCT attempt FROM {table} WHERE attempt IN ({})",
+                numbers(attempts.iter().copied())
+            ))
+            .await?
+            .into_iter()
+            .collect())
     }
 
     /// Deletes `attempts`' rows from `table` (a mutation).
@@ -215,7 +236,9 @@ impl Roller {
 }
 
 /// What `rollup_retired` says of an attempt: its column `purged`, of the
-/// newest row of the attempt. Readers ignore every attempt it lists.
+/// newest row of the attempt. Readers ignore every attempt it lists. At
+/// the delete, whether an attempt was recorded done is read from
+/// `rollup_ranges`, whatever it was retired as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 enum State {
