@@ -15,7 +15,7 @@ use tally_replay::deadletters::{self, Redriven};
 use tally_replay::reader::Start;
 use tally_replay::{history, rebuild, snapshot, verify, Env};
 use tally_shared::store;
-use tally_shared::store::models::{Filters, Metric, Models};
+use tally_shared::store::models::{Metric, Models};
 use tally_shared::store::rollups::{self, Roller};
 use tally_tests::{eventually, read, rfc3339_ago, start_service, Kind, Stack, TokenScope as Scope};
 
@@ -370,16 +370,14 @@ async fn verify_reports_the_damage_and_rebuild_repairs_it_while_reads_go_on() {
     );
     let models = Models::connect(&stack.config.clickhouse);
     let period = (0, u32::MAX - 1);
-    for metric in [Metric::Engagements, Metric::Views] {
-        crate::rollups::ranked_as_the_facts(
-            &models,
-            ("acme", metric, period),
-            &Filters::default(),
-            position,
-            10,
-        )
-        .await;
-    }
+    crate::rollups::acme_ranked_as_the_facts(
+        &models,
+        &[Metric::Engagements, Metric::Views],
+        period,
+        position,
+        10,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,6 +66,42 @@ pub async fn ranked_as_the_facts(
     from_facts
 }
 
+/// `posts` posts p0, p1, ... published at `t0` by `influencers`
+/// influencers i0, i1, ... in turn.
+fn published(t0: i64, posts: usize, influencers: usize) -> Vec<Value> {
+    (0..posts)
+        .map(|p| {
+            json!({"event_id": format!("c{p}"), "type": "post_published", "occurred_at": at(t0),
+                   "post_id": format!("p{p}"), "influencer_id": format!("i{}", p % influencers),
+                   "platform": "instagram", "payload": {"content_type": "reel"}})
+        })
+        .collect()
+}
+
+/// [`ranked_as_the_facts`] for tenant acme, without filters, by each of
+/// `metrics`.
+pub async fn acme_ranked_as_the_facts(
+    models: &Models,
+    metrics: &[Metric],
+    period: (u32, u32),
+    position: u64,
+    limit: u32,
+) -> Vec<(Metric, Vec<Ranked>)> {
+    let mut rankings = Vec::new();
+    for &metric in metrics {
+        let ranked = ranked_as_the_facts(
+            models,
+            ("acme", metric, period),
+            &Filters::default(),
+            position,
+            limit,
+        )
+        .await;
+        rankings.push((metric, ranked));
+    }
+    rankings
+}
+
 /// Writes every fact and catalogue row a second time, as a redelivery does.
 async fn write_twice(client: &clickhouse::Client) {
     for table in ["engagements", "facts_by_seq", "catalogue", "post_catalogue"] {
@@ -315,14 +351,7 @@ async fn superseded_ranges_are_retired_and_their_rows_deleted() {
     let client = tally_shared::store::client(&stack.config.clickhouse);
     let t0 = OffsetDateTime::now_utc().unix_timestamp() / 3600 * 3600 - 4 * 3600;
 
-    let catalogue: Vec<Value> = (0..4)
-        .map(|p| {
-            json!({"event_id": format!("c{p}"), "type": "post_published", "occurred_at": at(t0),
-                   "post_id": format!("p{p}"), "influencer_id": format!("i{}", p % 2),
-                   "platform": "instagram", "payload": {"content_type": "reel"}})
-        })
-        .collect();
-    let mut last = ingest(&stack, &token, &catalogue).await;
+    let mut last = ingest(&stack, &token, &published(t0, 4, 2)).await;
     // What a roll that crashed after writing leaves: rows of an attempt
     // that no range records. Readers never choose it; it is retired once
     // found so for the keep time, then deleted.
@@ -519,15 +548,9 @@ async fn superseded_ranges_are_retired_and_their_rows_deleted() {
             covered.0 > position - RANGE,
             "{position}: rolled to {covered:?}"
         );
-        for metric in [Metric::Engagements, Metric::Likes, Metric::Views] {
-            let ranked = ranked_as_the_facts(
-                &models,
-                ("acme", metric, period),
-                &Filters::default(),
-                position,
-                100,
-            )
-            .await;
+        let metrics = [Metric::Engagements, Metric::Likes, Metric::Views];
+        for (_, ranked) in acme_ranked_as_the_facts(&models, &metrics, period, position, 100).await
+        {
             assert!(!ranked.is_empty());
         }
     }
@@ -555,14 +578,7 @@ async fn rolling_waits_while_a_backlog_is_caught_up_then_rolls_what_it_passed() 
     let roller = Roller::connect(&stack.config.clickhouse);
     let models = Models::connect(&stack.config.clickhouse);
     let t0 = OffsetDateTime::now_utc().unix_timestamp() / 3600 * 3600 - 4 * 3600;
-    let catalogue: Vec<Value> = (0..6)
-        .map(|p| {
-            json!({"event_id": format!("c{p}"), "type": "post_published", "occurred_at": at(t0),
-                   "post_id": format!("p{p}"), "influencer_id": format!("i{}", p % 3),
-                   "platform": "instagram", "payload": {"content_type": "reel"}})
-        })
-        .collect();
-    let first = ingest(&stack, &token, &catalogue).await;
+    let first = ingest(&stack, &token, &published(t0, 6, 3)).await;
     settled(&roller, first, 0).await;
 
     // The projector steps aside while 6,000 events are accepted.
@@ -604,15 +620,8 @@ async fn rolling_waits_while_a_backlog_is_caught_up_then_rolls_what_it_passed() 
         u32::try_from(t0 - 60).unwrap(),
         u32::try_from(t0 + 7200).unwrap(),
     );
-    for metric in [Metric::Engagements, Metric::Likes, Metric::Views] {
-        let ranked = ranked_as_the_facts(
-            &models,
-            ("acme", metric, period),
-            &Filters::default(),
-            last,
-            10,
-        )
-        .await;
+    let metrics = [Metric::Engagements, Metric::Likes, Metric::Views];
+    for (metric, ranked) in acme_ranked_as_the_facts(&models, &metrics, period, last, 10).await {
         assert_eq!(ranked.len(), 3, "{metric:?}: {ranked:?}");
     }
 }
