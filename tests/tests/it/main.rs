@@ -38,6 +38,8 @@ mod read_models;
 mod rollups;
 // The query API's reports over HTTP on the same dataset.
 mod reports;
+// Reports on one influencer or campaign: narrowed, then attributed.
+mod narrowed;
 // The query API without ClickHouse: stale cached answers, prompt 503s.
 mod degraded;
 // Live counters over Server-Sent Events.

@@ -19,7 +19,9 @@ use serde::Deserialize;
 
 use super::{timed, StoreError};
 use crate::config::ClickHouseConfig;
+use narrowed::{enriched_narrowed, Side};
 
+mod narrowed;
 mod reports;
 mod series;
 mod types;
@@ -50,10 +52,20 @@ fn enriched(filter: &str) -> String {
 }
 
 /// [`enriched`], with a constant condition on `catalogue` too (its `?`
-/// parameters bound after the catalogue's tenant). The catalogue side needs
-/// no `FINAL`: the latest value by sequence is the same whichever copy of a
-/// row holds it.
+/// parameters bound after the catalogue's tenant).
 fn enriched_with(filter: &str, catalogue_filter: &str) -> String {
+    enriched_from(
+        &format!("SELECT * FROM engagements FINAL WHERE tenant = ? {filter}"),
+        catalogue_filter,
+    )
+}
+
+/// `facts`, a statement on `engagements` whose first parameter is the
+/// tenant, with their attribution completed from the tenant's catalogue
+/// (narrowed by `catalogue_filter`, whose `?` parameters are bound after
+/// the catalogue's tenant). The catalogue side needs no `FINAL`: the
+/// latest value by sequence is the same whichever copy of a row holds it.
+fn enriched_from(facts: &str, catalogue_filter: &str) -> String {
     format!(
         "SELECT tenant, seq, occurred_at, received_at, type, post_id, user_id,
                 likes, shares, comments, views, clicks, conversions, value_e4, currency,
@@ -62,7 +74,7 @@ fn enriched_with(filter: &str, catalogue_filter: &str) -> String {
                 if(campaign_id != '', campaign_id, p_campaign) AS campaign,
                 if(platform != '', platform, p_platform) AS plat,
                 p_content_type AS content_type, p_tags AS tags
-         FROM (SELECT * FROM engagements FINAL WHERE tenant = ? {filter})
+         FROM ({facts})
          ANY LEFT JOIN (
              SELECT post_id,
                     argMaxIf(influencer_id, seq, influencer_id != '') AS p_influencer,
@@ -378,18 +390,31 @@ impl Models {
         let sql = format!(
             "SELECT toUInt32({}(occurred_at)) AS key, {COUNTERS}, toInt64(sum(late)) AS extra
              FROM ({})
-             WHERE influencer = ? AND follows = 0 AND followers < 0
+             WHERE {} = ? AND follows = 0 AND followers < 0
              GROUP BY key ORDER BY key",
             granularity.truncate(),
-            enriched("AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)"),
+            enriched_narrowed(
+                Side::Influencer,
+                "AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)",
+                "",
+            ),
+            Side::Influencer.attributed(),
         );
+        let posts = self
+            .narrowing(tenant, Side::Influencer, influencer_id)
+            .await?;
+        let (name, value) = LONG_QUERY;
         let query = self
             .client
             .query(&sql)
+            .with_setting(name, value)
             .bind(tenant)
             .bind(from)
             .bind(to)
+            .bind(&posts)
+            .bind(influencer_id)
             .bind(tenant)
+            .bind(&posts)
             .bind(influencer_id);
         let rows: Vec<KeyedCounters<u32>> = timed(&self.config, query.fetch_all()).await?;
         Ok(rows
@@ -486,106 +511,6 @@ impl Models {
             series,
             growth_rate,
         })
-    }
-
-    /// A campaign's totals, CTR, conversion rate and ROI over events in
-    /// `[from, to)`, with breakdowns per influencer and per platform; `None`
-    /// if nothing is known of it.
-    pub async fn campaign(
-        &self,
-        tenant: &str,
-        campaign_id: &str,
-        (from, to): (u32, u32),
-    ) -> Result<Option<Campaign>, StoreError> {
-        #[derive(Row, Deserialize)]
-        struct Definition {
-            name: String,
-            currency: String,
-            budget_e4: i64,
-            n: u64,
-        }
-        let definition: Definition = timed(
-            &self.config,
-            self.client
-                .query(
-                    "SELECT argMaxIf(name, seq, name != '') AS campaign_name,
-                            argMaxIf(currency, seq, currency != '') AS campaign_currency,
-                            argMaxIf(budget_e4, seq, has_budget = 1) AS campaign_budget,
-                            toUInt64(count()) AS n
-                     FROM catalogue FINAL
-                     WHERE tenant = ? AND campaign_id = ?
-                       AND type IN ('campaign_created', 'campaign_updated')",
-                )
-                .bind(tenant)
-                .bind(campaign_id)
-                .fetch_one(),
-        )
-        .await?;
-        let breakdown = |key: &str| {
-            format!(
-                "SELECT {key} AS key, {COUNTERS},
-                        toInt64(sumIf(value_e4, currency = ?)) AS extra
-                 FROM ({})
-                 WHERE campaign = ?
-                 GROUP BY key ORDER BY key",
-                enriched("AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)"),
-            )
-        };
-        let rows = |key: &str| {
-            self.client
-                .query(&breakdown(key))
-                .bind(definition.currency.as_str())
-                .bind(tenant)
-                .bind(from)
-                .bind(to)
-                .bind(tenant)
-                .bind(campaign_id)
-                .fetch_all::<KeyedCounters<String>>()
-        };
-        let breakdowns = |rows: Vec<KeyedCounters<String>>| -> Vec<Breakdown> {
-            rows.into_iter()
-                .map(|row| {
-                    let (key, counters, value_e4) = row.split();
-                    Breakdown {
-                        key,
-                        counters,
-                        value_e4,
-                    }
-                })
-                .collect()
-        };
-        let by_influencer = breakdowns(timed(&self.config, rows("influencer")).await?);
-        let by_platform = breakdowns(timed(&self.config, rows("plat")).await?);
-        if definition.n == 0 && by_platform.is_empty() {
-            return Ok(None);
-        }
-        let mut counters = Counters::default();
-        let mut value_e4 = 0;
-        for b in &by_platform {
-            let c = &b.counters;
-            counters.likes += c.likes;
-            counters.shares += c.shares;
-            counters.comments += c.comments;
-            counters.views += c.views;
-            counters.clicks += c.clicks;
-            counters.conversions += c.conversions;
-            counters.sentiment_sum += c.sentiment_sum;
-            counters.events += c.events;
-            value_e4 += b.value_e4;
-        }
-        Ok(Some(Campaign {
-            campaign_id: campaign_id.to_owned(),
-            name: definition.name,
-            currency: definition.currency,
-            budget_e4: definition.budget_e4,
-            ctr: counters.ctr(),
-            conversion_rate: counters.conversion_rate(),
-            roi: (definition.budget_e4 > 0).then(|| value_e4 as f64 / definition.budget_e4 as f64),
-            counters,
-            value_e4,
-            by_influencer,
-            by_platform,
-        }))
     }
 
     /// The tenant's late events, newest sequence first, and their total.

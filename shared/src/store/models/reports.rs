@@ -5,6 +5,7 @@
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
+use super::narrowed::{enriched_narrowed, Side};
 use super::{
     attributed, enriched_with, posts_of, timed, LateEvent, Metric, Models, Ranked, StoreError,
     LONG_QUERY,
@@ -212,35 +213,53 @@ impl Models {
         step: u32,
         position: u64,
     ) -> Result<Vec<TrendPoint>, StoreError> {
-        let (inner, outer, id) = match entity {
-            Entity::Post(id) => (" AND post_id = ?", "", id),
-            Entity::Influencer(id) => ("", "WHERE influencer = ?", id),
-            Entity::Campaign(id) => ("", "WHERE campaign = ?", id),
+        let (side, id) = match entity {
+            Entity::Post(id) => (None, id),
+            Entity::Influencer(id) => (Some(Side::Influencer), id),
+            Entity::Campaign(id) => (Some(Side::Campaign), id),
+        };
+        // A post's facts are a slice of the key; an influencer's or a
+        // campaign's are narrowed first.
+        let (source, outer, posts) = match side {
+            None => (
+                enriched_with(&format!("{RANGE_AT} AND post_id = ?"), CATALOGUE_AT),
+                String::new(),
+                None,
+            ),
+            Some(side) => (
+                enriched_narrowed(side, RANGE_AT, CATALOGUE_AT),
+                format!("WHERE {} = ?", side.attributed()),
+                Some(self.narrowing(tenant, side, id).await?),
+            ),
         };
         let sql = format!(
             "SELECT toUInt32(intDiv(toUInt32(occurred_at), {step}) * {step}) AS step_start,
                     {} AS metric_value
-             FROM ({})
+             FROM ({source})
              {outer}
              GROUP BY step_start ORDER BY step_start",
             metric.sql(),
-            enriched_with(&format!("{RANGE_AT}{inner}"), CATALOGUE_AT),
             step = step.max(1),
         );
-        let mut query = self
+        let (name, value) = LONG_QUERY;
+        let query = self
             .client
             .query(&sql)
+            .with_setting(name, value)
             .bind(tenant)
             .bind(from)
             .bind(to)
             .bind(position);
-        if !inner.is_empty() {
-            query = query.bind(id.as_str());
-        }
-        query = query.bind(tenant).bind(position);
-        if !outer.is_empty() {
-            query = query.bind(id.as_str());
-        }
+        let query = match &posts {
+            None => query.bind(id.as_str()).bind(tenant).bind(position),
+            Some(posts) => query
+                .bind(posts)
+                .bind(id.as_str())
+                .bind(tenant)
+                .bind(position)
+                .bind(posts)
+                .bind(id.as_str()),
+        };
         timed(&self.config, query.fetch_all()).await
     }
 

@@ -149,6 +149,18 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Counters) {
+        self.likes += other.likes;
+        self.shares += other.shares;
+        self.comments += other.comments;
+        self.views += other.views;
+        self.clicks += other.clicks;
+        self.conversions += other.conversions;
+        self.sentiment_sum += other.sentiment_sum;
+        self.events += other.events;
+    }
+
     /// (likes + shares + comments) / views; 0 without views.
     pub fn engagement_rate(&self) -> f64 {
         if self.views == 0 {
