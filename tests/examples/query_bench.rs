@@ -1,5 +1,6 @@
 //! Query API benchmark at a stated data size: cache-hit latency, ClickHouse-
-//! backed latency of post metrics and rankings, and accept-to-visible
+//! backed latency of post metrics, rankings and the reports on one
+//! influencer or campaign, and accept-to-visible
 //! latency (command API 202 → query API shows the event) under load.
 //!
 //! ```text
@@ -155,7 +156,52 @@ async fn main() {
         }
     }
 
-    // 4. Accept-to-visible under load: batches of 100 at the load rate,
+    // 4. Reports on one influencer or campaign from ClickHouse (their
+    // facts narrowed, then attributed): distinct paths, every one a miss.
+    let influencers = |i: u64| format!("inf-{}", i * 97 % 2_000);
+    let reports: [(&str, Box<dyn Fn(u64) -> String>); 4] = [
+        (
+            "influencer engagement (minute)",
+            Box::new(|i| {
+                format!(
+                    "/v1/influencers/{}/engagement?granularity=minute",
+                    influencers(i)
+                )
+            }),
+        ),
+        (
+            "campaign aggregates",
+            Box::new(|i| format!("/v1/campaigns/camp-{}/aggregates?period=24h", i % 50)),
+        ),
+        (
+            "trends (influencer, 1h windows)",
+            Box::new(|i| {
+                format!(
+                    "/v1/trends?entity=influencer:{}&metric=views&window=1h&step=10m",
+                    influencers(i)
+                )
+            }),
+        ),
+        (
+            "anomalies (influencer)",
+            Box::new(|i| format!("/v1/anomalies?influencer_id={}", influencers(i))),
+        ),
+    ];
+    let mut report_misses = Vec::new();
+    for (name, path) in &reports {
+        let mut misses = Vec::new();
+        for i in 0..20 {
+            let path = path(i);
+            let (took, status, hit) = timed_get(&stack, &reader, &path).await;
+            assert_eq!(status, 200, "{path}");
+            if !hit {
+                misses.push(took);
+            }
+        }
+        report_misses.push((*name, misses));
+    }
+
+    // 5. Accept-to-visible under load: batches of 100 at the load rate,
     // and probes (a like on a fresh post, then polling its metrics).
     let running = Arc::new(AtomicBool::new(true));
     let load = {
@@ -249,6 +295,9 @@ async fn main() {
         "ClickHouse, rankings (varied)",
         summary(&rankings)
     );
+    for (name, misses) in &report_misses {
+        println!("{:<44} {}", format!("ClickHouse, {name}"), summary(misses));
+    }
     println!(
         "{:<44} {}",
         format!("accept-to-visible, load {load_rate:.0} events/s"),
