@@ -4,7 +4,8 @@
 //! attribution carried by the fact over its post's, a post published for
 //! one influencer and moved to another, a post published after its
 //! interactions, a post never published, another tenant's facts with the
-//! same ids, and facts written twice (as a redelivery does).
+//! same ids, and facts written twice (as a redelivery does). Bursts, found
+//! by a hash of their cells first, count each fact once too.
 //!
 //! Each view counts a distinct power of two, so a sum names exactly the
 //! facts it counted.
@@ -76,6 +77,10 @@ async fn reports_on_one_influencer_or_campaign_count_what_attribution_gives() {
         view(&mut e, "pe", 32, json!({})),
         // 64: carries k on pc (influencer y from pc).
         view(&mut e, "pc", 64, json!({"campaign_id": "k"})),
+        // A bot's three views of pz (nobody's) in one minute.
+        view(&mut e, "pz", 256, json!({"user_id": "bot"})),
+        view(&mut e, "pz", 256, json!({"user_id": "bot"})),
+        view(&mut e, "pz", 256, json!({"user_id": "bot"})),
     ];
     ingest(&stack, &acme, &first).await;
     let then = vec![
@@ -159,6 +164,20 @@ async fn reports_on_one_influencer_or_campaign_count_what_attribution_gives() {
     let l = models.campaign("acme", "l", period).await.unwrap().unwrap();
     assert_eq!(l.counters.views, 12);
     assert_eq!(lines(&l.by_influencer), [("x".into(), 8), ("y".into(), 4)]);
+    // Bursts count each fact once: three views, written twice.
+    let (day_from, day_to) = ((t0 - 86_400) as u32, (t0 + 86_400) as u32);
+    let bursts = models.bursts("acme", day_from, day_to, 2).await.unwrap();
+    let found: Vec<_> = bursts
+        .iter()
+        .map(|b| (b.user_id.as_str(), b.post_id.as_str(), b.events))
+        .collect();
+    assert_eq!(found, [("bot", "pz", 3)]);
+    assert_eq!(bursts[0].minute, (t0 + 300) as u32 / 60 * 60);
+    assert!(models
+        .bursts("acme", day_from, day_to, 3)
+        .await
+        .unwrap()
+        .is_empty());
     // globex's fact only for globex.
     let globex_k = models
         .campaign("globex", "k", period)

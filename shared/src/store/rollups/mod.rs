@@ -9,11 +9,13 @@
 //! sum of consecutive ranges from the start to `R` is therefore exactly the
 //! facts up to `R` attributed as at `R`. Ranges at the end of the chain
 //! from the start are joined into one once [`JOIN_FEWEST`] of them can be,
-//! each no longer than those after it together (see [`next`]): a join
-//! that starts at the start is a base (level [`BASE`]). So a base, which
-//! holds every cell (tenant, minute, attribution) of the history, is
-//! rewritten each time the history doubles, and a ranking reads a few
-//! ranges per doubling.
+//! each no longer than those after it together (see [`next`]); the whole
+//! chain is joined into a base (level [`BASE`]) once the ranges after the
+//! base reach an eighth of it ([`BASE_AHEAD`]). So a base, which holds
+//! every cell (tenant, minute, attribution) of the history, is rewritten
+//! each time the history grows by an eighth (about nine times its length
+//! in all), and a ranking reads the base and at most an eighth of the
+//! history's events more, in a few ranges.
 //!
 //! Rolling is a pure function of the facts: an attempt repeated after a
 //! crash, or made by two workers at once, writes the same sums. Each
@@ -30,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{timed, StoreError};
 use crate::config::ClickHouseConfig;
-pub use plan::{cover, next, superseded, Plan};
+pub use plan::{cover, next, superseded, Plan, BASE_AHEAD};
 pub use retire::Retired;
 
 /// The level of a base: a range from the start of the stream.
