@@ -28,6 +28,9 @@ use tally_tests::{read, Stack, TokenScope as Scope};
 
 const TENANT: &str = "bench";
 
+/// A report's path for the i-th request.
+type PathOf<'a> = Box<dyn Fn(u64) -> String + 'a>;
+
 fn arg(n: usize, default: u64) -> u64 {
     std::env::args()
         .nth(n)
@@ -159,7 +162,7 @@ async fn main() {
     // 4. Reports on one influencer or campaign from ClickHouse (their
     // facts narrowed, then attributed): distinct paths, every one a miss.
     let influencers = |i: u64| format!("inf-{}", i * 97 % 2_000);
-    let reports: [(&str, Box<dyn Fn(u64) -> String>); 4] = [
+    let reports: [(&str, PathOf<'_>); 4] = [
         (
             "influencer engagement (minute)",
             Box::new(|i| {
