@@ -17,7 +17,7 @@ use tally_shared::store::models::{Entity, Metric, Models};
 use tally_tests::{eventually, Stack, TokenScope as Scope};
 use time::OffsetDateTime;
 
-use crate::read_models::{at, ingest};
+use crate::read_models::{ingest, numbered};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_on_one_influencer_or_campaign_count_what_attribution_gives() {
@@ -26,16 +26,7 @@ async fn reports_on_one_influencer_or_campaign_count_what_attribution_gives() {
     let globex = stack.token("globex", &[Scope::EventsWrite]);
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let t0 = (now - 2 * 3600) / 3600 * 3600;
-    let mut n = 0;
-    let mut e = |kind: &str, fields: Value| {
-        n += 1;
-        let mut event =
-            json!({"event_id": format!("n-{n}"), "type": kind, "occurred_at": at(t0 + 300)});
-        for (key, value) in fields.as_object().unwrap() {
-            event[key] = value.clone();
-        }
-        event
-    };
+    let mut e = numbered("n", t0 + 300);
     let publish =
         |e: &mut dyn FnMut(&str, Value) -> Value, post: &str, inf: &str, camp: &str, plat: &str| {
             e(

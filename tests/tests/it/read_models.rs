@@ -21,6 +21,22 @@ pub fn at(seconds: i64) -> String {
         .unwrap()
 }
 
+/// Events of a kind occurred at `occurred_at` (seconds), with the fields
+/// given, numbered `{prefix}-1`, `{prefix}-2`, ... as they are made.
+pub fn numbered(prefix: &str, occurred_at: i64) -> impl FnMut(&str, Value) -> Value {
+    let (prefix, at) = (prefix.to_owned(), at(occurred_at));
+    let mut n = 0;
+    move |kind, fields| {
+        n += 1;
+        let mut event =
+            json!({"event_id": format!("{prefix}-{n}"), "type": kind, "occurred_at": at});
+        for (key, value) in fields.as_object().unwrap() {
+            event[key] = value.clone();
+        }
+        event
+    }
+}
+
 /// Posts `events` as one batch and returns the highest sequence stored.
 pub async fn ingest(stack: &Stack, token: &str, events: &[Value]) -> u64 {
     let response = stack
@@ -56,16 +72,7 @@ async fn every_read_model_matches_values_worked_out_by_hand() {
     let now = OffsetDateTime::now_utc().unix_timestamp();
     // Two hours ago, on the hour: every bucket below is long closed.
     let t0 = (now - 2 * 3600) / 3600 * 3600;
-    let mut n = 0;
-    let mut e = |kind: &str, extra: Value| {
-        n += 1;
-        let mut event =
-            json!({"event_id": format!("ev-{n}"), "type": kind, "occurred_at": at(t0 + 300)});
-        for (key, value) in extra.as_object().unwrap() {
-            event[key] = value.clone();
-        }
-        event
-    };
+    let mut e = numbered("ev", t0 + 300);
 
     let catalogue = vec![
         e(
