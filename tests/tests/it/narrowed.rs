@@ -73,7 +73,7 @@ async fn reports_on_one_influencer_or_campaign_count_what_attribution_gives() {
         view(&mut e, "pz", 256, json!({"user_id": "bot"})),
         view(&mut e, "pz", 256, json!({"user_id": "bot"})),
     ];
-    ingest(&stack, &acme, &first).await;
+    let before_moves = ingest(&stack, &acme, &first).await;
     let then = vec![
         publish(&mut e, "pb", "y", "l", "instagram"),
         publish(&mut e, "pe", "x", "k", "instagram"),
@@ -86,30 +86,44 @@ async fn reports_on_one_influencer_or_campaign_count_what_attribution_gives() {
         128,
         json!({"influencer_id": "x", "campaign_id": "k"}),
     )];
-    ingest(&stack, &globex, &other).await;
+    let last = ingest(&stack, &globex, &other).await;
 
     let models = Models::connect(&stack.config.clickhouse);
-    eventually("the views projected", Duration::from_secs(30), || {
-        let models = models.clone();
-        async move {
-            let x = views_of(&models, "x").await;
-            if x == 57 {
-                Ok(())
-            } else {
-                Err(format!("x has {x} views"))
+    eventually(
+        "every read model at the last sequence",
+        Duration::from_secs(30),
+        || {
+            let models = models.clone();
+            async move {
+                let positions = models.positions().await.map_err(|e| e.to_string())?;
+                if positions.len() == tally_shared::store::READ_MODELS.len()
+                    && positions.iter().all(|p| p.position >= last)
+                {
+                    Ok(())
+                } else {
+                    Err(format!("{positions:?}"))
+                }
             }
-        }
-    })
+        },
+    )
     .await;
-    // As a redelivery would: every fact and catalogue row twice.
+    // As a redelivery would: every fact and catalogue row twice, kept
+    // apart (no merge folds the copies away while the test reads).
     let client = tally_shared::store::client(&stack.config.clickhouse);
     for table in ["engagements", "post_catalogue", "catalogue"] {
-        client
-            .query(&format!("INSERT INTO {table} SELECT * FROM {table}"))
-            .execute()
-            .await
-            .unwrap();
+        for sql in [
+            format!("SYSTEM STOP MERGES {table}"),
+            format!("INSERT INTO {table} SELECT * FROM {table}"),
+        ] {
+            client.query(&sql).execute().await.unwrap();
+        }
     }
+    let (rows, facts): (u64, u64) = client
+        .query("SELECT toUInt64(count()), toUInt64(uniqExact(seq)) FROM engagements")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(rows, 2 * facts, "every fact twice");
 
     // Influencers: x has 1 + 8 + 16 + 32, y has 2 + 4 + 64.
     assert_eq!(views_of(&models, "x").await, 57);
@@ -169,6 +183,19 @@ async fn reports_on_one_influencer_or_campaign_count_what_attribution_gives() {
         .await
         .unwrap()
         .is_empty());
+    // Pinned where pb was still x's and pe was not published: x has
+    // 1 + 4 + 8 + 16, and k 1 + 2 + 4 + 16 + 64.
+    for (entity, views) in [
+        (Entity::Influencer("x".into()), 29),
+        (Entity::Campaign("k".into()), 87),
+    ] {
+        let steps = models
+            .trend_steps("acme", &entity, Metric::Views, period, 3600, before_moves)
+            .await
+            .unwrap();
+        let total: i64 = steps.iter().map(|s| s.value).sum();
+        assert_eq!(total, views, "{entity:?} at {before_moves}: {steps:?}");
+    }
     // globex's fact only for globex.
     let globex_k = models
         .campaign("globex", "k", period)

@@ -18,8 +18,12 @@
 //! own and passed as lists: a subquery on `post_catalogue` or
 //! `engagements` would make the statement lock that table twice, which on
 //! ClickHouse 18.16 deadlocks with a `RENAME` queued between the two (a
-//! rebuild's switch). A post published for X between those statements and
-//! the read is left out of it, as if the read had come a moment earlier.
+//! rebuild's switch). A read pinned to a stream position (trends) takes
+//! the lists after that position is projected, so it is exact. An
+//! unpinned one leaves out a post first published for X, or first carried
+//! for X, between those statements and the read, while it counts the
+//! other facts that arrived meanwhile: the skew of any read of tables
+//! that are written apart, gone at the next read.
 
 use clickhouse::Row;
 use serde::Deserialize;
