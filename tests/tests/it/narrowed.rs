@@ -10,14 +10,12 @@
 //! Each view counts a distinct power of two, so a sum names exactly the
 //! facts it counted.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 use tally_shared::store::models::{Entity, Metric, Models};
-use tally_tests::{eventually, Stack, TokenScope as Scope};
+use tally_tests::{Stack, TokenScope as Scope};
 use time::OffsetDateTime;
 
-use crate::read_models::{ingest, numbered};
+use crate::read_models::{ingest, numbered, projected_to};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_on_one_influencer_or_campaign_count_what_attribution_gives() {
@@ -89,24 +87,7 @@ async fn reports_on_one_influencer_or_campaign_count_what_attribution_gives() {
     let last = ingest(&stack, &globex, &other).await;
 
     let models = Models::connect(&stack.config.clickhouse);
-    eventually(
-        "every read model at the last sequence",
-        Duration::from_secs(30),
-        || {
-            let models = models.clone();
-            async move {
-                let positions = models.positions().await.map_err(|e| e.to_string())?;
-                if positions.len() == tally_shared::store::READ_MODELS.len()
-                    && positions.iter().all(|p| p.position >= last)
-                {
-                    Ok(())
-                } else {
-                    Err(format!("{positions:?}"))
-                }
-            }
-        },
-    )
-    .await;
+    projected_to(&models, last).await;
     // As a redelivery would: every fact and catalogue row twice, kept
     // apart (no merge folds the copies away while the test reads).
     let client = tally_shared::store::client(&stack.config.clickhouse);

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tally_shared::store::models::{is_complete, Granularity, Metric, Models};
+use tally_shared::store::models::{is_complete, Granularity, Metric, Models, Position};
 use tally_tests::{eventually, read, Stack, TokenScope as Scope};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -35,6 +35,28 @@ pub fn numbered(prefix: &str, occurred_at: i64) -> impl FnMut(&str, Value) -> Va
         }
         event
     }
+}
+
+/// Waits until every read model's position reaches `last`; their positions.
+pub async fn projected_to(models: &Models, last: u64) -> Vec<Position> {
+    eventually(
+        "every read model at the last sequence",
+        Duration::from_secs(30),
+        || {
+            let models = models.clone();
+            async move {
+                let positions = models.positions().await.map_err(|e| e.to_string())?;
+                if positions.len() == tally_shared::store::READ_MODELS.len()
+                    && positions.iter().all(|p| p.position >= last)
+                {
+                    Ok(positions)
+                } else {
+                    Err(format!("{positions:?}"))
+                }
+            }
+        },
+    )
+    .await
 }
 
 /// Posts `events` as one batch and returns the highest sequence stored.
@@ -197,24 +219,7 @@ async fn every_read_model_matches_values_worked_out_by_hand() {
     let last = ingest(&stack, &acme, &late_catalogue).await;
 
     let models = Models::connect(&stack.config.clickhouse);
-    let positions = eventually(
-        "every read model at the last sequence",
-        Duration::from_secs(30),
-        || {
-            let models = models.clone();
-            async move {
-                let positions = models.positions().await.map_err(|e| e.to_string())?;
-                if positions.len() == tally_shared::store::READ_MODELS.len()
-                    && positions.iter().all(|p| p.position >= last)
-                {
-                    Ok(positions)
-                } else {
-                    Err(format!("{positions:?}"))
-                }
-            }
-        },
-    )
-    .await;
+    let positions = projected_to(&models, last).await;
     for p in &positions {
         assert_eq!((p.position, p.stream_last), (last, last), "{p:?}");
         // Caught up, the watermark is the clock.
