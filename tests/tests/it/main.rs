@@ -34,6 +34,8 @@ mod migrations;
 mod compose;
 // Every read model against values worked out by hand.
 mod read_models;
+// The replay tooling's stream reader when the client drops messages.
+mod reader;
 // Rankings from rollups equal rankings from the facts at every position.
 mod rollups;
 // The query API's reports over HTTP on the same dataset.
