@@ -60,11 +60,14 @@ const IDLE: Duration = Duration::from_secs(1);
 /// How long a read waits in all for a pending message before it fails.
 const STALLED: Duration = Duration::from_secs(120);
 /// Messages and bytes one pull request asks for. The client asks for the
-/// next batch when half of one is left, so it holds at most one and a half
-/// batches: that must fit in the room the client keeps for a subscription
-/// (async-nats: 65,536 messages), or it drops messages and the read has to
-/// start again from the gap. Larger pulls read faster: in `./dev
-/// bench-rebuild`, 50,000 read 10–23% more events a second than 10,000.
+/// next batch when half of one is left, so it mostly holds at most one and
+/// a half batches, which should fit in the room the client keeps for a
+/// subscription (async-nats: 65,536 messages) or it drops messages. It can
+/// hold more: async-nats also asks when half of the bytes are left, and it
+/// asks again after 35 s without a request, counting what it holds as
+/// nothing; the gap check then makes the read start again from the gap.
+/// Larger pulls read faster: in `./dev bench-rebuild`, 50,000 read 10–23%
+/// more events a second than 10,000.
 const PULL_MESSAGES: usize = 40_000;
 const PULL_BYTES: usize = 32 * 1024 * 1024;
 const SUBSCRIPTION_CAPACITY: usize = 65_536;

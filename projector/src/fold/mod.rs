@@ -451,10 +451,8 @@ fn fold_into<'a>(
     }
 }
 
-/// Writes a batch's rows, one INSERT per table, the tables' at once (each
-/// is parsed by a ClickHouse thread of its own). Idempotent: the rows are
-/// keyed by stream sequence, so a batch that failed in some tables and not
-/// others is written again whole.
+/// Writes a batch's rows, one INSERT per table. Idempotent: the rows are
+/// keyed by stream sequence.
 pub async fn write(
     client: &clickhouse::Client,
     rows: &Rows,
@@ -470,36 +468,31 @@ pub async fn write_only(
     rows: &Rows,
     wanted: impl Fn(&str) -> bool,
 ) -> Result<(), tally_shared::store::StoreError> {
-    let posts = rows.posts();
-    let (engagements, facts, catalogue, post_catalogue, late) = tokio::join!(
-        insert(
-            client,
-            "engagements",
-            &rows.engagements,
-            wanted("engagements")
-        ),
-        insert_facts(client, &rows.engagements, wanted("engagements")),
-        insert(client, "catalogue", &rows.catalogue, wanted("catalogue")),
-        insert::<CatalogueRow>(client, "post_catalogue", &posts, wanted("post_catalogue")),
-        insert(client, "late_events", &rows.late, wanted("late_events")),
-    );
-    engagements
-        .and(facts)
-        .and(catalogue)
-        .and(post_catalogue)
-        .and(late)
+    if wanted("engagements") {
+        insert(client, "engagements", &rows.engagements).await?;
+        insert_facts(client, &rows.engagements).await?;
+    }
+    if wanted("catalogue") {
+        insert(client, "catalogue", &rows.catalogue).await?;
+    }
+    if wanted("post_catalogue") {
+        insert::<CatalogueRow>(client, "post_catalogue", &rows.posts()).await?;
+    }
+    if wanted("late_events") {
+        insert(client, "late_events", &rows.late).await?;
+    }
+    Ok(())
 }
 
 async fn insert<T>(
     client: &clickhouse::Client,
     table: &str,
     rows: &[impl std::borrow::Borrow<T>],
-    wanted: bool,
 ) -> Result<(), tally_shared::store::StoreError>
 where
     T: clickhouse::RowOwned + clickhouse::RowWrite,
 {
-    if !wanted || rows.is_empty() {
+    if rows.is_empty() {
         return Ok(());
     }
     let mut insert = client.insert::<T>(table).await?;
@@ -513,9 +506,8 @@ where
 async fn insert_facts(
     client: &clickhouse::Client,
     rows: &[EngagementRow],
-    wanted: bool,
 ) -> Result<(), tally_shared::store::StoreError> {
-    if !wanted || rows.is_empty() {
+    if rows.is_empty() {
         return Ok(());
     }
     let mut insert = client.insert::<FactRow<'_>>("facts_by_seq").await?;
