@@ -37,8 +37,9 @@ pub struct Recorded {
 /// messages drops them (a "slow consumer"), and the server, which counts
 /// them as delivered, never sends them again to that consumer. The reader
 /// sees the gap in the consumer's delivery sequence (consecutive for a
-/// consumer without acks) and reads again, through a new consumer, from
-/// the event after the last one it handed out.
+/// consumer without acks), or, once the stream is quiet, that the server
+/// delivered more than it got, and reads again, through a new consumer,
+/// from the event after the last one it handed out.
 pub struct Reader {
     stream: async_nats::jetstream::stream::Stream,
     subject: String,
@@ -62,7 +63,7 @@ const STALLED: Duration = Duration::from_secs(120);
 /// Messages and bytes one pull request asks for. The client asks for the
 /// next batch when half of one is left, so it mostly holds at most one and
 /// a half batches, which should fit in the room the client keeps for a
-/// subscription (async-nats: 65,536 messages) or it drops messages. It can
+/// subscription (`nats::SUBSCRIPTION_CAPACITY`) or it drops messages. It can
 /// hold more: async-nats also asks when half of the bytes are left, and it
 /// asks again after 35 s without a request, counting what it holds as
 /// nothing; the gap check then makes the read start again from the gap.
@@ -70,8 +71,7 @@ const STALLED: Duration = Duration::from_secs(120);
 /// more events a second than 10,000.
 const PULL_MESSAGES: usize = 40_000;
 const PULL_BYTES: usize = 32 * 1024 * 1024;
-const SUBSCRIPTION_CAPACITY: usize = 65_536;
-const _: () = assert!(PULL_MESSAGES * 3 / 2 < SUBSCRIPTION_CAPACITY);
+const _: () = assert!(PULL_MESSAGES * 3 / 2 < tally_shared::nats::SUBSCRIPTION_CAPACITY);
 
 /// A pull consumer without acks on `subject` from `start`, and its messages.
 async fn subscribe(

@@ -30,6 +30,11 @@ pub enum NatsError {
     AckPolicy { durable: String, message: String },
 }
 
+/// Messages the client holds for one subscription before it drops more (a
+/// "slow consumer"; async-nats's default, set here so readers can size
+/// their pulls against it).
+pub const SUBSCRIPTION_CAPACITY: usize = 65_536;
+
 /// Connects to NATS. The client reconnects on its own after a connection loss.
 /// Connects to `nats.url`: one server, or a cluster's servers separated by
 /// commas (the client also learns the cluster's other servers from the one
@@ -44,6 +49,7 @@ pub async fn connect(config: &NatsConfig, name: &str) -> Result<async_nats::Clie
         .connection_timeout(Duration::from_secs(5))
         .request_timeout(Some(Duration::from_millis(config.publish_timeout_ms)))
         .retry_on_initial_connect()
+        .subscription_capacity(SUBSCRIPTION_CAPACITY)
         .connect(servers.as_slice())
         .await
         .map_err(|source| NatsError::Connect {
