@@ -52,7 +52,7 @@ use tally_tests::bench::disk;
 use tally_tests::bench::load::{saturation, Driver, Prepared, Run};
 use tally_tests::bench::procs::{binaries, CpuMeter, ServiceProcess};
 use tally_tests::bench::report::{Aim, Memory, Report, Row};
-use tally_tests::bench::{publish, raw_publish_scratch};
+use tally_tests::bench::{publish, raw_publish_scratch, StorageMeter};
 use tally_tests::workload::{client_of, expected_likes, LikeOp, LikeToggles, Spec, Workload};
 use tally_tests::{config_for, NatsServer, TokenScope as Scope};
 use time::OffsetDateTime;
@@ -244,6 +244,7 @@ async fn main() -> anyhow::Result<()> {
     tables::create_database(&scratch).await?;
     let client = env.client(&scratch);
     let cpu = CpuMeter::start(&servers(&nats, &[("tally-bench", std::process::id())]));
+    let storage = StorageMeter::start(&env.live().url).await;
     let started = Instant::now();
     for batch in &folded {
         write(&client, &batch.rows).await?;
@@ -257,7 +258,7 @@ async fn main() -> anyhow::Result<()> {
             "events",
             size.backlog as u64,
         )
-        .note(cpu.note()),
+        .note(format!("{}; {}", cpu.note(), storage.note().await)),
     );
     tables::drop_database(&env.client(env.live()), &scratch.database).await?;
     drop(folded);
@@ -296,6 +297,7 @@ async fn main() -> anyhow::Result<()> {
     let projector = ServiceProcess::start("tally-projector", &bins, &config, &logs).await;
     let (first_seen, from) = projected(&models, 1).await;
     let cpu = CpuMeter::start(&servers(&nats, &[("tally-projector", projector.pid())]));
+    let storage = StorageMeter::start(&env.live().url).await;
     projected(&models, last).await;
     let folded_events = last.saturating_sub(from);
     rows.push(
@@ -307,8 +309,9 @@ async fn main() -> anyhow::Result<()> {
             folded_events,
         )
         .note(format!(
-            "fetch, decode, fold, insert, one ack per batch (exclusive consumer); {}",
-            cpu.note()
+            "fetch, decode, fold, insert, one ack per batch (exclusive consumer); {}; {}",
+            cpu.note(),
+            storage.note().await
         )),
     );
     // The rolls the fold left for later (a projector catching up defers
@@ -318,6 +321,7 @@ async fn main() -> anyhow::Result<()> {
     phase!(run_started, "replay rebuild…");
     let started = Instant::now();
     let cpu = CpuMeter::start(&servers(&nats, &[("tally-bench", std::process::id())]));
+    let storage = StorageMeter::start(&settle.env.live().url).await;
     let report = rebuild::rebuild(
         &mut settle.env,
         rebuild::Options {
@@ -337,7 +341,7 @@ async fn main() -> anyhow::Result<()> {
             "events",
             report.projected.events,
         )
-        .note(cpu.note()),
+        .note(format!("{}; {}", cpu.note(), storage.note().await)),
     );
 
     // 3. Ingest.

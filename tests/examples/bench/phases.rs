@@ -24,6 +24,7 @@ pub async fn ingest(
         let requests = Arc::new(events.requests(need, batch, tokens));
         settle.settle().await;
         let cpu = CpuMeter::start(processes);
+        let storage = StorageMeter::start(&settle.env.live().url).await;
         let run = driver.closed_loop(requests, n, size.level).await;
         eprintln!(
             "  {} clients: {:.0} events/s, p99 {:.1} ms",
@@ -32,7 +33,7 @@ pub async fn ingest(
             run.ms(99.0)
         );
         levels.push((n, run));
-        notes.push((n, cpu.note()));
+        notes.push((n, format!("{}; {}", cpu.note(), storage.note().await)));
     }
     let (n, best) = saturation(&levels).expect("at least one level").clone();
     let cpu = notes.iter().find(|(m, _)| *m == n).map(|(_, note)| note);

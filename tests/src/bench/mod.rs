@@ -79,6 +79,92 @@ pub async fn merges_done(url: &str, limit: Duration) {
     }
 }
 
+/// What ClickHouse's storage did over a phase, from its server-wide
+/// counters (`system.events`): the rows that inserts wrote and the rows
+/// that background merges read back. Merges are ClickHouse's main work
+/// besides inserting (each insert is a part, merged again and again into
+/// larger ones), so their rows per inserted row say where its share of the
+/// cores went. The benchmark's ClickHouse serves nothing else.
+pub struct StorageMeter {
+    http: reqwest::Client,
+    url: String,
+    before: Option<StorageWork>,
+}
+
+/// Rows written by inserts and rows read by merges, since the server began.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageWork {
+    pub inserted: u64,
+    pub merged: u64,
+}
+
+impl StorageWork {
+    const QUERY: &'static str = "SELECT sumIf(value, event = 'InsertedRows'), \
+        sumIf(value, event = 'MergedRows') FROM system.events FORMAT TSV";
+
+    /// The counters from the query's answer (`inserted\tmerged`).
+    pub fn parse(answer: &str) -> Option<StorageWork> {
+        let mut fields = answer.split_whitespace().map(str::parse::<u64>);
+        match (fields.next(), fields.next(), fields.next()) {
+            (Some(Ok(inserted)), Some(Ok(merged)), None) => Some(StorageWork { inserted, merged }),
+            _ => None,
+        }
+    }
+
+    /// The phase's note from the counters before and after it: "ClickHouse:
+    /// 1,234,567 rows inserted, merges read 8.5 rows per row inserted".
+    pub fn note(before: StorageWork, after: StorageWork) -> String {
+        let inserted = after.inserted.saturating_sub(before.inserted);
+        let merged = after.merged.saturating_sub(before.merged);
+        let per_row = if inserted == 0 {
+            "no rows inserted".to_owned()
+        } else {
+            format!(
+                "{} rows inserted, merges read {:.1} rows per row inserted",
+                report::grouped(inserted as f64, 0),
+                merged as f64 / inserted as f64
+            )
+        };
+        format!("ClickHouse: {per_row}")
+    }
+}
+
+impl StorageMeter {
+    /// Starts counting on the ClickHouse server at `url` (HTTP).
+    pub async fn start(url: &str) -> StorageMeter {
+        let mut meter = StorageMeter {
+            http: reqwest::Client::new(),
+            url: url.to_owned(),
+            before: None,
+        };
+        meter.before = meter.read().await;
+        meter
+    }
+
+    async fn read(&self) -> Option<StorageWork> {
+        let answer = self
+            .http
+            .post(&self.url)
+            .body(StorageWork::QUERY)
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        StorageWork::parse(&answer)
+    }
+
+    /// The work since the start, as a note; empty if the counters could
+    /// not be read.
+    pub async fn note(&self) -> String {
+        match (self.before, self.read().await) {
+            (Some(before), Some(after)) => StorageWork::note(before, after),
+            _ => String::new(),
+        }
+    }
+}
+
 /// xorshift: deterministic and cheap.
 pub struct Rng(pub u64);
 
@@ -218,6 +304,34 @@ pub async fn publish_on(js: &jetstream::Context, events: &[StoredEvent], prefix:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_work_reads_the_counters_and_notes_merged_rows_per_inserted_row() {
+        let before = StorageWork::parse("1000\t5000\n").expect("two counters");
+        assert_eq!(
+            before,
+            StorageWork {
+                inserted: 1000,
+                merged: 5000
+            }
+        );
+        let after = StorageWork {
+            inserted: 1_251_000,
+            merged: 10_635_000,
+        };
+        assert_eq!(
+            StorageWork::note(before, after),
+            "ClickHouse: 1,250,000 rows inserted, merges read 8.5 rows per row inserted"
+        );
+        assert_eq!(
+            StorageWork::note(after, after),
+            "ClickHouse: no rows inserted"
+        );
+        // An error text, a missing or an extra counter is no reading.
+        assert_eq!(StorageWork::parse("Code: 47. DB::Exception"), None);
+        assert_eq!(StorageWork::parse("12"), None);
+        assert_eq!(StorageWork::parse("1\t2\t3"), None);
+    }
 
     fn ms(values: &[u64]) -> Vec<Duration> {
         values.iter().map(|v| Duration::from_millis(*v)).collect()

@@ -103,7 +103,7 @@ fn cell(text: &str) -> String {
 }
 
 /// `x` with `digits` decimals and its thousands grouped by commas.
-fn grouped(x: f64, digits: usize) -> String {
+pub(crate) fn grouped(x: f64, digits: usize) -> String {
     let text = format!("{x:.digits$}");
     let (whole, fraction) = text.split_at(text.find('.').unwrap_or(text.len()));
     let (sign, digits) = whole.split_at(usize::from(whole.starts_with('-')));
