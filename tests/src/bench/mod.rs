@@ -155,12 +155,11 @@ impl StorageMeter {
         StorageWork::parse(&answer)
     }
 
-    /// The work since the start, as a note; empty if the counters could
-    /// not be read.
+    /// The work since the start, as a note.
     pub async fn note(&self) -> String {
         match (self.before, self.read().await) {
             (Some(before), Some(after)) => StorageWork::note(before, after),
-            _ => String::new(),
+            _ => "ClickHouse: its counters could not be read".to_owned(),
         }
     }
 }
