@@ -20,6 +20,16 @@ const MIN_WAIT: Duration = Duration::from_millis(10);
 /// How often a lingering batch asks whether more events came.
 const POLL: Duration = Duration::from_millis(5);
 
+/// The expiry of a pull request for events already pending on an
+/// exclusive consumer: they are all this worker's, so the request ends
+/// when the last of them arrives, however slowly nats-server sends them.
+/// With `fetch_wait` as expiry, a server short of CPU (ClickHouse merging
+/// and rolling on the same cores) let such requests expire half served,
+/// sent no end-of-request status, and the worker waited out its own
+/// deadline: in one benchmark run, each of the 10 fetches (of 893) that
+/// took over 368 ms (460–1,115 ms) had one or two requests ended that way.
+const PENDING_WAIT: Duration = Duration::from_secs(2);
+
 /// Pulls batches and folds them (the CPU half of the pipeline).
 pub(super) struct Fetcher {
     pub(super) consumer: PullConsumer,
@@ -29,6 +39,9 @@ pub(super) struct Fetcher {
     pub(super) linger: Duration,
     pub(super) fold_options: FoldOptions,
     pub(super) quarantine: Quarantine,
+    /// The worker is alone on its consumer (`projector.exclusive`): what
+    /// the consumer says is pending is this worker's to take.
+    pub(super) exclusive: bool,
 }
 
 impl Fetcher {
@@ -57,9 +70,14 @@ impl Fetcher {
     pub(super) async fn fetch(&self) -> Result<Vec<Message>, async_nats::Error> {
         let started = Instant::now();
         let mut batch = Vec::with_capacity(self.batch_size.min(4096));
-        let mut bytes = self
+        // Pull requests made, and those our deadline ended (for the log:
+        // a slow fetch tells a server that stopped answering from one
+        // that answered slowly).
+        let (mut pulls, mut expired) = (1, 0);
+        let (mut bytes, ended) = self
             .pull(&mut batch, 1, self.batch_bytes, Some(self.fetch_wait))
             .await?;
+        expired += usize::from(ended);
         if batch.is_empty() {
             return Ok(batch);
         }
@@ -77,7 +95,7 @@ impl Fetcher {
                 Next::Done => break,
                 // In the stream already: they come at once (unless another
                 // worker on the consumer takes them first).
-                Next::Take(count) => (count, Some(self.fetch_wait)),
+                Next::Take(count) => (count, Some(take_wait(self.exclusive, self.fetch_wait))),
                 Next::Poll(wait) => {
                     tokio::time::sleep(wait).await;
                     (1, None)
@@ -86,12 +104,19 @@ impl Fetcher {
             // A failure keeps what was received; a status (the next
             // message would pass the byte budget, say) ends the batch.
             let had = batch.len();
+            pulls += 1;
             match self
                 .pull(&mut batch, count, self.batch_bytes - bytes, expires)
                 .await
             {
-                Ok(_) if batch.len() == had && pending > 0 => break,
-                Ok(taken) => bytes += taken,
+                Ok((_, ended)) if batch.len() == had && pending > 0 => {
+                    expired += usize::from(ended);
+                    break;
+                }
+                Ok((taken, ended)) => {
+                    bytes += taken;
+                    expired += usize::from(ended);
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "taking more events failed");
                     break;
@@ -99,12 +124,20 @@ impl Fetcher {
             }
         }
         let fetch_ms = started.elapsed().as_millis() as u64;
-        tracing::debug!(events = batch.len(), held, fetch_ms, "fetched batch");
+        tracing::debug!(
+            events = batch.len(),
+            held,
+            fetch_ms,
+            pulls,
+            expired,
+            "fetched batch"
+        );
         Ok(batch)
     }
 
     /// One pull request for `count` messages, appended to `batch`, and
-    /// about `max_bytes` bytes; the bytes taken. Without `expires` the
+    /// about `max_bytes` bytes; the bytes taken, and whether our deadline
+    /// ended the request. Without `expires` the
     /// server answers at once when nothing is pending. nats-server 2.9
     /// may send no end-of-request status after a partial delivery, and the
     /// client would then wait 5 s more: our own deadline ends the request
@@ -117,7 +150,7 @@ impl Fetcher {
         count: usize,
         max_bytes: usize,
         expires: Option<Duration>,
-    ) -> Result<usize, async_nats::Error> {
+    ) -> Result<(usize, bool), async_nats::Error> {
         let mut bytes = 0;
         let collect = async {
             let request = self
@@ -147,11 +180,17 @@ impl Fetcher {
             Ok::<(), async_nats::Error>(())
         };
         let deadline = expires.map_or(Duration::ZERO, |wait| wait.max(MIN_WAIT)) + FETCH_GRACE;
-        match tokio::time::timeout(deadline, collect).await {
-            Ok(result) => result?,
-            Err(_) => tracing::trace!(received = batch.len(), "pull request expired"),
-        }
-        Ok(bytes)
+        let ended = match tokio::time::timeout(deadline, collect).await {
+            Ok(result) => {
+                result?;
+                false
+            }
+            Err(_) => {
+                tracing::trace!(received = batch.len(), "pull request expired");
+                true
+            }
+        };
+        Ok((bytes, ended))
     }
 
     /// Decodes and folds a batch; what cannot be projected becomes poison:
@@ -208,6 +247,17 @@ fn delivery(batch: &[Message]) -> (u64, u64) {
         .last()
         .and_then(|message| message.info().ok())
         .map_or((0, 0), |info| (info.consumer_sequence, info.pending))
+}
+
+/// The expiry of a pull request for pending events: on a shared consumer
+/// another worker may take some of them, and nats-server 2.9 may then never
+/// end the request, so it expires after `fetch_wait`.
+fn take_wait(exclusive: bool, fetch_wait: Duration) -> Duration {
+    if exclusive {
+        PENDING_WAIT.max(fetch_wait)
+    } else {
+        fetch_wait
+    }
 }
 
 /// A batch's next step.
@@ -272,6 +322,15 @@ mod tests {
         // Another worker on the consumer took the held ones: done.
         assert_eq!(next(10, 0, 900, 20_000, Duration::ZERO), Next::Done);
         assert_eq!(next(10, 0, 0, 20_000, Duration::ZERO), Next::Done);
+    }
+
+    #[test]
+    fn pending_events_are_waited_for_longer_only_on_an_exclusive_consumer() {
+        let wait = Duration::from_millis(250);
+        assert_eq!(take_wait(true, wait), PENDING_WAIT);
+        assert_eq!(take_wait(false, wait), wait);
+        let long = Duration::from_secs(5);
+        assert_eq!(take_wait(true, long), long);
     }
 
     #[test]

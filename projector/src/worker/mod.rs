@@ -200,6 +200,7 @@ impl Worker {
                 linger: Duration::from_millis(config.linger_ms),
                 fold_options,
                 quarantine: Quarantine::new(&config.quarantine),
+                exclusive: config.exclusive,
             },
             writer: Writer {
                 acks: if config.exclusive {
