@@ -109,13 +109,12 @@ impl Fetcher {
                 .pull(&mut batch, count, self.batch_bytes - bytes, expires)
                 .await
             {
-                Ok((_, ended)) if batch.len() == had && pending > 0 => {
-                    expired += usize::from(ended);
-                    break;
-                }
                 Ok((taken, ended)) => {
-                    bytes += taken;
                     expired += usize::from(ended);
+                    if batch.len() == had && pending > 0 {
+                        break;
+                    }
+                    bytes += taken;
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "taking more events failed");
