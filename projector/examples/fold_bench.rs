@@ -195,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
             "facts_by_seq",
             "catalogue",
             "post_catalogue",
-            "late_events",
+            store::LATE_EVENTS_TABLE,
         ] {
             let sql = format!("TRUNCATE TABLE {table}");
             store::timed(&config.clickhouse, clickhouse.query(&sql).execute()).await?;
