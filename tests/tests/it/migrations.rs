@@ -28,19 +28,25 @@ async fn migrations_apply_once_and_are_idempotent() {
 /// copies them there, so the rollups of their ranges still sum them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_facts_of_an_upgraded_database_are_copied_by_sequence() {
+    let mut config = tally_shared::Config::defaults().clickhouse;
+    config.url = tally_tests::clickhouse().url();
+    config.database = tally_tests::database_name("migrations_facts_by_seq");
+    store::migrate(&config).await.unwrap();
+    let client = store::client(&config);
     // The database as migration 5 left it, with facts in it.
-    let (config, client) = as_before(
-        "migrations_facts_by_seq",
-        6,
-        &[
-            "DROP TABLE facts_by_seq",
-            "DROP TABLE late_events_by_seq",
-            late_events_by_month(),
-            "INSERT INTO engagements (tenant, seq, post_id, views, likes)
-             VALUES ('acme', 3, 'p1', 1, 0), ('acme', 9, 'p2', 0, 1), ('globex', 4, 'p1', 1, 0)",
-        ],
-    )
-    .await;
+    for sql in [
+        "DROP TABLE facts_by_seq",
+        "DROP TABLE late_events_by_seq",
+        late_events_by_month(),
+        "CREATE TABLE ledger_before AS schema_migrations",
+        "INSERT INTO ledger_before SELECT * FROM schema_migrations WHERE version < 6",
+        "DROP TABLE schema_migrations",
+        "RENAME TABLE ledger_before TO schema_migrations",
+        "INSERT INTO engagements (tenant, seq, post_id, views, likes)
+         VALUES ('acme', 3, 'p1', 1, 0), ('acme', 9, 'p2', 0, 1), ('globex', 4, 'p1', 1, 0)",
+    ] {
+        client.query(sql).execute().await.unwrap();
+    }
     assert_eq!(store::pending_migrations(&config).await.unwrap(), [6, 7, 8]);
     assert_eq!(store::migrate(&config).await.unwrap(), [6, 7, 8]);
     let copied: Vec<(String, u64, String, u64, i8)> = client
@@ -63,18 +69,24 @@ async fn the_facts_of_an_upgraded_database_are_copied_by_sequence() {
 /// sequences, and drops the old table, which nothing reads any more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_late_events_of_an_upgraded_database_move_to_partitions_by_sequence() {
+    let mut config = tally_shared::Config::defaults().clickhouse;
+    config.url = tally_tests::clickhouse().url();
+    config.database = tally_tests::database_name("migrations_late_by_seq");
+    store::migrate(&config).await.unwrap();
+    let client = store::client(&config);
     // The database as migration 7 left it, with late events in it.
-    let (config, client) = as_before(
-        "migrations_late_by_seq",
-        8,
-        &[
-            "DROP TABLE late_events_by_seq",
-            late_events_by_month(),
-            "INSERT INTO late_events (tenant, seq, event_id, post_id, lateness_s)
-             VALUES ('acme', 5, 'e5', 'p1', 90), ('globex', 2000000, 'e2', 'p2', 600)",
-        ],
-    )
-    .await;
+    for sql in [
+        "DROP TABLE late_events_by_seq",
+        "CREATE TABLE ledger_before AS schema_migrations",
+        "INSERT INTO ledger_before SELECT * FROM schema_migrations WHERE version < 8",
+        "DROP TABLE schema_migrations",
+        "RENAME TABLE ledger_before TO schema_migrations",
+        late_events_by_month(),
+        "INSERT INTO late_events (tenant, seq, event_id, post_id, lateness_s)
+         VALUES ('acme', 5, 'e5', 'p1', 90), ('globex', 2000000, 'e2', 'p2', 600)",
+    ] {
+        client.query(sql).execute().await.unwrap();
+    }
     assert_eq!(store::pending_migrations(&config).await.unwrap(), [8]);
     assert_eq!(store::migrate(&config).await.unwrap(), [8]);
     let moved: Vec<(String, u64, String, u32)> = client
@@ -115,7 +127,20 @@ async fn the_late_events_of_an_upgraded_database_move_to_partitions_by_sequence(
 /// record for it; without that record, the failure is its error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_migration_that_another_runner_applied_first_is_not_an_error() {
-    let (config, client) = as_before("migrations_raced", 8, &[]).await;
+    let mut config = tally_shared::Config::defaults().clickhouse;
+    config.url = tally_tests::clickhouse().url();
+    config.database = tally_tests::database_name("migrations_raced");
+    store::migrate(&config).await.unwrap();
+    let client = store::client(&config);
+    let forget_8 = [
+        "CREATE TABLE ledger_before AS schema_migrations",
+        "INSERT INTO ledger_before SELECT * FROM schema_migrations WHERE version < 8",
+        "DROP TABLE schema_migrations",
+        "RENAME TABLE ledger_before TO schema_migrations",
+    ];
+    for sql in forget_8 {
+        client.query(sql).execute().await.unwrap();
+    }
     // Nobody records it: the copy from the missing `late_events` fails.
     assert!(store::migrate(&config).await.is_err());
     assert_eq!(store::pending_migrations(&config).await.unwrap(), [8]);
@@ -133,35 +158,6 @@ async fn a_migration_that_another_runner_applied_first_is_not_an_error() {
     assert_eq!(store::migrate(&config).await.unwrap(), Vec::<u32>::new());
     recorder.await.unwrap();
     assert!(store::pending_migrations(&config).await.unwrap().is_empty());
-}
-
-/// A database of its own (`name`) migrated in full, changed by `setup`,
-/// then with the migrations from `from` on struck from its ledger: as an
-/// earlier version left it, for those migrations to upgrade.
-async fn as_before(
-    name: &str,
-    from: u32,
-    setup: &[&str],
-) -> (tally_shared::config::ClickHouseConfig, clickhouse::Client) {
-    let mut config = tally_shared::Config::defaults().clickhouse;
-    config.url = tally_tests::clickhouse().url();
-    config.database = tally_tests::database_name(name);
-    store::migrate(&config).await.unwrap();
-    let client = store::client(&config);
-    let forget = [
-        "CREATE TABLE ledger_before AS schema_migrations".to_owned(),
-        format!("INSERT INTO ledger_before SELECT * FROM schema_migrations WHERE version < {from}"),
-        "DROP TABLE schema_migrations".to_owned(),
-        "RENAME TABLE ledger_before TO schema_migrations".to_owned(),
-    ];
-    for sql in setup
-        .iter()
-        .copied()
-        .chain(forget.iter().map(String::as_str))
-    {
-        client.query(sql).execute().await.unwrap();
-    }
-    (config, client)
 }
 
 /// Migration 2's `late_events`, partitioned by month, which 8 replaces.
