@@ -195,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
             "facts_by_seq",
             "catalogue",
             "post_catalogue",
-            store::LATE_EVENTS_TABLE,
+            "late_events",
         ] {
             let sql = format!("TRUNCATE TABLE {table}");
             store::timed(&config.clickhouse, clickhouse.query(&sql).execute()).await?;

@@ -162,8 +162,8 @@ where
         let write = async {
             match &current {
                 Some((folded, _, _)) => {
-                    write_only(client, &folded.rows, |model| {
-                        wanted.iter().any(|m| m.name() == model)
+                    write_only(client, &folded.rows, |table| {
+                        wanted.iter().any(|m| m.table() == table)
                     })
                     .await
                 }

@@ -82,7 +82,7 @@ struct State {
 const STATE_TABLE: &str = "rebuild_state";
 
 fn models_key(models: &[Model]) -> String {
-    let mut names: Vec<&str> = models.iter().map(|m| m.name()).collect();
+    let mut names: Vec<&str> = models.iter().map(|m| m.table()).collect();
     names.sort_unstable();
     names.join(",")
 }

@@ -37,22 +37,12 @@ impl Model {
         Model::LateEvents,
     ];
 
-    /// The model's name (as the command line and the fold name it).
-    pub fn name(self) -> &'static str {
+    pub fn table(self) -> &'static str {
         match self {
             Model::Engagements => "engagements",
             Model::Catalogue => "catalogue",
             Model::PostCatalogue => "post_catalogue",
             Model::LateEvents => "late_events",
-        }
-    }
-
-    /// The model's main table: its name, except for `late_events`, whose
-    /// table is partitioned by sequence since migration 8.
-    pub fn table(self) -> &'static str {
-        match self {
-            Model::LateEvents => store::LATE_EVENTS_TABLE,
-            other => other.name(),
         }
     }
 
@@ -63,14 +53,14 @@ impl Model {
             Model::Engagements => &["engagements", FACTS_BY_SEQ],
             Model::Catalogue => &["catalogue"],
             Model::PostCatalogue => &["post_catalogue"],
-            Model::LateEvents => &[store::LATE_EVENTS_TABLE],
+            Model::LateEvents => &["late_events"],
         }
     }
 }
 
 impl fmt::Display for Model {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.write_str(self.table())
     }
 }
 
@@ -80,9 +70,9 @@ impl FromStr for Model {
     fn from_str(name: &str) -> Result<Model, String> {
         Model::ALL
             .into_iter()
-            .find(|m| m.name() == name)
+            .find(|m| m.table() == name)
             .ok_or_else(|| {
-                let names: Vec<&str> = Model::ALL.iter().map(|m| m.name()).collect();
+                let names: Vec<&str> = Model::ALL.iter().map(|m| m.table()).collect();
                 format!("no read model {name:?}; one of {}", names.join(", "))
             })
     }

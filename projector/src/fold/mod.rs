@@ -11,7 +11,6 @@ use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tally_shared::event::{Category, EventKind, StoredEvent};
-use tally_shared::store::LATE_EVENTS_TABLE;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -119,8 +118,7 @@ impl<'a> From<&'a EngagementRow> for FactRow<'a> {
     }
 }
 
-/// An event received after its minute bucket closed, a row of the
-/// `late_events` model (table [`LATE_EVENTS_TABLE`]).
+/// An event received after its minute bucket closed, a row of `late_events`.
 #[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
 pub struct LateRow {
     pub tenant: String,
@@ -462,9 +460,9 @@ pub async fn write(
     write_only(client, rows, |_| true).await
 }
 
-/// [`write`], to the models `wanted` names only (`engagements`, which
+/// [`write`], to the tables `wanted` names only (`engagements`, which
 /// also writes its facts to `facts_by_seq`, `catalogue`, `post_catalogue`,
-/// `late_events`, whose table is [`LATE_EVENTS_TABLE`]).
+/// `late_events`).
 pub async fn write_only(
     client: &clickhouse::Client,
     rows: &Rows,
@@ -481,7 +479,7 @@ pub async fn write_only(
         insert::<CatalogueRow>(client, "post_catalogue", &rows.posts()).await?;
     }
     if wanted("late_events") {
-        insert(client, LATE_EVENTS_TABLE, &rows.late).await?;
+        insert(client, "late_events", &rows.late).await?;
     }
     Ok(())
 }

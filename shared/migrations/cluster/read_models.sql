@@ -1,9 +1,8 @@
 -- The read models on a ClickHouse cluster: the same tables as the
--- single-node migrations (0002, 0004, 0006 and 0008 are the current
--- schema; 0001's and 0003's tables and 0002's `late_events` are gone;
--- 0005's rollup tables are not here yet, see ADR 0006), replicated
--- within each shard and read through Distributed tables under the
--- single-node names. Run it once instead of
+-- single-node migrations (0002, 0004 and 0006 are the current schema; 0001's
+-- and 0003's tables are gone; 0005's rollup tables are not here yet, see
+-- ADR 0006), replicated within each shard and read through
+-- Distributed tables under the single-node names. Run it once instead of
 -- the single-node migrations, with the cluster's name in place of `tally`
 -- and the macros {shard} and {replica} defined on every server.
 --
@@ -90,7 +89,7 @@ ORDER BY (tenant, seq);
 CREATE TABLE IF NOT EXISTS catalogue ON CLUSTER tally AS catalogue_local
 ENGINE = Distributed(tally, currentDatabase(), catalogue_local, cityHash64(seq));
 
-CREATE TABLE IF NOT EXISTS late_events_by_seq_local ON CLUSTER tally (
+CREATE TABLE IF NOT EXISTS late_events_local ON CLUSTER tally (
     tenant        String,
     seq           UInt64,
     event_id      String,
@@ -100,12 +99,12 @@ CREATE TABLE IF NOT EXISTS late_events_by_seq_local ON CLUSTER tally (
     received_at   DateTime,
     bucket_end    DateTime,
     lateness_s    UInt32
-) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/tally/late_events_by_seq', '{replica}')
-PARTITION BY intDiv(seq, 1048576)
+) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/tally/late_events', '{replica}')
+PARTITION BY toYYYYMM(received_at)
 ORDER BY (tenant, seq);
 
-CREATE TABLE IF NOT EXISTS late_events_by_seq ON CLUSTER tally AS late_events_by_seq_local
-ENGINE = Distributed(tally, currentDatabase(), late_events_by_seq_local, cityHash64(seq));
+CREATE TABLE IF NOT EXISTS late_events ON CLUSTER tally AS late_events_local
+ENGINE = Distributed(tally, currentDatabase(), late_events_local, cityHash64(seq));
 
 CREATE TABLE IF NOT EXISTS projection_positions_local ON CLUSTER tally (
     model       String,

@@ -1,11 +1,7 @@
 //! Versioned schema migrations. Each is a file under `shared/migrations/`,
 //! applied once, in order, and recorded in `schema_migrations`. Statements
 //! are idempotent (`IF NOT EXISTS`) so two projectors starting together are
-//! harmless; where one cannot be (a copy from a table that the other
-//! projector's run of the migration has dropped), its failure ends the
-//! migration for this runner once the other has recorded it.
-
-use std::time::Duration;
+//! harmless.
 
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
@@ -56,11 +52,6 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "rollup_retired",
         sql: include_str!("../../migrations/0007_rollup_retired.sql"),
     },
-    Migration {
-        version: 8,
-        name: "late_events_by_seq",
-        sql: include_str!("../../migrations/0008_late_events_by_seq.sql"),
-    },
 ];
 
 /// Longest one migration statement may run.
@@ -92,16 +83,9 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<Vec<u32>, StoreError> 
         timeout_ms: config.timeout_ms.max(MIGRATION_TIMEOUT_MS),
         ..config.clone()
     };
-    'migrations: for migration in pending(config, &client).await? {
+    for migration in pending(config, &client).await? {
         for statement in statements(migration.sql) {
-            if let Err(e) = timed(&long, client.query(&statement).execute()).await {
-                // Another projector starting together may have applied it
-                // first: 0008 drops the table its copy reads.
-                if recorded_meanwhile(config, &client, migration.version).await {
-                    continue 'migrations;
-                }
-                return Err(e);
-            }
+            timed(&long, client.query(&statement).execute()).await?;
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let row = Applied {
@@ -124,27 +108,6 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<Vec<u32>, StoreError> 
     }
     Ok(applied)
 }
-
-/// Whether `version` is recorded applied, looked for over a few seconds:
-/// another runner records a migration right after its last statement.
-async fn recorded_meanwhile(
-    config: &ClickHouseConfig,
-    client: &clickhouse::Client,
-    version: u32,
-) -> bool {
-    for _ in 0..RECORDED_LOOKS {
-        if let Ok(pending) = pending(config, client).await {
-            if !pending.iter().any(|m| m.version == version) {
-                return true;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    false
-}
-
-/// How often [`recorded_meanwhile`] looks, 250 ms apart.
-const RECORDED_LOOKS: u32 = 20;
 
 /// Versions not yet applied (empty when the schema is current). An absent
 /// database or ledger counts as nothing applied.

@@ -29,10 +29,6 @@ pub const READ_MODELS: &[&str] = &[
     "late_events",
 ];
 
-/// The table of the `late_events` read model, partitioned by stream
-/// sequence since migration 8 (the model keeps its name).
-pub const LATE_EVENTS_TABLE: &str = "late_events_by_seq";
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("ClickHouse: {0}")]

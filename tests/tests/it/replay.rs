@@ -411,15 +411,9 @@ async fn an_interrupted_rebuild_continues_where_it_stopped() {
     task.abort();
     assert!(task.await.is_err(), "the rebuild was interrupted");
     // As if an earlier version had begun it: its work database has no
-    // `facts_by_seq` (migration 6), and its late events by month (before 8).
+    // `facts_by_seq` (migration 6).
     for sql in [
         format!("DROP TABLE `{work}`.facts_by_seq"),
-        crate::migrations::late_events_by_month().replace(
-            "EXISTS late_events (",
-            &format!("EXISTS `{work}`.late_events ("),
-        ),
-        format!("INSERT INTO `{work}`.late_events SELECT * FROM `{work}`.late_events_by_seq"),
-        format!("DROP TABLE `{work}`.late_events_by_seq"),
         format!("CREATE TABLE `{work}`.ledger_before AS `{work}`.schema_migrations"),
         format!(
             "INSERT INTO `{work}`.ledger_before

@@ -10,7 +10,7 @@ use super::{
     attributed, enriched_with, posts_of, timed, LateEvent, Metric, Models, Ranked, StoreError,
     LONG_QUERY,
 };
-use crate::store::{rollups, LATE_EVENTS_TABLE};
+use crate::store::rollups;
 
 /// Optional filters on enriched facts (attribution included).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -276,10 +276,10 @@ impl Models {
         let total: u64 = timed(
             &self.config,
             self.client
-                .query(&format!(
-                    "SELECT toUInt64(count()) FROM {LATE_EVENTS_TABLE} FINAL
-                     WHERE tenant = ? AND seq <= ?"
-                ))
+                .query(
+                    "SELECT toUInt64(count()) FROM late_events FINAL
+                     WHERE tenant = ? AND seq <= ?",
+                )
                 .bind(tenant)
                 .bind(position)
                 .fetch_one(),
@@ -292,7 +292,7 @@ impl Models {
                     "SELECT seq, event_id, type, post_id, toUInt32(occurred_at) AS occurred_s,
                             toUInt32(received_at) AS received_s, toUInt32(bucket_end) AS bucket_end_s,
                             lateness_s
-                     FROM {LATE_EVENTS_TABLE} FINAL WHERE tenant = ? AND seq <= ? AND seq < ?
+                     FROM late_events FINAL WHERE tenant = ? AND seq <= ? AND seq < ?
                      ORDER BY seq DESC LIMIT {}",
                     limit.min(1_000)
                 ))
