@@ -64,19 +64,32 @@ pub async fn timed_get(http: &reqwest::Client, url: &str, token: &str) -> (Durat
 /// merge: measurements then see the steady state, not a bulk load's
 /// background merges competing for the cores.
 pub async fn merges_done(url: &str, limit: Duration) {
-    let url = format!("{url}/?query=SELECT%20count()%20FROM%20system.merges");
     let http = reqwest::Client::new();
     let started = std::time::Instant::now();
     while started.elapsed() < limit {
-        let running = match http.get(&url).send().await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => return,
+        let Ok(running) = ask_clickhouse(&http, url, "SELECT count() FROM system.merges").await
+        else {
+            return;
         };
         if running.trim() == "0" {
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The text answer of the ClickHouse server at `url` (HTTP) to `sql`.
+async fn ask_clickhouse(
+    http: &reqwest::Client,
+    url: &str,
+    sql: &str,
+) -> Result<String, reqwest::Error> {
+    http.post(url)
+        .body(sql.to_owned())
+        .send()
+        .await?
+        .text()
+        .await
 }
 
 /// What ClickHouse's storage did over a phase, from its server-wide
@@ -142,17 +155,8 @@ impl StorageMeter {
     }
 
     async fn read(&self) -> Option<StorageWork> {
-        let answer = self
-            .http
-            .post(&self.url)
-            .body(StorageWork::QUERY)
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        StorageWork::parse(&answer)
+        let answer = ask_clickhouse(&self.http, &self.url, StorageWork::QUERY).await;
+        StorageWork::parse(&answer.ok()?)
     }
 
     /// The work since the start, as a note.
