@@ -451,8 +451,11 @@ fn fold_into<'a>(
     }
 }
 
-/// Writes a batch's rows, one INSERT per table. Idempotent: the rows are
-/// keyed by stream sequence.
+/// Writes a batch's rows, one INSERT per table, the tables' at once (each
+/// insert is a query of its own that ClickHouse parses and writes on a
+/// thread of its own). Idempotent: the rows are keyed by stream sequence,
+/// so after a failure, writing the batch again replaces whatever part of
+/// it the other inserts wrote.
 pub async fn write(
     client: &clickhouse::Client,
     rows: &Rows,
@@ -468,20 +471,37 @@ pub async fn write_only(
     rows: &Rows,
     wanted: impl Fn(&str) -> bool,
 ) -> Result<(), tally_shared::store::StoreError> {
-    if wanted("engagements") {
-        insert(client, "engagements", &rows.engagements).await?;
-        insert_facts(client, &rows.engagements).await?;
-    }
-    if wanted("catalogue") {
-        insert(client, "catalogue", &rows.catalogue).await?;
-    }
-    if wanted("post_catalogue") {
-        insert::<CatalogueRow>(client, "post_catalogue", &rows.posts()).await?;
-    }
-    if wanted("late_events") {
-        insert(client, "late_events", &rows.late).await?;
-    }
+    let engagements = only(wanted("engagements"), &rows.engagements);
+    let posts = if wanted("post_catalogue") {
+        rows.posts()
+    } else {
+        Vec::new()
+    };
+    futures::try_join!(
+        insert(client, "engagements", engagements),
+        insert_facts(client, engagements),
+        insert(
+            client,
+            "catalogue",
+            only(wanted("catalogue"), &rows.catalogue)
+        ),
+        insert::<CatalogueRow>(client, "post_catalogue", &posts),
+        insert(
+            client,
+            "late_events",
+            only(wanted("late_events"), &rows.late)
+        ),
+    )?;
     Ok(())
+}
+
+/// `rows` if `wanted`, else none (an insert of none sends nothing).
+fn only<T>(wanted: bool, rows: &[T]) -> &[T] {
+    if wanted {
+        rows
+    } else {
+        &[]
+    }
 }
 
 async fn insert<T>(

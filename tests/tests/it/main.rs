@@ -38,6 +38,8 @@ mod read_models;
 mod reader;
 // Rankings from rollups equal rankings from the facts at every position.
 mod rollups;
+// A batch's write: every table at once, all or retried.
+mod writes;
 // The query API's reports over HTTP on the same dataset.
 mod reports;
 // Reports on one influencer or campaign: narrowed, then attributed.
