@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tally_shared::auth::{mint_token, Scope};
-use tally_shared::config::Config;
+use tally_shared::config::{ClickHouseConfig, Config};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -54,10 +54,17 @@ pub fn config_for_url(test: &str, url: &str) -> Config {
     let mut config = Config::development();
     config.nats.url = url.to_owned();
     config.nats.publish_timeout_ms = 2000;
-    config.clickhouse.url = clickhouse().url();
-    config.clickhouse.database = database_name(test);
+    config.clickhouse = clickhouse_config(test);
     config.projector.fetch_wait_ms = 100;
     config.log.filter = "warn".into();
+    config
+}
+
+/// The run's ClickHouse, with a fresh database named after `test`.
+pub fn clickhouse_config(test: &str) -> ClickHouseConfig {
+    let mut config = Config::development().clickhouse;
+    config.url = clickhouse().url();
+    config.database = database_name(test);
     config
 }
 

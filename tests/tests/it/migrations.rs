@@ -2,9 +2,7 @@ use tally_shared::store;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_apply_once_and_are_idempotent() {
-    let mut config = tally_shared::Config::defaults().clickhouse;
-    config.url = tally_tests::clickhouse().url();
-    config.database = tally_tests::database_name("migrations_idempotent");
+    let config = tally_tests::clickhouse_config("migrations_idempotent");
 
     let all: Vec<u32> = store::MIGRATIONS.iter().map(|m| m.version).collect();
     assert_eq!(store::pending_migrations(&config).await.unwrap(), all);
@@ -28,9 +26,7 @@ async fn migrations_apply_once_and_are_idempotent() {
 /// copies them there, so the rollups of their ranges still sum them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_facts_of_an_upgraded_database_are_copied_by_sequence() {
-    let mut config = tally_shared::Config::defaults().clickhouse;
-    config.url = tally_tests::clickhouse().url();
-    config.database = tally_tests::database_name("migrations_facts_by_seq");
+    let config = tally_tests::clickhouse_config("migrations_facts_by_seq");
     store::migrate(&config).await.unwrap();
     let client = store::client(&config);
     // The database as migration 5 left it, with facts in it.

@@ -21,9 +21,7 @@ async fn all<T: clickhouse::RowOwned + clickhouse::RowRead>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_insert_fails_the_write_and_writing_again_stores_each_row_once() {
-    let mut config = tally_shared::Config::defaults().clickhouse;
-    config.url = tally_tests::clickhouse().url();
-    config.database = tally_tests::database_name("writes_at_once");
+    let config = tally_tests::clickhouse_config("writes_at_once");
     store::migrate(&config).await.unwrap();
     let client = store::client(&config);
     // Posts published, then interactions up to six hours old: late ones too.
