@@ -21,10 +21,10 @@
 use std::time::{Duration, Instant};
 
 use tally_projector::fold::{fold_recorded, write, FoldedBatch};
-use tally_replay::reader::{Reader, Start};
+use tally_replay::reader::Start;
 use tally_replay::{rebuild, tables, Env, BATCH};
 use tally_shared::store::models::Models;
-use tally_tests::bench::{dataset, publish};
+use tally_tests::bench::{dataset, publish, read_all};
 use tally_tests::Stack;
 
 fn arg(n: usize, default: u64) -> u64 {
@@ -32,23 +32,6 @@ fn arg(n: usize, default: u64) -> u64 {
         .nth(n)
         .map(|s| s.parse().expect("a number"))
         .unwrap_or(default)
-}
-
-/// Reads the whole stream in batches, handing each to `each`.
-async fn read_all<F, Fut>(env: &Env, mut each: F) -> u64
-where
-    F: FnMut(Vec<tally_replay::reader::Recorded>) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut reader = Reader::open(&env.events, "", Start::Beginning, None)
-        .await
-        .unwrap();
-    let mut read = 0;
-    while let Some(batch) = reader.next_batch(BATCH).await.unwrap() {
-        read += batch.len() as u64;
-        each(batch).await;
-    }
-    read
 }
 
 /// The replay tool's allocator (its `main.rs`), so the rebuild measured in
@@ -91,7 +74,7 @@ async fn main() {
     // 1. Raw consume.
     let started = Instant::now();
     let mut folded: Vec<FoldedBatch> = Vec::new();
-    let consumed = read_all(&env, |_| async {}).await;
+    let consumed = read_all(&env, |_| async {}).await.unwrap();
     let consume = started.elapsed();
     // Fold once, outside any timing, for the insert measures.
     read_all(&env, |batch| {
@@ -102,7 +85,8 @@ async fn main() {
         ));
         async {}
     })
-    .await;
+    .await
+    .unwrap();
 
     // 2. Raw insert into a scratch database.
     let scratch = env.database(&format!("{}_raw", config.clickhouse.database));
@@ -127,7 +111,8 @@ async fn main() {
         let client = &client;
         async move { write(client, &next.rows).await.unwrap() }
     })
-    .await;
+    .await
+    .unwrap();
     let consume_insert = started.elapsed();
     tables::drop_database(&admin, &scratch.database)
         .await

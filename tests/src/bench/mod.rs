@@ -304,6 +304,23 @@ pub async fn publish_on(js: &jetstream::Context, events: &[StoredEvent], prefix:
     last
 }
 
+/// Reads the whole event stream as a rebuild does (the replay tooling's
+/// reader, in its batches), handing each batch to `each`; the events read.
+pub async fn read_all<F, Fut>(env: &tally_replay::Env, mut each: F) -> anyhow::Result<u64>
+where
+    F: FnMut(Vec<tally_replay::reader::Recorded>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use tally_replay::reader::{Reader, Start};
+    let mut reader = Reader::open(&env.events, "", Start::Beginning, None).await?;
+    let mut read = 0;
+    while let Some(batch) = reader.next_batch(tally_replay::BATCH).await? {
+        read += batch.len() as u64;
+        each(batch).await;
+    }
+    Ok(read)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

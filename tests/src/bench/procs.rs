@@ -268,6 +268,21 @@ impl CpuMeter {
         cores
     }
 
+    /// Microseconds of CPU per event that the `named` processes used
+    /// together since the start, for `events` events, and each one's share
+    /// (in the order named).
+    pub fn per_event(&self, named: &[&str], events: u64) -> (f64, Vec<(String, f64)>) {
+        let each: Vec<(String, f64)> = named
+            .iter()
+            .filter_map(|name| {
+                let (_, pid, before) = self.processes.iter().find(|(n, ..)| n == name)?;
+                let used = cpu_time(*pid).saturating_sub(*before);
+                Some(((*name).to_owned(), micros_per_event(used, events)))
+            })
+            .collect();
+        (each.iter().map(|(_, us)| us).sum(), each)
+    }
+
     /// [`CpuMeter::cores`] as a note: "CPU (cores): nats-server 0.85, …".
     pub fn note(&self) -> String {
         let each: Vec<String> = self
@@ -277,6 +292,14 @@ impl CpuMeter {
             .collect();
         format!("CPU (cores): {}", each.join(", "))
     }
+}
+
+/// `used` CPU time spread over `events`, in microseconds each (0 for none).
+pub fn micros_per_event(used: Duration, events: u64) -> f64 {
+    if events == 0 {
+        return 0.0;
+    }
+    used.as_secs_f64() * 1e6 / events as f64
 }
 
 pub fn free_port() -> u16 {
@@ -289,6 +312,13 @@ pub fn free_port() -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_time_is_spread_over_the_events() {
+        assert_eq!(micros_per_event(Duration::from_secs(3), 1_000_000), 3.0);
+        assert_eq!(micros_per_event(Duration::from_millis(5), 2_000), 2.5);
+        assert_eq!(micros_per_event(Duration::from_secs(1), 0), 0.0);
+    }
 
     #[test]
     fn peak_resident_memory_is_read_from_proc_status() {

@@ -355,6 +355,57 @@ pub fn clock(at: std::time::SystemTime) -> String {
         .unwrap_or_default()
 }
 
+/// One stage's CPU per event, measured alone in a raw limit: the stage, the
+/// µs of CPU per event of the processes doing it together, and each one's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cost {
+    pub stage: String,
+    pub micros: f64,
+    pub each: Vec<(String, f64)>,
+}
+
+impl Cost {
+    pub fn new(stage: &str, (micros, each): (f64, Vec<(String, f64)>)) -> Cost {
+        Cost {
+            stage: stage.into(),
+            micros,
+            each,
+        }
+    }
+}
+
+/// The most events a second `cores` could carry if every event cost the
+/// CPU of each of `stages`, as measured alone, and nothing more: the
+/// machine's ceiling for a pipeline of those stages before any work of its
+/// own (processes sharing the cores, not one of them, set it). `None`
+/// without a cost.
+pub fn cpu_ceiling(cores: f64, stages: &[Cost]) -> Option<f64> {
+    let per_event: f64 = stages.iter().map(|s| s.micros).sum();
+    (per_event > 0.0 && cores > 0.0).then(|| cores * 1e6 / per_event)
+}
+
+/// How a [`cpu_ceiling`] came about, for its row's note: "2 cores ÷ 14.4 µs
+/// of CPU per event: consume + ack 10.4 (nats-server 6.9, tally-bench 3.5),
+/// insert 4.0 (…)".
+pub fn ceiling_note(cores: f64, stages: &[Cost]) -> String {
+    let per_event: f64 = stages.iter().map(|s| s.micros).sum();
+    let parts: Vec<String> = stages
+        .iter()
+        .map(|s| {
+            let each: Vec<String> = s
+                .each
+                .iter()
+                .map(|(name, us)| format!("{name} {us:.1}"))
+                .collect();
+            format!("{} {:.1} ({})", s.stage, s.micros, each.join(", "))
+        })
+        .collect();
+    format!(
+        "{cores} cores ÷ {per_event:.1} µs of CPU per event: {}",
+        parts.join(", ")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -378,6 +429,30 @@ mod tests {
                 met: true,
             }],
         }
+    }
+
+    #[test]
+    fn the_cpu_ceiling_divides_the_cores_by_every_stage_s_cost() {
+        let consume = Cost::new(
+            "consume + ack",
+            (
+                10.0,
+                vec![("nats-server".into(), 7.0), ("tally-bench".into(), 3.0)],
+            ),
+        );
+        let insert = Cost::new("insert", (6.0, vec![("clickhouse-server".into(), 6.0)]));
+        let stages = [consume.clone(), insert];
+        // 2 cores, 16 µs an event: 125,000 events a second.
+        assert_eq!(cpu_ceiling(2.0, &stages), Some(125_000.0));
+        assert_eq!(cpu_ceiling(1.0, &stages[..1]), Some(100_000.0));
+        assert_eq!(
+            ceiling_note(2.0, &stages),
+            "2 cores ÷ 16.0 µs of CPU per event: consume + ack 10.0 (nats-server 7.0, \
+             tally-bench 3.0), insert 6.0 (clickhouse-server 6.0)"
+        );
+        // Nothing measured, or no cores: no ceiling.
+        assert_eq!(cpu_ceiling(2.0, &[]), None);
+        assert_eq!(cpu_ceiling(0.0, &stages), None);
     }
 
     #[test]
