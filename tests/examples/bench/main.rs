@@ -605,6 +605,7 @@ fn aims(r: &Report, like_mismatches: u64) -> Vec<Aim> {
         _ => format!("{x:.0}"),
     };
     let posts = p99("post metrics: ClickHouse");
+    let baseline = p99(QUERY_BASELINE);
     let rankings = p99("influencer rankings: ClickHouse");
     [
         (
@@ -644,7 +645,9 @@ fn aims(r: &Report, like_mismatches: u64) -> Vec<Aim> {
         ),
         (
             "cache-hit p99 <= 1 ms (every endpoint)",
-            format!("worst {worst_hit:.2} ms"),
+            format!(
+                "worst {worst_hit:.2} ms (no work between them, all endpoints: {baseline:.2} ms)"
+            ),
             at_most(worst_hit, 1.0),
         ),
         (

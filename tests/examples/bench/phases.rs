@@ -306,14 +306,22 @@ pub async fn queries(query: &Driver, reader: Arc<str>, size: &Size, posts: u64) 
         ),
     ];
     let mut rows = Vec::new();
+    // The same client and server stack answering with no work, asked after
+    // each hit: what the machine allows a hit at the same moments.
+    let mut baseline = Run::default();
     for (name, path) in endpoints {
         let (mut hits, mut misses) = (Run::default(), Run::default());
+        let mut idle = Run::default();
         let mut statuses = HashMap::new();
         for round in 0..size.hits {
             let (took, status, hit) = timed(query, &reader, &path(0)).await;
             *statuses.entry(status).or_insert(0) += 1;
             if hit {
                 hits.latencies.push(took);
+            }
+            let (took, status, _) = timed(query, &reader, "/healthz").await;
+            if status == 200 {
+                idle.latencies.push(took);
             }
             if round % 50 == 49 {
                 tokio::task::yield_now().await;
@@ -326,15 +334,29 @@ pub async fn queries(query: &Driver, reader: Arc<str>, size: &Size, posts: u64) 
                 misses.latencies.push(took);
             }
         }
-        let mut hit_row = Row::latency("query", &format!("{name}: cache hit"), &hits);
+        let mut hit_row =
+            Row::latency("query", &format!("{name}: cache hit"), &hits).note(format!(
+                "no work between them: p99 {:.2} ms",
+                ms(&idle.latencies, 99.0)
+            ));
+        baseline.latencies.append(&mut idle.latencies);
         let miss_row = Row::latency("query", &format!("{name}: ClickHouse"), &misses);
         if statuses.keys().any(|s| *s != 200 && *s != 404) {
             hit_row = hit_row.note(format!("statuses {statuses:?}"));
         }
         rows.extend([hit_row, miss_row]);
     }
+    rows.insert(
+        0,
+        Row::latency("query", QUERY_BASELINE, &baseline).note(
+            "the query API's /healthz, one client, asked after each cache hit of every endpoint",
+        ),
+    );
     rows
 }
+
+/// The query API answering with no work, between the cache hits.
+pub const QUERY_BASELINE: &str = "no work (/healthz) between the hits";
 
 pub async fn timed(query: &Driver, token: &str, path: &str) -> (Duration, u16, bool) {
     tally_tests::bench::timed_get(&query.http, &format!("{}{path}", query.base), token).await
