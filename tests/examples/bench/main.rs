@@ -249,6 +249,7 @@ async fn main() -> anyhow::Result<()> {
     let scratch = env.database(&format!("{}_raw", config.clickhouse.database));
     tables::create_database(&scratch).await?;
     let client = env.client(&scratch);
+    settle_servers(&nats, run_started).await;
     let cpu = CpuMeter::start(&servers(&nats, &[("tally-bench", std::process::id())]));
     let storage = StorageMeter::start(&env.live().url).await;
     let started = Instant::now();
@@ -276,6 +277,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let regrouped = regroup(folded, BATCH);
     tables::create_database(&scratch).await?;
+    settle_servers(&nats, run_started).await;
     let cpu = CpuMeter::start(&servers(&nats, &[("tally-bench", std::process::id())]));
     let storage = StorageMeter::start(&env.live().url).await;
     let started = Instant::now();
@@ -305,6 +307,7 @@ async fn main() -> anyhow::Result<()> {
     drop(regrouped);
 
     phase!(run_started, "raw consume + ack of the backlog…");
+    settle_servers(&nats, run_started).await;
     let cpu = CpuMeter::start(&servers(&nats, &[("tally-bench", std::process::id())]));
     let consumed = raw_consume_ack(&config, last).await?;
     let consumed_n = consumed.n;
@@ -312,6 +315,7 @@ async fn main() -> anyhow::Result<()> {
     rows.push(consumed.note(cpu.note()));
 
     phase!(run_started, "raw read of the backlog, as a rebuild reads…");
+    settle_servers(&nats, run_started).await;
     let cpu = CpuMeter::start(&servers(&nats, &[("tally-bench", std::process::id())]));
     let started = Instant::now();
     let read = read_all(&env, |_| async {}).await?;
@@ -558,6 +562,19 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("removing the run's ClickHouse data (its logs kept in logs/)…");
     tally_tests::clickhouse().stop_and_remove(Some(&logs));
     Ok(())
+}
+
+/// Waits until nats-server and clickhouse-server are quiet (up to a
+/// minute), and says how long that took.
+async fn settle_servers(nats: &NatsServer, run_started: Instant) {
+    let (waited, quiet) =
+        tally_tests::bench::procs::quiet(&servers(nats, &[]), Duration::from_secs(60)).await;
+    let how = if quiet { "quiet" } else { "still busy" };
+    phase!(
+        run_started,
+        "  servers {how} after {:.1} s",
+        waited.as_secs_f64()
+    );
 }
 
 /// Projector-sized batches of folded rows as batches of about `events`

@@ -294,6 +294,26 @@ impl CpuMeter {
     }
 }
 
+/// Waits, up to `limit`, until each of `processes` uses at most 5% of a
+/// core over half a second: a raw limit measured then has the cores to
+/// itself, not shared with the last phase's leftovers (nats-server goes
+/// on working for seconds after a million publishes). How long it waited,
+/// and whether they went quiet.
+pub async fn quiet(processes: &[(&str, u32)], limit: Duration) -> (Duration, bool) {
+    const WINDOW: Duration = Duration::from_millis(500);
+    let started = Instant::now();
+    loop {
+        let meter = CpuMeter::start(processes);
+        tokio::time::sleep(WINDOW).await;
+        if meter.cores().iter().all(|(_, cores)| *cores <= 0.05) {
+            return (started.elapsed(), true);
+        }
+        if started.elapsed() >= limit {
+            return (started.elapsed(), false);
+        }
+    }
+}
+
 /// `used` CPU time spread over `events`, in microseconds each (0 for none).
 pub fn micros_per_event(used: Duration, events: u64) -> f64 {
     if events == 0 {
