@@ -175,6 +175,11 @@ async fn main() -> anyhow::Result<()> {
         .stop();
     let command = ServiceProcess::start("tally-command", &bins, &config, &logs).await;
     let query = ServiceProcess::start("tally-query", &bins, &config, &logs).await;
+    // The services idle through the raw limits, or should: waited for.
+    let services = [
+        ("tally-command", command.pid()),
+        ("tally-query", query.pid()),
+    ];
     let tenants = Spec::default().tenants;
     let mut tokens = Tokens {
         config: config.clone(),
@@ -249,7 +254,7 @@ async fn main() -> anyhow::Result<()> {
     let scratch = env.database(&format!("{}_raw", config.clickhouse.database));
     tables::create_database(&scratch).await?;
     let client = env.client(&scratch);
-    settle_servers(&nats, run_started).await;
+    settle_servers(&nats, &services, run_started).await;
     let cpu = CpuMeter::start(&servers(&nats, &[("tally-bench", std::process::id())]));
     let storage = StorageMeter::start(&env.live().url).await;
     let started = Instant::now();
@@ -277,7 +282,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let regrouped = regroup(folded, BATCH);
     tables::create_database(&scratch).await?;
-    settle_servers(&nats, run_started).await;
+    settle_servers(&nats, &services, run_started).await;
     let cpu = CpuMeter::start(&servers(&nats, &[("tally-bench", std::process::id())]));
     let storage = StorageMeter::start(&env.live().url).await;
     let started = Instant::now();
@@ -307,7 +312,7 @@ async fn main() -> anyhow::Result<()> {
     drop(regrouped);
 
     phase!(run_started, "raw consume + ack of the backlog…");
-    settle_servers(&nats, run_started).await;
+    settle_servers(&nats, &services, run_started).await;
     let cpu = CpuMeter::start(&servers(&nats, &[("tally-bench", std::process::id())]));
     let consumed = raw_consume_ack(&config, last).await?;
     let consumed_n = consumed.n;
@@ -315,7 +320,7 @@ async fn main() -> anyhow::Result<()> {
     rows.push(consumed.note(cpu.note()));
 
     phase!(run_started, "raw read of the backlog, as a rebuild reads…");
-    settle_servers(&nats, run_started).await;
+    settle_servers(&nats, &services, run_started).await;
     let cpu = CpuMeter::start(&servers(&nats, &[("tally-bench", std::process::id())]));
     let started = Instant::now();
     let read = read_all(&env, |_| async {}).await?;
@@ -564,16 +569,27 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until nats-server and clickhouse-server are quiet (up to a
-/// minute), and says how long that took.
-async fn settle_servers(nats: &NatsServer, run_started: Instant) {
-    let (waited, quiet) =
-        tally_tests::bench::procs::quiet(&servers(nats, &[]), Duration::from_secs(60)).await;
+/// Waits until nats-server, clickhouse-server and `services` are quiet (up
+/// to a minute), and says how long that took and who was busy.
+async fn settle_servers(nats: &NatsServer, services: &[(&str, u32)], run_started: Instant) {
+    let processes = servers(nats, services);
+    let (waited, quiet, first) =
+        tally_tests::bench::procs::quiet(&processes, Duration::from_secs(60)).await;
     let how = if quiet { "quiet" } else { "still busy" };
+    let busy: Vec<String> = first
+        .iter()
+        .filter(|(_, cores)| *cores > 0.05)
+        .map(|(name, cores)| format!("{name} {cores:.2}"))
+        .collect();
     phase!(
         run_started,
-        "  servers {how} after {:.1} s",
-        waited.as_secs_f64()
+        "  servers {how} after {:.1} s (busy at first: {})",
+        waited.as_secs_f64(),
+        if busy.is_empty() {
+            "none".into()
+        } else {
+            busy.join(", ")
+        }
     );
 }
 

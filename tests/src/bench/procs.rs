@@ -296,20 +296,25 @@ impl CpuMeter {
 
 /// Waits, up to `limit`, until each of `processes` uses at most 5% of a
 /// core over half a second: a raw limit measured then has the cores to
-/// itself, not shared with the last phase's leftovers (nats-server goes
-/// on working for seconds after a million publishes). How long it waited,
-/// and whether they went quiet.
-pub async fn quiet(processes: &[(&str, u32)], limit: Duration) -> (Duration, bool) {
+/// itself, not shared with the last phase's leftovers (the command
+/// service's catalogue follower copies a backlog's new posts for seconds
+/// after a million publishes). How long it waited, whether they went
+/// quiet, and each one's cores in the first half second.
+pub async fn quiet(
+    processes: &[(&str, u32)],
+    limit: Duration,
+) -> (Duration, bool, Vec<(String, f64)>) {
     const WINDOW: Duration = Duration::from_millis(500);
     let started = Instant::now();
+    let mut first = None;
     loop {
         let meter = CpuMeter::start(processes);
         tokio::time::sleep(WINDOW).await;
-        if meter.cores().iter().all(|(_, cores)| *cores <= 0.05) {
-            return (started.elapsed(), true);
-        }
-        if started.elapsed() >= limit {
-            return (started.elapsed(), false);
+        let cores = meter.cores();
+        let quiet = cores.iter().all(|(_, c)| *c <= 0.05);
+        let first = first.get_or_insert(cores);
+        if quiet || started.elapsed() >= limit {
+            return (started.elapsed(), quiet, std::mem::take(first));
         }
     }
 }
