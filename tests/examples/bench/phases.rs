@@ -318,10 +318,10 @@ pub async fn queries(query: &Driver, reader: Arc<str>, size: &Size, posts: u64) 
             *statuses.entry(status).or_insert(0) += 1;
             if hit {
                 hits.latencies.push(took);
-            }
-            let (took, status, _) = timed(query, &reader, "/healthz").await;
-            if status == 200 {
-                idle.latencies.push(took);
+                let (took, status, _) = timed(query, &reader, "/healthz").await;
+                if status == 200 {
+                    idle.latencies.push(took);
+                }
             }
             if round % 50 == 49 {
                 tokio::task::yield_now().await;
@@ -334,11 +334,13 @@ pub async fn queries(query: &Driver, reader: Arc<str>, size: &Size, posts: u64) 
                 misses.latencies.push(took);
             }
         }
-        let mut hit_row =
-            Row::latency("query", &format!("{name}: cache hit"), &hits).note(format!(
+        let mut hit_row = Row::latency("query", &format!("{name}: cache hit"), &hits);
+        if !idle.latencies.is_empty() {
+            hit_row = hit_row.note(format!(
                 "no work between them: p99 {:.2} ms",
                 ms(&idle.latencies, 99.0)
             ));
+        }
         baseline.latencies.append(&mut idle.latencies);
         let miss_row = Row::latency("query", &format!("{name}: ClickHouse"), &misses);
         if statuses.keys().any(|s| *s != 200 && *s != 404) {
