@@ -48,7 +48,7 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use reqwest::Method;
 use serde_json::{json, Value};
-use tally_projector::fold::{fold_recorded, write, FoldedBatch, Rows};
+use tally_projector::fold::{fold_recorded, write};
 use tally_replay::reader::Start;
 use tally_replay::{rebuild, tables, Env, BATCH};
 use tally_shared::event::{validate, Limits, Source, StoredEvent};
@@ -58,7 +58,7 @@ use tally_tests::bench::disk;
 use tally_tests::bench::load::{saturation, Driver, Prepared, Run};
 use tally_tests::bench::procs::{binaries, CpuMeter, ServiceProcess};
 use tally_tests::bench::report::{ceiling_note, cpu_ceiling, Aim, Cost, Memory, Report, Row};
-use tally_tests::bench::{publish, raw_publish_scratch, read_all, StorageMeter};
+use tally_tests::bench::{publish, raw_publish_scratch, read_all, regroup, StorageMeter};
 use tally_tests::workload::{client_of, expected_likes, LikeOp, LikeToggles, Spec, Workload};
 use tally_tests::{config_for, NatsServer, TokenScope as Scope};
 use time::OffsetDateTime;
@@ -598,23 +598,6 @@ async fn settle_servers(nats: &NatsServer, services: &[(&str, u32)], run_started
             busy.join(", ")
         }
     );
-}
-
-/// Projector-sized batches of folded rows as batches of about `events`
-/// events (whole batches put together), as a rebuild writes them.
-fn regroup(batches: Vec<FoldedBatch>, events: usize) -> Vec<Rows> {
-    let mut grouped: Vec<Rows> = Vec::new();
-    for FoldedBatch { rows, .. } in batches {
-        match grouped.last_mut() {
-            Some(last) if last.len() < events => {
-                last.engagements.extend(rows.engagements);
-                last.catalogue.extend(rows.catalogue);
-                last.late.extend(rows.late);
-            }
-            _ => grouped.push(rows),
-        }
-    }
-    grouped
 }
 
 /// The aims against this run.

@@ -304,6 +304,27 @@ pub async fn publish_on(js: &jetstream::Context, events: &[StoredEvent], prefix:
     last
 }
 
+/// Projector-sized batches of folded rows as batches of about `events`
+/// events (whole batches put together, in order), as a rebuild writes
+/// them.
+pub fn regroup(
+    batches: Vec<tally_projector::fold::FoldedBatch>,
+    events: usize,
+) -> Vec<tally_projector::fold::Rows> {
+    let mut grouped: Vec<tally_projector::fold::Rows> = Vec::new();
+    for tally_projector::fold::FoldedBatch { rows, .. } in batches {
+        match grouped.last_mut() {
+            Some(last) if last.len() < events => {
+                last.engagements.extend(rows.engagements);
+                last.catalogue.extend(rows.catalogue);
+                last.late.extend(rows.late);
+            }
+            _ => grouped.push(rows),
+        }
+    }
+    grouped
+}
+
 /// Reads the whole event stream as a rebuild does (the replay tooling's
 /// reader, in its batches), handing each batch to `each`; the events read.
 pub async fn read_all<F, Fut>(env: &tally_replay::Env, mut each: F) -> anyhow::Result<u64>
@@ -351,6 +372,54 @@ mod tests {
         assert_eq!(StorageWork::parse("Code: 47. DB::Exception"), None);
         assert_eq!(StorageWork::parse("12"), None);
         assert_eq!(StorageWork::parse("1\t2\t3"), None);
+    }
+
+    #[test]
+    fn regrouping_puts_whole_batches_together_and_keeps_every_row_in_order() {
+        use tally_projector::fold::{fold_recorded, FoldOptions, Quarantine};
+        let payloads: Vec<Vec<u8>> = dataset("t", 30, 1_000)
+            .iter()
+            .map(StoredEvent::encode)
+            .collect();
+        let options = FoldOptions { grace_seconds: 0 };
+        let batches: Vec<_> = payloads
+            .chunks(70)
+            .enumerate()
+            .map(|(b, chunk)| {
+                let first = (b * 70) as u64 + 1;
+                fold_recorded(
+                    chunk
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| (first + i as u64, &p[..])),
+                    options,
+                    &Quarantine::default(),
+                )
+            })
+            .collect();
+        let sizes: Vec<usize> = batches.iter().map(|b| b.rows.len()).collect();
+        let seqs = |rows: &[&tally_projector::fold::Rows]| -> (Vec<u64>, Vec<u64>, Vec<u64>) {
+            (
+                rows.iter()
+                    .flat_map(|r| r.engagements.iter().map(|e| e.seq))
+                    .collect(),
+                rows.iter()
+                    .flat_map(|r| r.catalogue.iter().map(|c| c.seq))
+                    .collect(),
+                rows.iter()
+                    .flat_map(|r| r.late.iter().map(|l| l.seq))
+                    .collect(),
+            )
+        };
+        let before = seqs(&batches.iter().map(|b| &b.rows).collect::<Vec<_>>());
+        assert!(!before.2.is_empty(), "the dataset has late events");
+        let grouped = regroup(batches, 200);
+        // 1,030 events in batches of 70: groups of three (210 events), the
+        // last of what is left.
+        let grouped_sizes: Vec<usize> = grouped.iter().map(|r| r.len()).collect();
+        let expected: Vec<usize> = sizes.chunks(3).map(|c| c.iter().sum()).collect();
+        assert_eq!(grouped_sizes, expected);
+        assert_eq!(seqs(&grouped.iter().collect::<Vec<_>>()), before);
     }
 
     fn ms(values: &[u64]) -> Vec<Duration> {
