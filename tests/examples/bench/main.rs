@@ -48,7 +48,7 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use reqwest::Method;
 use serde_json::{json, Value};
-use tally_projector::fold::{fold_recorded, write};
+use tally_projector::fold::write;
 use tally_replay::reader::Start;
 use tally_replay::{rebuild, tables, Env, BATCH};
 use tally_shared::event::{validate, Limits, Source, StoredEvent};
@@ -58,7 +58,9 @@ use tally_tests::bench::disk;
 use tally_tests::bench::load::{saturation, Driver, Prepared, Run};
 use tally_tests::bench::procs::{binaries, CpuMeter, ServiceProcess};
 use tally_tests::bench::report::{ceiling_note, cpu_ceiling, Aim, Cost, Memory, Report, Row};
-use tally_tests::bench::{publish, raw_publish_scratch, read_all, regroup, StorageMeter};
+use tally_tests::bench::{
+    fold_in_batches, publish, raw_publish_scratch, read_all, regroup, StorageMeter,
+};
 use tally_tests::workload::{client_of, expected_likes, LikeOp, LikeToggles, Spec, Workload};
 use tally_tests::{config_for, NatsServer, TokenScope as Scope};
 use time::OffsetDateTime;
@@ -240,22 +242,7 @@ async fn main() -> anyhow::Result<()> {
     let (options, quarantine) = (env.fold_options(), env.quarantine());
     let payloads: Vec<Vec<u8>> = backlog.iter().map(StoredEvent::encode).collect();
     // In the projector's batches: the limit of what a worker writes.
-    let batch = config.projector.batch_size;
-    let folded: Vec<_> = payloads
-        .chunks(batch)
-        .enumerate()
-        .map(|(b, chunk)| {
-            let first = (b * batch) as u64 + 1;
-            fold_recorded(
-                chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| (first + i as u64, &p[..])),
-                options,
-                &quarantine,
-            )
-        })
-        .collect();
+    let folded = fold_in_batches(&payloads, config.projector.batch_size, options, &quarantine);
     drop((payloads, backlog));
     let scratch = env.database(&format!("{}_raw", config.clickhouse.database));
     tables::create_database(&scratch).await?;

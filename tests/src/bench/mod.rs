@@ -304,6 +304,31 @@ pub async fn publish_on(js: &jetstream::Context, events: &[StoredEvent], prefix:
     last
 }
 
+/// Recorded `payloads` (stream sequences from 1) decoded and folded in
+/// batches of `batch`, as a worker folds them.
+pub fn fold_in_batches(
+    payloads: &[Vec<u8>],
+    batch: usize,
+    options: tally_projector::fold::FoldOptions,
+    quarantine: &tally_projector::fold::Quarantine,
+) -> Vec<tally_projector::fold::FoldedBatch> {
+    payloads
+        .chunks(batch.max(1))
+        .enumerate()
+        .map(|(b, chunk)| {
+            let first = (b * batch.max(1)) as u64 + 1;
+            tally_projector::fold::fold_recorded(
+                chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (first + i as u64, &p[..])),
+                options,
+                quarantine,
+            )
+        })
+        .collect()
+}
+
 /// Projector-sized batches of folded rows as batches of about `events`
 /// events (whole batches put together, in order), as a rebuild writes
 /// them.
@@ -376,27 +401,13 @@ mod tests {
 
     #[test]
     fn regrouping_puts_whole_batches_together_and_keeps_every_row_in_order() {
-        use tally_projector::fold::{fold_recorded, FoldOptions, Quarantine};
+        use tally_projector::fold::{FoldOptions, Quarantine};
         let payloads: Vec<Vec<u8>> = dataset("t", 30, 1_000)
             .iter()
             .map(StoredEvent::encode)
             .collect();
         let options = FoldOptions { grace_seconds: 0 };
-        let batches: Vec<_> = payloads
-            .chunks(70)
-            .enumerate()
-            .map(|(b, chunk)| {
-                let first = (b * 70) as u64 + 1;
-                fold_recorded(
-                    chunk
-                        .iter()
-                        .enumerate()
-                        .map(|(i, p)| (first + i as u64, &p[..])),
-                    options,
-                    &Quarantine::default(),
-                )
-            })
-            .collect();
+        let batches = fold_in_batches(&payloads, 70, options, &Quarantine::default());
         let sizes: Vec<usize> = batches.iter().map(|b| b.rows.len()).collect();
         let seqs = |rows: &[&tally_projector::fold::Rows]| -> (Vec<u64>, Vec<u64>, Vec<u64>) {
             (
