@@ -248,7 +248,10 @@ async fn main() -> anyhow::Result<()> {
     tables::create_database(&scratch).await?;
     let client = env.client(&scratch);
     settle_servers(&nats, &services, run_started).await;
-    let cpu = CpuMeter::start(&servers(&nats, &[("tally-bench", std::process::id())]));
+    // The cores the servers and this process (the raw clients, the
+    // rebuild) use from now.
+    let bench_cpu = || CpuMeter::start(&servers(&nats, &[("tally-bench", std::process::id())]));
+    let cpu = bench_cpu();
     let storage = StorageMeter::start(&env.live().url).await;
     let started = Instant::now();
     for batch in &folded {
@@ -276,7 +279,7 @@ async fn main() -> anyhow::Result<()> {
     let regrouped = regroup(folded, BATCH);
     tables::create_database(&scratch).await?;
     settle_servers(&nats, &services, run_started).await;
-    let cpu = CpuMeter::start(&servers(&nats, &[("tally-bench", std::process::id())]));
+    let cpu = bench_cpu();
     let storage = StorageMeter::start(&env.live().url).await;
     let started = Instant::now();
     for batch in &regrouped {
@@ -306,7 +309,7 @@ async fn main() -> anyhow::Result<()> {
 
     phase!(run_started, "raw consume + ack of the backlog…");
     settle_servers(&nats, &services, run_started).await;
-    let cpu = CpuMeter::start(&servers(&nats, &[("tally-bench", std::process::id())]));
+    let cpu = bench_cpu();
     let consumed = raw_consume_ack(&config, last).await?;
     let consumed_n = consumed.n;
     let consume_cost = Cost::new("consume + ack", cpu.per_event(&READING, consumed_n));
@@ -314,7 +317,7 @@ async fn main() -> anyhow::Result<()> {
 
     phase!(run_started, "raw read of the backlog, as a rebuild reads…");
     settle_servers(&nats, &services, run_started).await;
-    let cpu = CpuMeter::start(&servers(&nats, &[("tally-bench", std::process::id())]));
+    let cpu = bench_cpu();
     let started = Instant::now();
     let read = read_all(&env, |_| async {}).await?;
     let read_cost = Cost::new("read", cpu.per_event(&READING, read));
@@ -397,7 +400,7 @@ async fn main() -> anyhow::Result<()> {
     settle.settle().await;
     phase!(run_started, "replay rebuild…");
     let started = Instant::now();
-    let cpu = CpuMeter::start(&servers(&nats, &[("tally-bench", std::process::id())]));
+    let cpu = bench_cpu();
     let storage = StorageMeter::start(&settle.env.live().url).await;
     let report = rebuild::rebuild(
         &mut settle.env,
