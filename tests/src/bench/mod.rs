@@ -4,6 +4,7 @@
 
 pub mod disk;
 pub mod load;
+pub mod merges;
 pub mod procs;
 pub mod report;
 
@@ -102,6 +103,10 @@ pub struct StorageMeter {
     http: reqwest::Client,
     url: String,
     before: Option<StorageWork>,
+    /// ClickHouse's clock at the start (seconds since the epoch), from
+    /// which its part log is read.
+    from: Option<u64>,
+    started: std::time::Instant,
 }
 
 /// Rows written by inserts and rows read by merges, since the server began.
@@ -149,8 +154,13 @@ impl StorageMeter {
             http: reqwest::Client::new(),
             url: url.to_owned(),
             before: None,
+            from: None,
+            started: std::time::Instant::now(),
         };
         meter.before = meter.read().await;
+        let now = ask_clickhouse(&meter.http, &meter.url, "SELECT toUnixTimestamp(now())").await;
+        meter.from = now.ok().and_then(|n| n.trim().parse().ok());
+        meter.started = std::time::Instant::now();
         meter
     }
 
@@ -159,12 +169,30 @@ impl StorageMeter {
         StorageWork::parse(&answer.ok()?)
     }
 
-    /// The work since the start, as a note.
+    /// The work since the start, as a note; and, where the part log tells,
+    /// the tables that merged most.
     pub async fn note(&self) -> String {
-        match (self.before, self.read().await) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let counters = match (self.before, self.read().await) {
             (Some(before), Some(after)) => StorageWork::note(before, after),
             _ => "ClickHouse: its counters could not be read".to_owned(),
+        };
+        match self.merges(seconds).await {
+            Some(merges) => format!("{counters}; {merges}"),
+            None => counters,
         }
+    }
+
+    async fn merges(&self, seconds: f64) -> Option<String> {
+        let from = self.from?;
+        // The part log is written every few seconds: all of it first.
+        ask_clickhouse(&self.http, &self.url, "SYSTEM FLUSH LOGS")
+            .await
+            .ok()?;
+        let answer = ask_clickhouse(&self.http, &self.url, &merges::query(from))
+            .await
+            .ok()?;
+        merges::note(merges::parse(&answer)?, seconds)
     }
 }
 
