@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use futures::StreamExt;
 use moka::future::Cache;
@@ -117,21 +118,28 @@ impl Catalogue {
         }
     }
 
-    /// Records a post: the newest message on its subject is what is known.
-    async fn record(
-        &self,
+    /// Sends a post's record: the newest message on its subject is what is
+    /// known. The PubAck is awaited apart ([`Catalogue::recorded`]), so that
+    /// a batch's records go out together.
+    async fn send_record(
         js: &async_nats::jetstream::Context,
-        tenant: &str,
-        post_id: &str,
+        key: &str,
+        info: &PostInfo,
+    ) -> Result<PublishAckFuture, String> {
+        let value = serde_json::to_vec(info).expect("PostInfo serialises");
+        js.publish(key.to_owned(), value.into())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Once a record's PubAck came, the cache knows the post too.
+    async fn recorded(
+        &self,
+        ack: PublishAckFuture,
+        key: String,
         info: PostInfo,
     ) -> Result<(), String> {
-        let key = key(tenant, post_id);
-        let value = serde_json::to_vec(&info).expect("PostInfo serialises");
-        js.publish(key.clone(), value.into())
-            .await
-            .map_err(|e| e.to_string())?
-            .await
-            .map_err(|e| e.to_string())?;
+        ack.await.map_err(|e| e.to_string())?;
         self.cache.insert(key, Some(Arc::new(info))).await;
         Ok(())
     }
@@ -174,23 +182,51 @@ pub async fn follow(
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         };
+        let mut fetched = Vec::new();
         while let Some(Ok(message)) = messages.next().await {
-            let recorded = match StoredEvent::decode(&message.payload) {
-                Ok(event) => match PostInfo::published_by(&event) {
-                    Some((post_id, info)) => {
-                        catalogue.record(&js, &event.tenant, &post_id, info).await
-                    }
-                    None => Ok(()),
-                },
-                // Not ours to fix: the projector dead-letters unreadable events.
-                Err(_) => Ok(()),
-            };
-            match recorded {
-                Ok(()) => {
-                    let _ = message.ack().await;
-                }
-                Err(e) => tracing::warn!(error = %e, "catalogue write failed; will be redelivered"),
+            fetched.push(message);
+        }
+        copy(&catalogue, &js, fetched).await;
+    }
+}
+
+/// Copies a fetched batch into the catalogue: every record is sent first,
+/// then the PubAcks are awaited, then the events acked, each only once its
+/// record is stored (or it needed none). One round trip a batch, not one a
+/// post: after an import of 150,000 posts, a follower sending one at a time
+/// took 13 s to catch up.
+async fn copy(
+    catalogue: &Catalogue,
+    js: &async_nats::jetstream::Context,
+    fetched: Vec<async_nats::jetstream::Message>,
+) {
+    let mut sent = Vec::with_capacity(fetched.len());
+    for message in &fetched {
+        let record = match StoredEvent::decode(&message.payload) {
+            Ok(event) => PostInfo::published_by(&event)
+                .map(|(post_id, info)| (key(&event.tenant, &post_id), info)),
+            // Not ours to fix: the projector dead-letters unreadable events.
+            Err(_) => None,
+        };
+        sent.push(match record {
+            Some((key, info)) => match Catalogue::send_record(js, &key, &info).await {
+                Ok(ack) => Some(Ok((ack, key, info))),
+                Err(e) => Some(Err(e)),
+            },
+            None => None,
+        });
+    }
+    for (message, sent) in fetched.iter().zip(sent) {
+        let recorded = match sent {
+            Some(Ok((ack, key, info))) => catalogue.recorded(ack, key, info).await,
+            Some(Err(e)) => Err(e),
+            None => Ok(()),
+        };
+        match recorded {
+            Ok(()) => {
+                let _ = message.ack().await;
             }
+            Err(e) => tracing::warn!(error = %e, "catalogue write failed; will be redelivered"),
         }
     }
 }
