@@ -17,7 +17,7 @@ use serde_json::json;
 use tally_shared::event::{validate, Limits, Source, StoredEvent};
 use tally_tests::bench::procs::{binaries, cpu_time, ServiceProcess};
 use tally_tests::bench::publish;
-use tally_tests::{config_for, NatsServer};
+use tally_tests::NatsServer;
 use time::OffsetDateTime;
 
 #[tokio::main]
@@ -27,7 +27,10 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|a| a.parse().ok())
         .unwrap_or(150_000);
     let nats = NatsServer::start();
-    let config = config_for("catalogue_probe", &nats);
+    // The command service alone: no ClickHouse beside it on the cores.
+    let mut config = tally_shared::Config::development();
+    config.nats.url = nats.url();
+    config.log.filter = "warn".into();
     let logs = std::env::temp_dir().join("tally-catalogue-probe");
     std::fs::create_dir_all(&logs)?;
     let command = ServiceProcess::start("tally-command", &binaries(), &config, &logs).await;

@@ -10,7 +10,10 @@ use super::report::grouped;
 /// One table's part log over a phase.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableMerges {
+    /// `database.table`: the rebuild's and the raw limits' databases hold
+    /// tables of the same names.
     pub table: String,
+    /// Merges that ended in the phase.
     pub merges: u64,
     /// Rows of the parts the merges wrote (what they read, less the rows
     /// that collapsed).
@@ -22,17 +25,17 @@ pub struct TableMerges {
     pub inserted_rows: u64,
 }
 
-/// The part log's answer for tables outside `system` since `from` (seconds
-/// since the epoch): `table, merges, merged rows, merge ms, inserted rows`.
+/// The part log's answer for every table since `from` (seconds since the
+/// epoch): `database.table, merges, merged rows, merge ms, inserted rows`.
 /// Event types by number (1 a new part, 2 a merge), which ClickHouse 18.16
 /// and current releases share; their names differ.
 pub fn query(from: u64) -> String {
     format!(
-        "SELECT table, countIf(toInt8(event_type) = 2), \
+        "SELECT concat(database, '.', table), countIf(toInt8(event_type) = 2), \
          sumIf(rows, toInt8(event_type) = 2), sumIf(duration_ms, toInt8(event_type) = 2), \
          sumIf(rows, toInt8(event_type) = 1) FROM system.part_log \
-         WHERE event_time >= toDateTime({from}) AND database != 'system' \
-         GROUP BY table FORMAT TSV"
+         WHERE event_time >= toDateTime({from}) \
+         GROUP BY database, table FORMAT TSV"
     )
 }
 
@@ -63,7 +66,7 @@ pub fn parse(answer: &str) -> Option<Vec<TableMerges>> {
 const SHOWN: usize = 3;
 
 /// The tables that merged most over a phase of `seconds`, as a note:
-/// "merging (seconds of merges per second): late_events 0.35 (285 merges
+/// "merging (seconds of merges per second): tally.late_events 0.35 (285 merges
 /// of 17,059,769 rows for 8,680 inserted), …". Tables that merged less than
 /// 0.01 s per second are left out; `None` when none is left.
 pub fn note(mut tables: Vec<TableMerges>, seconds: f64) -> Option<String> {
@@ -110,12 +113,12 @@ mod tests {
     #[test]
     fn the_part_log_answer_is_read_table_by_table() {
         let answer =
-            "late_events\t285\t17059769\t10744\t8680\nengagements\t55\t3956049\t4259\t440200\n";
+            "live.late_events\t285\t17059769\t10744\t8680\nlive.engagements\t55\t3956049\t4259\t440200\n";
         assert_eq!(
             parse(answer),
             Some(vec![
-                table("late_events", 285, 17_059_769, 10_744, 8_680),
-                table("engagements", 55, 3_956_049, 4_259, 440_200),
+                table("live.late_events", 285, 17_059_769, 10_744, 8_680),
+                table("live.engagements", 55, 3_956_049, 4_259, 440_200),
             ])
         );
         assert_eq!(parse(""), Some(vec![]));
@@ -124,31 +127,31 @@ mod tests {
             parse("Code: 60, e.displayText() = DB::Exception: Table system.part_log doesn't exist"),
             None
         );
-        assert_eq!(parse("late_events\t1\t2\tx\t4"), None);
+        assert_eq!(parse("live.late_events\t1\t2\tx\t4"), None);
     }
 
     #[test]
     fn the_note_names_the_tables_that_merged_most() {
         let tables = vec![
-            table("facts_by_seq", 59, 4_608_834, 3_446, 440_200),
-            table("projection_positions", 33, 264, 305, 1_144),
-            table("late_events", 285, 17_059_769, 10_744, 8_680),
-            table("engagements", 55, 3_956_049, 4_259, 440_200),
-            table("rollups", 1, 10, 1_000, 20),
+            table("live.facts_by_seq", 59, 4_608_834, 3_446, 440_200),
+            table("live.projection_positions", 33, 264, 305, 1_144),
+            table("live.late_events", 285, 17_059_769, 10_744, 8_680),
+            table("live.engagements", 55, 3_956_049, 4_259, 440_200),
+            table("live.rollups", 1, 10, 1_000, 20),
         ];
         assert_eq!(
             note(tables, 31.0).as_deref(),
             Some(
                 "merging (seconds of merges per second): \
-                 late_events 0.35 (285 merges of 17,059,769 rows for 8,680 inserted), \
-                 engagements 0.14 (55 merges of 3,956,049 rows for 440,200 inserted), \
-                 facts_by_seq 0.11 (59 merges of 4,608,834 rows for 440,200 inserted)"
+                 live.late_events 0.35 (285 merges of 17,059,769 rows for 8,680 inserted), \
+                 live.engagements 0.14 (55 merges of 3,956,049 rows for 440,200 inserted), \
+                 live.facts_by_seq 0.11 (59 merges of 4,608,834 rows for 440,200 inserted)"
             )
         );
         // Under 0.01 s per second is no merging to speak of.
         assert_eq!(
             note(
-                vec![table("projection_positions", 33, 264, 305, 1_144)],
+                vec![table("live.projection_positions", 33, 264, 305, 1_144)],
                 31.0
             ),
             None

@@ -98,7 +98,9 @@ async fn ask_clickhouse(
 /// that background merges read back. Merges are ClickHouse's main work
 /// besides inserting (each insert is a part, merged again and again into
 /// larger ones), so their rows per inserted row say where its share of the
-/// cores went. The benchmark's ClickHouse serves nothing else.
+/// cores went. The benchmark's ClickHouse serves nothing else but its own
+/// part log (a part every 7.5 s, and its merges), which these counters
+/// include.
 pub struct StorageMeter {
     http: reqwest::Client,
     url: String,

@@ -359,3 +359,68 @@ async fn like_events_are_attributed_from_the_catalogue() {
     .unwrap();
     assert!(stored.get("influencer_id").is_none(), "{stored}");
 }
+
+/// A post published twice in one burst (its campaign changed): the
+/// follower copies a fetched batch's records together, and the catalogue
+/// keeps the newer one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalogue_keeps_a_posts_newest_record() {
+    let stack = Stack::start("likes_catalogue_newest").await;
+    let token = stack.token("acme", &[Scope::EventsWrite]);
+    let published = |id: &str, campaign: &str| {
+        serde_json::json!({
+            "event_id": id, "type": "post_published", "occurred_at": tally_tests::rfc3339_ago(60),
+            "post_id": "ig:post:7", "influencer_id": "inf-1", "campaign_id": campaign,
+            "payload": {"content_type": "reel"},
+        })
+    };
+    // Other posts around it, so that both records travel in one batch.
+    let mut burst: Vec<Value> = (0..50)
+        .map(|i| published(&format!("before-{i}"), "other"))
+        .collect();
+    for (i, event) in burst.iter_mut().enumerate() {
+        event["post_id"] = Value::from(format!("ig:post:other-{i}"));
+    }
+    burst.push(published("pub-spring", "spring"));
+    burst.push(published("pub-summer", "summer"));
+    let response = stack
+        .http
+        .post(format!("{}/v1/events/batch", stack.command.url()))
+        .bearer_auth(&token)
+        .json(&burst)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = read(response).await;
+    assert_eq!(status, 202, "{body}");
+
+    let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
+    let events = js.get_stream("TALLY_EVENTS").await.unwrap();
+    let catalogue = js.get_stream("TALLY_CATALOGUE").await.unwrap();
+    let subject = "tally.catalogue.acme.posts.ig:post:7";
+    let campaign = tally_tests::eventually(
+        "the follower caught up",
+        Duration::from_secs(30),
+        || async {
+            let mut follower = events
+                .get_consumer::<async_nats::jetstream::consumer::pull::Config>("catalogue")
+                .await
+                .map_err(|e| e.to_string())?;
+            let info = follower.info().await.map_err(|e| e.to_string())?;
+            if info.num_pending > 0
+                || info.num_ack_pending > 0
+                || info.ack_floor.stream_sequence < 52
+            {
+                return Err(format!("{info:?}"));
+            }
+            let record = catalogue
+                .get_last_raw_message_by_subject(subject)
+                .await
+                .map_err(|e| e.to_string())?;
+            let record: Value = serde_json::from_slice(&record.payload).unwrap();
+            Ok(record["campaign_id"].clone())
+        },
+    )
+    .await;
+    assert_eq!(campaign, "summer");
+}

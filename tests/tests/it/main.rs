@@ -62,3 +62,5 @@ mod cluster;
 mod traces;
 // The dashboard and the like-button demo in headless Chromium.
 mod browser;
+// The benchmark harness's reading of ClickHouse's part log.
+mod bench_harness;
