@@ -79,10 +79,11 @@ pub fn note(mut tables: Vec<TableMerges>, seconds: f64) -> Option<String> {
         .take(SHOWN)
         .map(|t| {
             format!(
-                "{} {:.2} ({} merges of {} rows for {} inserted)",
+                "{} {:.2} ({} merge{} of {} rows for {} inserted)",
                 t.table,
                 rate(t),
                 grouped(t.merges as f64, 0),
+                if t.merges == 1 { "" } else { "s" },
                 grouped(t.merged_rows as f64, 0),
                 grouped(t.inserted_rows as f64, 0)
             )
@@ -146,6 +147,17 @@ mod tests {
                  live.late_events 0.35 (285 merges of 17,059,769 rows for 8,680 inserted), \
                  live.engagements 0.14 (55 merges of 3,956,049 rows for 440,200 inserted), \
                  live.facts_by_seq 0.11 (59 merges of 4,608,834 rows for 440,200 inserted)"
+            )
+        );
+        assert_eq!(
+            note(
+                vec![table("live.engagements", 1, 550_000, 3_100, 807_457)],
+                31.0
+            )
+            .as_deref(),
+            Some(
+                "merging (seconds of merges per second): \
+                 live.engagements 0.10 (1 merge of 550,000 rows for 807,457 inserted)"
             )
         );
         // Under 0.01 s per second is no merging to speak of.
