@@ -223,14 +223,25 @@ impl Stack {
 
     /// `POST /v1/events` with `body` as JSON; returns status and parsed body.
     pub async fn post_event(&self, token: &str, body: &Value) -> (u16, Value) {
+        self.post_json("/v1/events", token, body).await
+    }
+
+    /// `POST /v1/events/batch` with `events` as a JSON array; returns status
+    /// and parsed body.
+    pub async fn post_batch(&self, token: &str, events: &[Value]) -> (u16, Value) {
+        self.post_json("/v1/events/batch", token, &Value::from(events.to_vec()))
+            .await
+    }
+
+    async fn post_json(&self, path: &str, token: &str, body: &Value) -> (u16, Value) {
         let response = self
             .http
-            .post(format!("{}/v1/events", self.command.url()))
+            .post(format!("{}{path}", self.command.url()))
             .bearer_auth(token)
             .json(body)
             .send()
             .await
-            .expect("POST /v1/events");
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
         read(response).await
     }
 

@@ -383,15 +383,7 @@ async fn the_catalogue_keeps_a_posts_newest_record() {
     }
     burst.push(published("pub-spring", "spring"));
     burst.push(published("pub-summer", "summer"));
-    let response = stack
-        .http
-        .post(format!("{}/v1/events/batch", stack.command.url()))
-        .bearer_auth(&token)
-        .json(&burst)
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = read(response).await;
+    let (status, body) = stack.post_batch(&token, &burst).await;
     assert_eq!(status, 202, "{body}");
 
     let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
