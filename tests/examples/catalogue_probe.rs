@@ -13,12 +13,10 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use serde_json::json;
-use tally_shared::event::{validate, Limits, Source, StoredEvent};
+use tally_shared::event::StoredEvent;
 use tally_tests::bench::procs::{binaries, cpu_time, ServiceProcess};
-use tally_tests::bench::publish;
+use tally_tests::bench::{dataset, publish};
 use tally_tests::NatsServer;
-use time::OffsetDateTime;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -49,19 +47,11 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
-    let now = OffsetDateTime::now_utc();
-    let published_at =
-        (now - time::Duration::hours(1)).format(&time::format_description::well_known::Rfc3339)?;
-    let burst: Vec<StoredEvent> = (0..posts)
-        .map(|p| {
-            let envelope = json!({"event_id": format!("pub-{p}"), "type": "post_published",
-                "occurred_at": published_at, "post_id": format!("post-{p}"),
-                "influencer_id": format!("inf-{}", p % 500), "campaign_id": format!("camp-{}", p % 50),
-                "platform": "instagram", "payload": {"content_type": "reel"}});
-            let event = validate(&envelope, now, &Limits::default()).expect("a valid event");
-            StoredEvent::new(&format!("t{}", p % 3), Source::Import, event, now)
-        })
+    // Three tenants' catalogues, as `./dev bench full` publishes them.
+    let burst: Vec<StoredEvent> = (0..3)
+        .flat_map(|t| dataset(&format!("t{t}"), posts / 3, 0))
         .collect();
+    let posts = burst.len() as u64;
 
     let pids = [
         ("tally-command", command.pid()),

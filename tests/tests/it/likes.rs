@@ -367,22 +367,25 @@ async fn like_events_are_attributed_from_the_catalogue() {
 async fn the_catalogue_keeps_a_posts_newest_record() {
     let stack = Stack::start("likes_catalogue_newest").await;
     let token = stack.token("acme", &[Scope::EventsWrite]);
-    let published = |id: &str, campaign: &str| {
+    let published = |id: &str, post: &str, campaign: &str| {
         serde_json::json!({
             "event_id": id, "type": "post_published", "occurred_at": tally_tests::rfc3339_ago(60),
-            "post_id": "ig:post:7", "influencer_id": "inf-1", "campaign_id": campaign,
+            "post_id": post, "influencer_id": "inf-1", "campaign_id": campaign,
             "payload": {"content_type": "reel"},
         })
     };
     // Other posts around it, so that both records travel in one batch.
     let mut burst: Vec<Value> = (0..50)
-        .map(|i| published(&format!("before-{i}"), "other"))
+        .map(|i| {
+            published(
+                &format!("before-{i}"),
+                &format!("ig:post:other-{i}"),
+                "other",
+            )
+        })
         .collect();
-    for (i, event) in burst.iter_mut().enumerate() {
-        event["post_id"] = Value::from(format!("ig:post:other-{i}"));
-    }
-    burst.push(published("pub-spring", "spring"));
-    burst.push(published("pub-summer", "summer"));
+    burst.push(published("pub-spring", "ig:post:7", "spring"));
+    burst.push(published("pub-summer", "ig:post:7", "summer"));
     let (status, body) = stack.post_batch(&token, &burst).await;
     assert_eq!(status, 202, "{body}");
 
